@@ -1,0 +1,335 @@
+"""Recipes: TOML files loaded into frozen, typed dataclasses, overridable from the command line.
+
+A recipe has one table per section (``[data]``, ``[augment]``, ``[model]``, ``[optim]``,
+``[train]``, ``[finetune]``, ``[study]``). Every key has a default, so an empty recipe is the
+built-in ``digits`` setting. Unknown keys and values of the wrong type are errors that name
+the key (in the spirit of nanoGPT's configurator, with TOML instead of executed Python).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from toolkit.errors import ToolkitError
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+DEFAULT_RECIPE = "digits"
+BACKBONES = ("convnet", "resnet18", "resnet34", "resnet50")
+BN_PLACEMENTS = ("none", "hidden", "all")
+
+# Keys whose string value must be one of a fixed set, checked when the recipe is loaded so a
+# typo fails before any data is read.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.backbone": BACKBONES,
+    "model.proj_bn": BN_PLACEMENTS,
+    "model.pred_bn": BN_PLACEMENTS,
+    "model.predictor": ("learned", "fixed_random", "none"),
+    "train.precision": ("auto", "bf16", "fp16", "fp32"),
+    "finetune.loss": ("triplet", "contrastive"),
+    "finetune.mining": ("all", "hard", "semihard"),
+    "finetune.distance": ("euclidean", "cosine"),
+    "finetune.pairs": ("all", "balanced"),
+    "finetune.sampler": ("balanced", "random"),
+}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where images come from and how they are decoded (see ``toolkit.data``)."""
+
+    path: str = "digits"  # class folder, train/+test/ folder, CSV manifest, unlabeled folder or "digits"
+    image_size: int = 32  # network input side in pixels
+    load_size: int = 0  # side the images are decoded and cached at; 0 = image_size
+    channels: int = 3  # 3 = RGB, 1 = grayscale; images are converted on load
+    cache_gb: float = 8.0  # decode everything once into memory when it fits, else decode per step
+    mean: tuple[float, ...] = ()  # empty = ImageNet statistics (their average for 1 channel)
+    std: tuple[float, ...] = ()
+    test_fraction: float = 0.2  # held-out share of each class when the data has no test/ split
+    split_seed: int = 0
+    classes: tuple[str, ...] = ()  # keep only classes matching these glob patterns (empty = all)
+    holdout_classes: tuple[str, ...] = ()  # classes moved whole into the test split (few-shot)
+    rotations: bool = False  # add 90/180/270-degree rotations as extra classes (Omniglot practice)
+    imbalance_ratio: float = 1.0  # exponential long tail on the train split (CIFAR-10-LT); test stays balanced
+    train_limit: int = 0  # stratified subset of the train split (0 = all)
+    test_limit: int = 0  # stratified subset of the test split (0 = all)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """The two-view augmentation of SimSiam (Sec. 4 and Appendix A, MoCo v2's recipe)."""
+
+    crop_min_scale: float = 0.2
+    crop_max_scale: float = 1.0
+    hflip: float = 0.5
+    jitter_p: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+    hue: float = 0.1
+    grayscale_p: float = 0.2
+    blur_p: float = 0.0
+
+
+def _finetune_augment() -> AugmentConfig:
+    """Milder views for metric fine-tuning: labels already define what must stay invariant."""
+    return AugmentConfig(crop_min_scale=0.7, hflip=0.0, jitter_p=0.5, brightness=0.2, contrast=0.2,
+                         saturation=0.2, hue=0.0, grayscale_p=0.0, blur_p=0.0)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Backbone plus SimSiam's projection and prediction MLPs (Sec. 3, Appendix A/D)."""
+
+    backbone: str = "convnet"
+    cifar_stem: bool = False  # 3x3 stride-1 conv1 and no max-pool, for small images
+    width: int = 64  # channels of the small ConvNet
+    zero_init_residual: bool = True
+    dim: int = 2048  # output of the projector, d in the paper
+    proj_hidden: int = 0  # hidden width of the projector; 0 = dim
+    proj_layers: int = 3  # 3 (ImageNet) or 2 (the paper's CIFAR setting)
+    proj_bn: str = "all"  # none | hidden | all (hidden + output), Table 4
+    pred_hidden: int = 0  # bottleneck of the predictor; 0 = dim // 4
+    pred_bn: str = "hidden"  # none | hidden | all
+    predictor: str = "learned"  # learned | fixed_random | none, Table 1
+    stop_gradient: bool = True  # Sec. 4.1, Figure 2
+    symmetric: bool = True  # Sec. 4.6, Table 5
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """SGD with the paper's linear lr scaling and per-step cosine decay (Sec. 3)."""
+
+    base_lr: float = 0.05  # lr = base_lr x batch_size / 256
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 0.0
+    fix_pred_lr: bool = False  # the predictor keeps the initial lr (Sec. 4.2)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Loop, speed and monitoring settings shared by every training command."""
+
+    epochs: int = 30
+    batch_size: int = 256
+    workers: int = 1  # DataLoader worker processes (0 = decode in the training process)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto | bf16 | fp16 | fp32
+    channels_last: bool = True
+    compile: bool = False
+    knn_k: int = 200
+    knn_t: float = 0.1
+    knn_every: int = 1  # kNN monitor every N epochs (and always at the first and last)
+    init_batches: int = 8  # batches measured at initialisation for the epoch-0 loss and z_std
+    collapse_fraction: float = 0.2  # warn when z_std < fraction x 1/sqrt(d)
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Metric fine-tuning of the twin encoder (``toolkit finetune``)."""
+
+    loss: str = "triplet"  # triplet | contrastive
+    embedding_dim: int = 128
+    triplet_margin: float = 0.2
+    contrastive_margin: float = 1.0
+    mining: str = "semihard"  # all | hard | semihard
+    distance: str = "euclidean"  # euclidean | cosine
+    pairs: str = "all"  # all | balanced
+    sampler: str = "balanced"  # balanced (M per class) | random
+    m_per_class: int = 4
+    class_weights: bool = False  # inverse-frequency weights on the loss terms
+    epochs: int = 20
+    batch_size: int = 128
+    base_lr: float = 0.05
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 0.0
+    freeze_backbone_epochs: int = 0
+    backbone_lr_scale: float = 0.1
+    augment: AugmentConfig = field(default_factory=_finetune_augment)
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """The ablation grid of ``toolkit study`` (Sec. 4 of the paper)."""
+
+    variants: tuple[str, ...] = ("baseline", "no_stop_gradient", "no_predictor", "fixed_predictor",
+                                 "asymmetric", "batch_64", "batch_128", "batch_256", "batch_512",
+                                 "bn_none", "bn_hidden", "bn_all")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A whole experiment: one frozen value that every command reads."""
+
+    name: str = DEFAULT_RECIPE
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
+
+
+def resolve_recipe_path(recipe: str | None) -> Path | None:
+    """Find a recipe file: a path, or a bare name looked up in ``recipes/``; None = defaults."""
+    if recipe is None:
+        candidate = RECIPES_DIR / f"{DEFAULT_RECIPE}.toml"
+        return candidate if candidate.is_file() else None
+    path = Path(recipe)
+    if path.is_file():
+        return path
+    named = RECIPES_DIR / (recipe if recipe.endswith(".toml") else f"{recipe}.toml")
+    if named.is_file():
+        return named
+    available = sorted(p.stem for p in RECIPES_DIR.glob("*.toml")) if RECIPES_DIR.is_dir() else []
+    raise ToolkitError(f"recipe {recipe!r} not found: give a TOML file or one of {', '.join(available) or 'none'}")
+
+
+def load_recipe(recipe: str | None = None, overrides: dict[str, Any] | None = None,
+                sets: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Load a recipe file (or the defaults), then apply dotted overrides and ``--set`` strings.
+
+    Args:
+        recipe: a TOML path, a name in ``recipes/``, or None for ``digits``.
+        overrides: dotted keys to typed values, e.g. ``{"train.epochs": 3}`` (CLI shortcuts).
+        sets: ``section.key=value`` strings; the value is read as TOML, or as a string when it
+            is not valid TOML (so ``model.backbone=resnet18`` needs no quotes).
+    """
+    path = resolve_recipe_path(recipe)
+    if path is None:
+        raw: dict[str, Any] = {}
+        name = DEFAULT_RECIPE
+    else:
+        try:
+            raw = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ToolkitError(f"{path}: not valid TOML: {exc}") from None
+        name = str(raw.pop("name", path.stem))
+    merged = dict(raw)
+    merged["name"] = name
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(merged, key, value)
+    for item in sets:
+        key, value = parse_set(item)
+        _set_dotted(merged, key, value)
+    return build(Recipe, merged, source=str(path) if path else "defaults")
+
+
+def recipe_from_dict(raw: dict[str, Any], source: str = "checkpoint") -> Recipe:
+    """Rebuild a recipe from the plain dict stored in a checkpoint or ``recipe.toml``."""
+    return build(Recipe, raw, source=source)
+
+
+def parse_set(item: str) -> tuple[str, Any]:
+    """Split ``section.key=value`` and read the value as TOML (strings may omit quotes)."""
+    if "=" not in item:
+        raise ToolkitError(f"--set {item!r}: expected section.key=value")
+    key, text = item.split("=", 1)
+    key = key.strip()
+    if "." not in key:
+        raise ToolkitError(f"--set {item!r}: the key must be section.key, e.g. train.epochs")
+    try:
+        value = tomllib.loads(f"v = {text.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text.strip()
+    return key, value
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ToolkitError(f"recipe key {dotted!r}: {part!r} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def build(cls: type, raw: dict[str, Any], source: str, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a plain dict, checking every key and type."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        dotted = f"{prefix}{key}"
+        if key not in names:
+            valid = ", ".join(sorted(prefix + n for n in names))
+            raise ToolkitError(f"{source}: unknown recipe key {dotted!r} (valid here: {valid})")
+        values[key] = _coerce(hints[key], value, dotted, source)
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, dotted: str, source: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ToolkitError(f"{source}: recipe key {dotted!r} must be a section (a TOML table)")
+        return build(hint, value, source, prefix=f"{dotted}.")
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        item_type = typing.get_args(hint)[0]
+        if isinstance(value, str) and item_type is str:
+            value = [v for v in (s.strip() for s in value.split(",")) if v]
+        if not isinstance(value, (list, tuple)):
+            raise ToolkitError(f"{source}: recipe key {dotted!r} must be a list of {item_type.__name__}, got {value!r}")
+        return tuple(_coerce(item_type, v, f"{dotted}[]", source) for v in value)
+    if origin in (typing.Union, types.UnionType):
+        raise TypeError(f"unsupported recipe type for {dotted}")  # pragma: no cover - schema bug
+    if hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif hint is str:
+        ok = isinstance(value, str)
+        if ok and dotted in CHOICES and value not in CHOICES[dotted]:
+            raise ToolkitError(f"{source}: recipe key {dotted!r} is {value!r}; valid: {', '.join(CHOICES[dotted])}")
+    else:  # pragma: no cover - schema bug
+        raise TypeError(f"unsupported recipe type {hint} for {dotted}")
+    if not ok:
+        raise ToolkitError(f"{source}: recipe key {dotted!r} must be {hint.__name__}, got {value!r}")
+    return value
+
+
+def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
+    """The fully resolved recipe as plain TOML-ready data (tuples become lists)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(dataclasses.asdict(recipe))
+
+
+def write_recipe(recipe: Recipe, path: Path) -> None:
+    """Write the fully resolved recipe as TOML."""
+    path.write_text(tomli_w.dumps(recipe_to_dict(recipe)))
+
+
+def replace(recipe: Recipe, **dotted: Any) -> Recipe:
+    """A copy of ``recipe`` with dotted keys replaced, e.g. ``replace(r, **{"train.epochs": 2})``."""
+    raw = recipe_to_dict(recipe)
+    for key, value in dotted.items():
+        _set_dotted(raw, key, value)
+    return recipe_from_dict(raw, source="override")
+
+
+def with_sets(recipe: Recipe, sets: list[str] | tuple[str, ...]) -> Recipe:
+    """Apply ``--set section.key=value`` strings to an already loaded recipe."""
+    return replace(recipe, **dict(parse_set(s) for s in sets)) if sets else recipe
