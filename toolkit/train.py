@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -100,8 +99,11 @@ class Objective(ABC):
 
 @dataclass
 class RunResult:
+    """What a finished run leaves: its folder, its metrics records (rank 0) and the trained module."""
+
     run_dir: Path
     records: list[dict[str, Any]]
+    model: nn.Module
 
 
 class _SigintFlag:
@@ -337,7 +339,7 @@ class Trainer:
                 self._log(record)
                 self._save(epoch)
                 low_epochs = self._collapse_check(record, low_epochs)
-        return RunResult(self.run_dir, read_metrics(self.run_dir) if self.env.is_main else [])
+        return RunResult(self.run_dir, read_metrics(self.run_dir) if self.env.is_main else [], self.module)
 
     def _log(self, record: dict[str, Any]) -> None:
         if not self.env.is_main:
@@ -359,10 +361,3 @@ class Trainer:
         return low_epochs
 
 
-def stats_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """First and last values of a run's records, for the end-of-run summary."""
-    if not records:
-        return {}
-    first, last = records[0], records[-1]
-    rates = [r["img_per_s"] for r in records if r.get("img_per_s")]
-    return {"first": first, "last": last, "img_per_s": float(np.mean(rates)) if rates else None}
