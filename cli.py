@@ -99,5 +99,14 @@ def pretrain(
     run_pretrain(resolved, run_dir, resume=ckpt)
 
 
+# --- finetune / evaluate (issue 5) ---
+
+
+# --- export / embed / score (issue 3) ---
+
+
+# --- study (issue 4) ---
+
+
 if __name__ == "__main__":
     app()
