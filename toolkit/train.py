@@ -205,6 +205,20 @@ class Trainer:
                 group["lr"] = lr * spec.lr_scale
         return lr
 
+    def train_step(self, batch: Any) -> StepOutput:
+        """One optimisation step on ``batch`` (forward under autocast, backward, SGD update)."""
+        with self.autocast():
+            out = self.objective.step(self.forward_model, batch, self.normalizer)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(out.loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            out.loss.backward()
+            self.optimizer.step()
+        return out
+
     @torch.no_grad()
     def _initial_record(self) -> dict[str, Any]:
         """Loss and statistics at initialisation, before any step (the ``epoch: 0`` record).
@@ -266,17 +280,8 @@ class Trainer:
         tic = time.perf_counter()
         for batch in self.loader:
             lr = self._set_lr(epoch, (epoch - 1) * self.steps_per_epoch + step)
-            with self.autocast():
-                out = self.objective.step(self.forward_model, batch, self.normalizer)
+            out = self.train_step(batch)
             loss = out.loss
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.scaler is not None:
-                self.scaler.scale(loss).backward()
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            else:
-                loss.backward()
-                self.optimizer.step()
             step += 1
             images += len(plan[step - 1]) * self.env.world_size
             for key, value in {"loss": loss, **out.stats}.items():
