@@ -144,3 +144,24 @@ def test_class_selection_and_limits() -> None:
         load_splits(DataConfig(path="digits", classes=("x*",)))
     with pytest.raises(ToolkitError, match="holds out every class"):
         load_splits(DataConfig(path="digits", holdout_classes=("*",)))
+
+
+def test_unusual_image_modes_decode(tmp_path: Path) -> None:
+    """16-bit grayscale, palette, CMYK and transparent images all become 8-bit RGB or L."""
+    from PIL import Image
+
+    from toolkit.image_store import decode_image
+
+    sixteen = tmp_path / "sixteen.png"
+    Image.fromarray((np.arange(20 * 30).reshape(20, 30) * 100).astype(np.uint16)).save(sixteen)
+    out = decode_image(str(sixteen), 16, 1)
+    assert out.shape == (1, 16, 16) and out.dtype == np.uint8 and out.max() > 200  # stretched, not clipped to 255s
+    transparent = tmp_path / "clear.png"
+    Image.new("RGBA", (10, 14), (0, 0, 0, 0)).save(transparent)
+    assert decode_image(str(transparent), 8, 3).min() == 255  # transparent reads as white
+    cmyk = tmp_path / "cmyk.jpg"
+    Image.new("CMYK", (12, 12), (0, 255, 255, 0)).save(cmyk)
+    assert decode_image(str(cmyk), 8, 3).shape == (3, 8, 8)
+    palette = tmp_path / "pal.gif"
+    Image.new("P", (9, 9), 3).save(palette)
+    assert decode_image(str(palette), 8, 3).shape == (3, 8, 8)

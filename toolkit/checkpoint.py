@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from toolkit import __version__
 from toolkit.config import Recipe, recipe_from_dict
 from toolkit.errors import ToolkitError
 from toolkit.models.encoder import Encoder
@@ -27,7 +28,7 @@ from toolkit.models.simsiam import SimSiam
 
 FORMAT = "toolkit-checkpoint"
 FORMAT_VERSION = 1
-TOOLKIT_VERSION = "0.1.0"
+TOOLKIT_VERSION = __version__
 
 
 def save_atomic(payload: dict[str, Any], path: Path) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from toolkit.config import DataConfig
 from toolkit.console import warn
@@ -94,7 +94,12 @@ def decode_image(path: str, size: int, channels: int) -> np.ndarray:
 
 def to_square_array(img: Image.Image, size: int, channels: int) -> np.ndarray:
     """Convert a PIL image to (C, size, size) uint8: mode, resize of the shorter side, centre crop."""
-    if img.mode in ("RGBA", "LA", "P"):
+    img = ImageOps.exif_transpose(img)  # phone photos store their rotation in EXIF
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit / float images: stretch to 8 bits
+        array = np.asarray(img, dtype=np.float32)
+        low, high = float(array.min()), float(array.max())
+        img = Image.fromarray(((array - low) * (255.0 / max(high - low, 1e-6))).astype(np.uint8))
+    if img.mode in ("RGBA", "LA", "P", "PA"):
         img = img.convert("RGBA")
         background = Image.new("RGBA", img.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, img)  # transparent = white, not black
