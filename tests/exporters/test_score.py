@@ -1,7 +1,6 @@
 """`toolkit score` scoring, checked against brute-force loops on fake embeddings."""
 
 import csv
-import time
 from pathlib import Path
 
 import numpy as np
@@ -98,15 +97,13 @@ def test_pair_scores_function_chunks_and_marks_missing_with_nan() -> None:
             assert got[i] == pytest.approx(cosine(emb[a[i]], emb[b[i]]), abs=1e-6)
 
 
-def test_a_million_pairs_score_fast() -> None:
+def test_a_million_pairs_in_chunks_equal_one_direct_computation() -> None:
     emb = unit_vectors(10_000, 64).astype(np.float32)
     rng = np.random.default_rng(3)
     a, b = rng.integers(0, 10_000, 1_000_000), rng.integers(0, 10_000, 1_000_000)
-    start = time.perf_counter()
-    got = score.pair_scores(emb, a, b)
-    elapsed = time.perf_counter() - start
-    assert np.allclose(got[:100], (emb[a[:100]] * emb[b[:100]]).sum(1), atol=1e-6)
-    assert elapsed < 3.0, f"1M pairs took {elapsed:.2f} s"  # about 0.1 s here; a Python loop takes > 10 s
+    got = score.pair_scores(emb, a, b)  # 8 MiB chunks: 32,768 pairs each at D = 64
+    np.testing.assert_allclose(got, np.einsum("nd,nd->n", emb[a], emb[b]), atol=1e-6)
+    # Speed is measured by benchmarks/inference.py (about 0.1 s here; a Python loop takes > 10 s).
 
 
 def test_a_missing_image_only_fails_its_own_rows(tmp_path: Path) -> None:

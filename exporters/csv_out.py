@@ -1,0 +1,68 @@
+"""CSV output of `toolkit score`: written whole or not at all, in blocks of rows for speed."""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import islice
+from pathlib import Path
+from typing import TextIO
+
+BLOCK_ROWS = 65_536  # rows handed to csv.writer.writerows at once: C-speed writing, bounded memory
+
+
+def in_blocks(rows: Iterable[Sequence[object]], size: int = BLOCK_ROWS) -> Iterator[list[Sequence[object]]]:
+    """Groups a row iterator into lists of at most ``size`` rows."""
+    iterator = iter(rows)
+    while block := list(islice(iterator, size)):
+        yield block
+
+
+def write_atomic(path: Path, fill: Callable[[TextIO], int]) -> int:
+    """Runs ``fill`` on a temporary text file beside ``path``, then renames it over ``path``.
+
+    A crash or Ctrl-C therefore never leaves a half-written file under the final name, and an
+    older file of that name stays until the new one is complete.
+
+    Returns:
+        What ``fill`` returned (the number of data rows).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+            count = fill(f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return count
+
+
+def write_csv_atomic(path: Path, header: Sequence[str], blocks: Iterable[Sequence[Sequence[object]]]) -> int:
+    """Writes ``header`` and blocks of rows as one CSV, atomically (``write_atomic``).
+
+    Returns:
+        The number of data rows written.
+    """
+
+    def fill(f: TextIO) -> int:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        count = 0
+        for block in blocks:
+            writer.writerows(block)
+            count += len(block)
+        return count
+
+    return write_atomic(path, fill)
+
+
+def one_line(reason: str) -> str:
+    """``reason`` with every run of whitespace (newlines included) made one space."""
+    return " ".join(str(reason).split())

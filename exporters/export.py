@@ -1,0 +1,174 @@
+"""``toolkit export``: checkpoint -> validated ``encoder.onnx`` (+ int8, + TensorRT engine).
+
+Steps, each printed as it finishes:
+
+1. ONNX export with metadata (``exporters.onnx``), checker and shape inference;
+2. the parity gate against PyTorch fp32 (``exporters.parity``), run on ONNX Runtime's CPU
+   provider; on failure the graph is kept as ``encoder.rejected.onnx`` for inspection and the
+   export fails;
+3. ``encoder.json`` (the same metadata as in the ONNX);
+4. optionally ``encoder.int8.onnx`` (``--int8 --calib-data DIR``, ``exporters.quantize``);
+5. optionally ``encoder.engine`` (``--trt``, ``exporters.tensorrt.build_engine``). Without
+   TensorRT or a CUDA device this step fails with exit code 2 and says the ONNX was written.
+
+The default output folder is ``<the checkpoint's folder>/export``: for a run folder
+``runs/x``, ``runs/x/export``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch import nn
+
+from exporters import metadata, parity
+from exporters.metadata import ModelInfo
+from exporters.onnx import DEFAULT_OPSET, export_onnx
+from exporters.quantize import Int8Report
+from exporters.runtime import OnnxBackend, TorchBackend
+from toolkit.console import info as say
+from toolkit.errors import ToolkitError
+
+DEFAULT_MAX_BATCH = 256
+OPT_BATCH = 64  # the TensorRT profile's tuned batch (clipped to --max-batch)
+WORKSPACE_BYTES = 4 * 2**30
+
+
+@dataclass
+class ExportResult:
+    """What ``export_checkpoint`` wrote and measured."""
+
+    out_dir: Path
+    onnx_path: Path
+    info: ModelInfo
+    parity: list[parity.ParityCase]
+    int8: Int8Report | None = None
+    engine: dict[str, object] | None = None
+    files: list[Path] = field(default_factory=list)
+
+
+def default_out_dir(checkpoint_path: str | Path) -> Path:
+    """``<run folder>/export`` for a run folder or a checkpoint file inside one."""
+    path = Path(checkpoint_path)
+    return (path if path.is_dir() else path.parent) / "export"
+
+
+def _check_options(trt: bool, fp16: bool, int8: bool, calib_data: str | Path | None, max_batch: int) -> None:
+    if fp16 and not trt:
+        raise ToolkitError("--fp16 sets the TensorRT engine's precision; add --trt (the ONNX is always fp32)")
+    if int8 and calib_data is None:
+        raise ToolkitError("--int8 needs --calib-data DIR: a folder (or list) of representative images to calibrate on")
+    if calib_data is not None and not int8:
+        raise ToolkitError("--calib-data is only used with --int8")
+    if max_batch < 2:
+        raise ToolkitError(f"--max-batch {max_batch}: must be at least 2")
+
+
+def export_checkpoint(checkpoint_path: str | Path, out: str | Path | None = None, *, trt: bool = False,
+                      fp16: bool = False, opset: int = DEFAULT_OPSET, max_batch: int = DEFAULT_MAX_BATCH,
+                      int8: bool = False, calib_data: str | Path | None = None, data: str | Path | None = None,
+                      threads: int | None = None) -> ExportResult:
+    """Exports a pretrain or finetune checkpoint; see the module docstring for the steps.
+
+    Args:
+        checkpoint_path: a ``checkpoint.pt`` or a run folder holding one.
+        out: output folder (default ``default_out_dir(checkpoint_path)``).
+        trt: also build ``encoder.engine`` with TensorRT.
+        fp16: TensorRT engine in mixed fp16 (the l2 normalisation stays fp32).
+        opset: ONNX opset.
+        max_batch: the largest batch of the TensorRT profile (and of the export's batch bound).
+        int8: also write ``encoder.int8.onnx`` calibrated on ``calib_data``.
+        calib_data: folder, CSV or list of calibration images.
+        data: folder, CSV or list of images for the parity check on real images.
+        threads: ONNX Runtime / torch CPU threads for the checks (None = all cores).
+
+    Raises:
+        ToolkitError: bad options, not a toolkit checkpoint, a failed export, validation or
+            parity gate; TensorRT unavailable with ``trt`` (after the ONNX is written).
+    """
+    from toolkit import checkpoint
+
+    _check_options(trt, fp16, int8, calib_data, max_batch)
+    ckpt = checkpoint.load(checkpoint_path)
+    info = metadata.info_from_checkpoint(ckpt)
+    encoder = checkpoint.encoder_from_checkpoint(ckpt)
+    out_dir = Path(out) if out is not None else default_out_dir(checkpoint_path)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    onnx_path = out_dir / "encoder.onnx"
+    staged = out_dir / ".encoder.staged.onnx"
+    try:
+        info = export_onnx(encoder, info, staged, opset=opset, max_batch=max(max_batch, 2))
+        say(f"exported {ckpt['kind']} checkpoint {ckpt['path']} -> ONNX opset {opset}; checker and shape inference passed")
+        cases = _parity_gate(encoder, info, staged, data, threads)
+        os.replace(staged, onnx_path)
+    finally:
+        staged.unlink(missing_ok=True)
+    metadata.write_json(info, out_dir / "encoder.json")
+    result = ExportResult(out_dir, onnx_path, info, cases, files=[onnx_path, out_dir / "encoder.json"])
+    threshold = "none stored (no eval.json beside the checkpoint)" if info.threshold is None else f"{info.threshold:.4f}"
+    say(f"wrote {onnx_path} ({_size(onnx_path)}) and encoder.json; "
+        f"input [batch, {', '.join(map(str, info.input_chw))}], embedding dim {info.embedding_dim}, threshold {threshold}")
+
+    if int8:
+        result.int8 = _export_int8(onnx_path, out_dir / "encoder.int8.onnx", info, calib_data, threads)
+        result.files.append(result.int8.path)
+    if trt:
+        result.engine = _build_trt(onnx_path, out_dir, fp16, max_batch)
+        result.files.append(out_dir / "encoder.engine")
+    return result
+
+
+def _size(path: Path) -> str:
+    size = path.stat().st_size
+    return f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size / 2**10:.0f} KiB"
+
+
+def _parity_gate(encoder: nn.Module, info: ModelInfo, staged: Path, data: str | Path | None,
+                 threads: int | None) -> list[parity.ParityCase]:
+    """Runs and prints the parity cases; a failure keeps the graph as ``encoder.rejected.onnx`` and raises."""
+    reference = TorchBackend(encoder, info, precision="fp32", device="cpu", threads=threads)
+    candidate = OnnxBackend(staged, threads=threads, device="cpu", info=info)
+    cases = parity.check_parity(reference, candidate, parity.parity_batches(info, data))
+    for case in cases:
+        say(case.line())
+    failed = [c for c in cases if not c.passed]
+    if failed:
+        rejected = staged.parent / "encoder.rejected.onnx"
+        os.replace(staged, rejected)
+        worst = min(failed, key=lambda c: c.min_cosine)
+        raise ToolkitError(
+            f"parity gate failed: ONNX Runtime vs PyTorch on {worst.name} images, batch {worst.batch}: min cosine "
+            f"{worst.min_cosine:.6f} (need >= {parity.MIN_COSINE}), max |diff| {worst.max_abs_diff:.2e} (need <= "
+            f"{parity.MAX_ABS_DIFF:g}); the graph is kept as {rejected}"
+        )
+    return cases
+
+
+def _export_int8(onnx_path: Path, int8_path: Path, info: ModelInfo, calib_data: str | Path | None,
+                 threads: int | None) -> Int8Report:
+    from exporters.quantize import calibration_set, int8_report, quantize_int8
+
+    images, check, held_out = calibration_set(info, calib_data)  # type: ignore[arg-type]  # checked in _check_options
+    quantize_int8(onnx_path, int8_path, images)
+    report = int8_report(onnx_path, int8_path, check, len(images), held_out, threads)
+    on = f"{report.check_images} held-out images" if held_out else f"{report.check_images} calibration images"
+    say(f"wrote {int8_path} (static int8 QDQ, {report.calibration_images} calibration images): cosine to fp32 on {on} "
+        f"min {report.min_cosine:.5f}, mean {report.mean_cosine:.5f}; CPU speed-up x{report.speedup:.2f} "
+        f"(ONNX Runtime, batch {min(len(check), 32)})")
+    return report
+
+
+def _build_trt(onnx_path: Path, out_dir: Path, fp16: bool, max_batch: int) -> dict[str, object]:
+    from exporters.tensorrt import build_engine, tensorrt_unavailable_reason
+
+    reason = tensorrt_unavailable_reason()
+    if reason is not None:
+        raise ToolkitError(f"--trt: cannot build a TensorRT engine: {reason}; the ONNX was written to {onnx_path}")
+    engine = build_engine(onnx_path, out_dir / "encoder.engine", min_batch=1, opt_batch=min(OPT_BATCH, max_batch),
+                          max_batch=max_batch, fp16=fp16, workspace_bytes=WORKSPACE_BYTES,
+                          timing_cache_path=out_dir / "timing.cache")
+    say(f"wrote {engine['engine']} ({engine['precision']}, TensorRT {engine['tensorrt_version']} on {engine['gpu']}, "
+        f"batch 1..{max_batch}, built in {engine['build_seconds']} s); trtexec equivalent in {out_dir / 'trtexec.sh'}")
+    return engine

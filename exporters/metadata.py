@@ -1,0 +1,181 @@
+"""What a deployed encoder needs besides its weights: input framing, normalisation, threshold.
+
+The same fields travel three ways, so every backend preprocesses identically:
+
+* from a checkpoint (``ckpt["preprocess"]``, the recipe's ``data.load_size``, ``eval.json``);
+* in ``encoder.json`` beside an exported model;
+* in the ONNX file's ``metadata_props`` (one key per field, JSON-encoded values).
+
+Input framing, as in training's evaluation view: the shorter side is resized to
+``resize_size``, the centre square of ``image_size`` is cropped, pixels become
+``(x / 255 - mean) / std`` per channel, NCHW float32. ``threshold`` is the cosine at which a
+pair counts as "same": the EER operating point stored by ``toolkit evaluate`` (key
+``verification.threshold`` of ``eval.json`` next to the checkpoint), or None.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from toolkit.checkpoint import TOOLKIT_VERSION
+from toolkit.console import warn
+from toolkit.errors import ToolkitError
+
+FORMAT = "toolkit-encoder"
+INPUT_NAME = "images"
+OUTPUT_NAME = "embeddings"
+# Used when neither --threshold nor the model's metadata gives one. Embeddings are unit
+# vectors, so 0.5 is a cosine of 60 degrees: a neutral guess, not a calibrated operating point.
+DEFAULT_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The metadata of an exported (or exportable) encoder.
+
+    Attributes:
+        image_size: network input side S; the input is [N, channels, S, S].
+        resize_size: shorter side the image is resized to before the centre crop (>= image_size).
+        channels: 1 (grayscale) or 3 (RGB).
+        mean: per-channel mean of the normalisation (in [0, 1] units).
+        std: per-channel std of the normalisation.
+        embedding_dim: D of the [N, D] l2-normalised output.
+        threshold: verification threshold (cosine), None when evaluation stored none.
+        kind: "pretrain" or "finetune".
+        toolkit_version: version of the toolkit that exported the model.
+        opset: ONNX opset of the exported graph, None before export.
+        checkpoint: the checkpoint the model came from.
+    """
+
+    image_size: int
+    resize_size: int
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    embedding_dim: int
+    threshold: float | None = None
+    kind: str = "pretrain"
+    toolkit_version: str = TOOLKIT_VERSION
+    opset: int | None = None
+    checkpoint: str = ""
+
+    @property
+    def input_chw(self) -> tuple[int, int, int]:
+        return self.channels, self.image_size, self.image_size
+
+    def with_opset(self, opset: int) -> ModelInfo:
+        return replace(self, opset=opset)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``encoder.json`` content (also what ``metadata_props`` holds, key by key)."""
+        data = {"format": FORMAT, "input_name": INPUT_NAME, "output_name": OUTPUT_NAME, **asdict(self)}
+        data["mean"], data["std"] = list(self.mean), list(self.std)
+        data["input_shape"] = ["batch", *self.input_chw]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str) -> ModelInfo:
+        """Inverse of ``to_dict``; extra keys are ignored.
+
+        Raises:
+            ToolkitError: not toolkit metadata, or a field missing or of the wrong kind.
+        """
+        if data.get("format") != FORMAT:
+            raise ToolkitError(f"{source}: not a toolkit model (no '{FORMAT}' metadata); export one with toolkit export")
+        try:
+            info = cls(
+                image_size=int(data["image_size"]),
+                resize_size=int(data.get("resize_size") or data["image_size"]),
+                channels=int(data["channels"]),
+                mean=tuple(float(m) for m in data["mean"]),
+                std=tuple(float(s) for s in data["std"]),
+                embedding_dim=int(data["embedding_dim"]),
+                threshold=None if data.get("threshold") is None else float(data["threshold"]),
+                kind=str(data.get("kind", "pretrain")),
+                toolkit_version=str(data.get("toolkit_version", "")),
+                opset=None if data.get("opset") is None else int(data["opset"]),
+                checkpoint=str(data.get("checkpoint", "")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ToolkitError(f"{source}: broken toolkit metadata ({type(exc).__name__}: {exc})") from None
+        if info.channels not in (1, 3) or len(info.mean) != info.channels or len(info.std) != info.channels:
+            raise ToolkitError(
+                f"{source}: metadata has channels={info.channels} with mean {list(info.mean)}, std {list(info.std)}"
+            )
+        return info
+
+
+def eval_threshold(folder: Path) -> float | None:
+    """``verification.threshold`` of ``folder/eval.json``; None when absent (a warning if unreadable)."""
+    path = folder / "eval.json"
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text())["verification"]["threshold"]
+        value = float(value)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        warn(f"{path}: no usable verification.threshold ({type(exc).__name__}); ignoring it")
+        return None
+    return value if math.isfinite(value) else None
+
+
+def info_from_checkpoint(ckpt: dict[str, Any]) -> ModelInfo:
+    """Metadata of a loaded checkpoint (``toolkit.checkpoint.load``), with eval.json's threshold."""
+    pre = ckpt["preprocess"]
+    load_size = int(ckpt.get("recipe", {}).get("data", {}).get("load_size", 0) or 0)
+    path = Path(ckpt.get("path", "checkpoint.pt"))
+    return ModelInfo(
+        image_size=int(pre["image_size"]),
+        resize_size=max(load_size, int(pre["image_size"])),  # as toolkit.image_store.load_data decodes
+        channels=int(pre["channels"]),
+        mean=tuple(float(m) for m in pre["mean"]),
+        std=tuple(float(s) for s in pre["std"]),
+        embedding_dim=int(ckpt["embedding_dim"]),
+        threshold=eval_threshold(path.parent),
+        kind=str(ckpt.get("kind", "pretrain")),
+        checkpoint=str(path),
+    )
+
+
+def write_json(info: ModelInfo, path: Path) -> None:
+    path.write_text(json.dumps(info.to_dict(), indent=2) + "\n")
+
+
+def read_json(path: Path) -> ModelInfo:
+    """Metadata from an ``encoder.json``.
+
+    Raises:
+        ToolkitError: unreadable JSON or not toolkit metadata.
+    """
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ToolkitError(f"{path}: not readable as JSON ({type(exc).__name__})") from None
+    if not isinstance(data, dict):
+        raise ToolkitError(f"{path}: not a toolkit model description (expected a JSON object)")
+    return ModelInfo.from_dict(data, str(path))
+
+
+def to_props(info: ModelInfo) -> dict[str, str]:
+    """``metadata_props`` entries: every ``encoder.json`` key with its JSON-encoded value."""
+    return {key: json.dumps(value) for key, value in info.to_dict().items()}
+
+
+def from_props(props: dict[str, str], source: str) -> ModelInfo:
+    """Inverse of ``to_props``.
+
+    Raises:
+        ToolkitError: no toolkit metadata or a broken value.
+    """
+    try:
+        data = {key: json.loads(value) for key, value in props.items() if key in _PROP_KEYS}
+    except ValueError as exc:
+        raise ToolkitError(f"{source}: broken toolkit metadata ({exc})") from None
+    return ModelInfo.from_dict(data, source)
+
+
+_PROP_KEYS = {"format", "input_name", "output_name", "input_shape", *(f.name for f in fields(ModelInfo))}

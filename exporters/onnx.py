@@ -1,0 +1,151 @@
+"""PyTorch encoder -> ``encoder.onnx``: one file, dynamic batch, metadata inside, validated.
+
+The graph takes ``images`` [batch, C, S, S] float32, already normalised (exactly what the
+``Encoder`` takes), and returns ``embeddings`` [batch, D] float32, l2-normalised inside the
+graph in fp32 (``Encoder.forward`` casts to float before ``F.normalize``). It is written with
+the dynamo exporter (``torch.onnx.export(dynamo=True)``, torch >= 2.9's default), which folds
+BatchNorm into the preceding Conv/Gemm, and with ``external_data=False`` so models under the
+2 GB protobuf limit stay one file.
+
+Never run this file as a script: its name would shadow the ``onnx`` package.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from exporters import metadata
+from exporters.metadata import INPUT_NAME, OUTPUT_NAME, ModelInfo
+from toolkit.errors import ToolkitError
+
+DEFAULT_OPSET = 20  # the dynamo exporter's own default since torch 2.9
+MIN_OPSET = 18  # the dynamo exporter emits opset 18 at the lowest
+
+
+def export_onnx(encoder: nn.Module, info: ModelInfo, path: str | Path, *, opset: int = DEFAULT_OPSET,
+                max_batch: int = 1024) -> ModelInfo:
+    """Exports ``encoder`` to ``path`` with a dynamic batch and ``info`` in ``metadata_props``.
+
+    Args:
+        encoder: maps normalised [N, C, S, S] float32 to [N, D] unit vectors; put in eval mode here.
+        info: the model's metadata; ``opset`` is filled in.
+        path: the ``.onnx`` file, written atomically (a temporary file renamed over it).
+        opset: ONNX opset to target (>= 18).
+        max_batch: upper bound of the symbolic batch dimension given to ``torch.export``.
+
+    Returns:
+        ``info`` with its ``opset``.
+
+    Raises:
+        ToolkitError: an opset below 18, a failed export, or a graph that fails validation.
+    """
+    if opset < MIN_OPSET:
+        raise ToolkitError(f"--opset {opset}: the dynamo exporter needs opset {MIN_OPSET} or newer")
+    if max_batch < 2:
+        raise ToolkitError(f"--max-batch {max_batch}: must be at least 2 (the batch dimension is dynamic)")
+    path = Path(path)
+    info = info.with_opset(opset)
+    encoder = encoder.eval().float()
+    # An example batch of 2: with 1, torch.export may specialise the batch dimension to a constant.
+    example = torch.zeros(2, *info.input_chw)
+    batch = torch.export.Dim("batch", min=1, max=max_batch)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with _quiet(), torch.no_grad():
+            program = torch.onnx.export(
+                encoder, (example,), dynamo=True, external_data=False, opset_version=opset,
+                dynamic_shapes=({0: batch},), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                verbose=False,
+            )
+        model = program.model_proto
+        for key, value in metadata.to_props(info).items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, value
+        model.producer_name = "toolkit"
+        validate(model, info, source=str(path))
+        onnx.save_model(model, tmp)  # < 2 GB: one file, weights inline
+        os.replace(tmp, path)
+    except ToolkitError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the exporter raises many types; report one line
+        first = " ".join(str(exc).split())[:300]
+        raise ToolkitError(f"ONNX export of {info.checkpoint or 'the encoder'} failed: {type(exc).__name__}: {first}") from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return info
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence the exporter's progress prints and warnings; errors still raise."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield
+
+
+def validate(model: onnx.ModelProto, info: ModelInfo, source: str) -> None:
+    """``onnx.checker`` (full check), strict shape inference, and the I/O contract.
+
+    The contract: one input ``images`` [batch, C, S, S] float32 with a symbolic batch, one
+    output ``embeddings`` [batch, D] float32 with the same symbolic batch.
+
+    Raises:
+        ToolkitError: naming the first check that failed.
+    """
+    try:
+        onnx.checker.check_model(model, full_check=True)
+        inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    except Exception as exc:  # noqa: BLE001 - checker and inference raise their own types
+        raise ToolkitError(f"{source}: the exported ONNX fails validation: {' '.join(str(exc).split())[:300]}") from None
+    shapes = {v.name: _shape(v) for v in [*inferred.graph.input, *inferred.graph.output]}
+    types = {v.name: v.type.tensor_type.elem_type for v in [*inferred.graph.input, *inferred.graph.output]}
+    names_in, names_out = [i.name for i in inferred.graph.input], [o.name for o in inferred.graph.output]
+    if names_in != [INPUT_NAME] or names_out != [OUTPUT_NAME]:
+        raise ToolkitError(f"{source}: expected input {INPUT_NAME!r} and output {OUTPUT_NAME!r}, got {names_in} -> {names_out}")
+    want_in = [shapes[INPUT_NAME][0], *info.input_chw]
+    want_out = [shapes[INPUT_NAME][0], info.embedding_dim]
+    if not isinstance(want_in[0], str) or shapes[INPUT_NAME] != want_in or shapes[OUTPUT_NAME] != want_out:
+        raise ToolkitError(
+            f"{source}: shapes {shapes[INPUT_NAME]} -> {shapes[OUTPUT_NAME]}; expected "
+            f"[batch, {', '.join(map(str, info.input_chw))}] -> [batch, {info.embedding_dim}] with a symbolic batch"
+        )
+    if set(types.values()) != {onnx.TensorProto.FLOAT}:
+        raise ToolkitError(f"{source}: input and output must be float32, got element types {types}")
+
+
+def _shape(value: onnx.ValueInfoProto) -> list[int | str]:
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in value.type.tensor_type.shape.dim]
+
+
+def read_info(path: str | Path) -> ModelInfo:
+    """The toolkit metadata of an ONNX file: its ``metadata_props``, else ``encoder.json`` beside it.
+
+    Raises:
+        ToolkitError: a missing or unreadable file, or no toolkit metadata in either place.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ToolkitError(f"{path}: no such ONNX file")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf decode errors of several types
+        raise ToolkitError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
+    props = {p.key: p.value for p in model.metadata_props}
+    if props.get("format") == f'"{metadata.FORMAT}"':
+        return metadata.from_props(props, str(path))
+    beside = path.parent / "encoder.json"
+    if beside.is_file():
+        return metadata.read_json(beside)
+    raise ToolkitError(
+        f"{path}: not a toolkit model (no toolkit metadata in the ONNX and no encoder.json beside it); "
+        "export a checkpoint with toolkit export"
+    )
