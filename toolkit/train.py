@@ -10,6 +10,7 @@ exact resume, Ctrl-C and non-finite-loss handling.
 from __future__ import annotations
 
 import math
+import os
 import signal
 import time
 from abc import ABC, abstractmethod
@@ -156,7 +157,8 @@ class Trainer:
         self.mean, self.std = mean, std
         self.normalizer = Normalizer(mean, std, device, channels_last=recipe.train.channels_last)
         self.sampler = PlanSampler()
-        self.loader = make_loader(objective.dataset(), self.sampler, recipe.train.workers, device.type == "cuda")
+        workers = min(recipe.train.workers, os.cpu_count() or 1)  # more processes than cores only cost memory
+        self.loader = make_loader(objective.dataset(), self.sampler, workers, device.type == "cuda")
         self.steps_per_epoch = len(objective.plan(1))
         if self.steps_per_epoch == 0:
             raise ToolkitError(f"batch size {settings.batch_size} is larger than the {len(train_store)} training images; lower train.batch_size")
