@@ -102,10 +102,164 @@ def pretrain(
 # --- finetune / evaluate (issue 5) ---
 
 
+@app.command()
+@user_errors
+def finetune(
+    recipe: RecipeArg = None,
+    loss: Annotated[Optional[str], typer.Option("--loss", help="contrastive or triplet (shortcut for --set finetune.loss=...).")] = None,
+    init: Annotated[Optional[str], typer.Option("--init", help="Pretrain checkpoint or run folder to start from; 'none' = random "
+                                                "weights (default: the newest pretrain run under runs/).")] = None,
+    data: DataOpt = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Shortcut for --set finetune.epochs=N.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default runs/<recipe>-finetune-<loss>-<timestamp>).")] = None,
+    device: DeviceOpt = None,
+    set_: SetOpt = None,
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue the run in this folder.")] = None,
+) -> None:
+    """Fine-tune the twin encoder with a contrastive or triplet loss on labelled images."""
+    from toolkit import checkpoint
+    from toolkit.config import load_recipe, recipe_from_dict, replace, with_sets
+    from toolkit.finetune import finetune as run_finetune
+    from toolkit.run_files import default_run_dir
+
+    shortcuts = {"finetune.loss": loss, "finetune.init": init, "finetune.epochs": epochs, "data.path": data,
+                 "train.device": device}
+    if resume is not None:
+        if recipe is not None or init is not None:
+            raise ToolkitError("--resume continues a run with its own recipe.toml and weights; do not also give a RECIPE or --init")
+        ckpt = checkpoint.load(resume)
+        if ckpt["kind"] != "finetune":
+            raise ToolkitError(f"--resume {resume}: this is a {ckpt['kind']} run; use toolkit {ckpt['kind']} --resume")
+        base = recipe_from_dict(ckpt["recipe"], source=str(resume))
+        resolved = with_sets(replace(base, **{k: v for k, v in shortcuts.items() if v is not None}), set_ or [])
+        run_dir = Path(resume)
+    else:
+        resolved = load_recipe(recipe, shortcuts, set_ or [])
+        run_dir = out or default_run_dir(f"{resolved.name}-finetune-{resolved.finetune.loss}")
+        ckpt = None
+    run_finetune(resolved, run_dir, resume=ckpt)
+
+
+@app.command()
+@user_errors
+def evaluate(
+    checkpoint: Annotated[Path, typer.Argument(help="A pretrain or finetune checkpoint.pt, or its run folder.")],
+    data: Annotated[Optional[str], typer.Option("--data", help="Evaluate on this data instead of the checkpoint's own "
+                                                "(replaces data.path; other data settings come from its recipe).")] = None,
+    way: Annotated[int, typer.Option("--way", help="Classes per episode (N).")] = 5,
+    shot: Annotated[int, typer.Option("--shot", help="Support images per class (K).")] = 1,
+    query: Annotated[int, typer.Option("--query", help="Query images per class.")] = 15,
+    episodes: Annotated[int, typer.Option("--episodes", help="Episodes (the mean and its 95% CI are reported).")] = 600,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of episodes, pairs and t-SNE.")] = 0,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Folder for eval.json and the figures (default: the checkpoint's).")] = None,
+    device: DeviceOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Few-shot episodes, imbalanced classification and pair verification; writes eval.json."""
+    from toolkit.evaluate import EpisodeSpec
+    from toolkit.evaluate import evaluate as run_evaluate
+
+    run_evaluate(checkpoint, data=data, spec=EpisodeSpec(way, shot, query, episodes), out=out, sets=set_ or [],
+                 device=device, seed=seed)
+
+
 # --- export / embed / score (issue 3) ---
+
+ModelArg = Annotated[str, typer.Argument(help="Checkpoint (.pt or run folder), .onnx, or TensorRT .engine.")]
+BackendOpt = Annotated[Optional[str], typer.Option("--backend", help="torch, onnx or tensorrt (default: by MODEL's suffix).")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per model call.")]
+WorkersOpt = Annotated[Optional[int], typer.Option("--workers", help="Image decoding processes (default: cores - 1; 0 = none).")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads of the model (default: all cores).")]
+StrictOpt = Annotated[bool, typer.Option("--strict", help="Exit 1 when any image fails (the output is still written).")]
+
+
+@app.command()
+@user_errors
+def export(
+    checkpoint: Annotated[str, typer.Argument(help="Checkpoint .pt or run folder (pretrain or finetune).")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="Output folder (default: <run folder>/export).")] = None,
+    trt: Annotated[bool, typer.Option("--trt", help="Also build encoder.engine with TensorRT (needs CUDA).")] = False,
+    fp16: Annotated[bool, typer.Option("--fp16", help="TensorRT engine in mixed fp16 (with --trt).")] = False,
+    opset: Annotated[int, typer.Option("--opset", help="ONNX opset (18 or newer).")] = 20,
+    max_batch: Annotated[int, typer.Option("--max-batch", help="Largest batch of the TensorRT profile.")] = 256,
+    int8: Annotated[bool, typer.Option("--int8", help="Also write encoder.int8.onnx (static QDQ; needs --calib-data).")] = False,
+    calib_data: Annotated[Optional[Path], typer.Option("--calib-data", help="Images to calibrate int8 on (folder, CSV, list).")] = None,
+    data: Annotated[Optional[Path], typer.Option("--data", help="Real images for the parity check (folder, CSV, list).")] = None,
+    threads: ThreadsOpt = None,
+) -> None:
+    """Export the encoder to ONNX (validated, parity-checked), optionally int8 and TensorRT."""
+    from exporters.export import export_checkpoint
+
+    export_checkpoint(checkpoint, out, trt=trt, fp16=fp16, opset=opset, max_batch=max_batch, int8=int8,
+                      calib_data=calib_data, data=data, threads=threads)
+
+
+@app.command()
+@user_errors
+def embed(
+    model: ModelArg,
+    images: Annotated[Path, typer.Argument(help="Image folder, CSV with a path column, or .txt list.")],
+    out: Annotated[Path, typer.Option("--out", help="Output .npz (arrays embeddings, paths).")] = Path("embeddings.npz"),
+    backend: BackendOpt = None,
+    batch_size: BatchOpt = 64,
+    workers: WorkersOpt = None,
+    threads: ThreadsOpt = None,
+    strict: StrictOpt = False,
+) -> None:
+    """Embed images with a checkpoint, an ONNX model or a TensorRT engine."""
+    from exporters.jobs import Settings, embed_images
+
+    embed_images(model, images, out, Settings(backend, batch_size, workers, threads, strict))
+
+
+@app.command()
+@user_errors
+def score(
+    model: ModelArg,
+    pairs: Annotated[Optional[Path], typer.Option("--pairs", help="CSV image_a,image_b[,label]: score each pair.")] = None,
+    query: Annotated[Optional[Path], typer.Option("--query", help="Query images (folder, CSV, list).")] = None,
+    gallery: Annotated[Optional[Path], typer.Option("--gallery", help="Gallery images: top-k matches per query.")] = None,
+    support: Annotated[Optional[Path], typer.Option("--support", help="Folder of class folders: classify queries.")] = None,
+    top_k: Annotated[int, typer.Option("--top-k", help="Matches per query (with --gallery).")] = 5,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Output CSV (default scores.csv, matches.csv or predictions.csv).")] = None,
+    threshold: Annotated[Optional[float], typer.Option("--threshold", help="Cosine for same / unknown (default: the model's).")] = None,
+    backend: BackendOpt = None,
+    batch_size: BatchOpt = 64,
+    workers: WorkersOpt = None,
+    threads: ThreadsOpt = None,
+    strict: StrictOpt = False,
+) -> None:
+    """Score image pairs, rank a gallery per query, or classify queries by a support set."""
+    from exporters.jobs import Settings, score_images
+
+    score_images(model, pairs=pairs, query=query, gallery=gallery, support=support, top_k=top_k, out=out,
+                 threshold=threshold, settings=Settings(backend, batch_size, workers, threads, strict))
 
 
 # --- study (issue 4) ---
+@app.command()
+@user_errors
+def study(
+    recipe: RecipeArg = None,
+    data: DataOpt = None,
+    epochs: EpochsOpt = None,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", help="Study folder (default runs/study-<recipe>-<timestamp>); give an existing one to continue it.")] = None,
+    only: Annotated[Optional[str], typer.Option(
+        "--only", help="Comma-separated variants: baseline, no_stop_gradient, no_predictor, fixed_predictor, "
+                       "asymmetric, batch_<n>, bn_none, bn_hidden, bn_default, bn_all (default: study.variants).")] = None,
+    set_: SetOpt = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Reproduce the SimSiam paper's ablations (Sec. 4) on a recipe: one pretraining run per variant, then report.md."""
+    from toolkit.config import load_recipe
+    from toolkit.run_files import default_run_dir
+    from toolkit.study import run_study
+
+    shortcuts = {"train.epochs": epochs, "data.path": data, "train.device": device, "study.variants": only}
+    resolved = load_recipe(recipe, shortcuts, set_ or [])
+    run_study(resolved, out or default_run_dir(f"study-{resolved.name}"))
+
 
 
 if __name__ == "__main__":

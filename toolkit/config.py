@@ -137,6 +137,7 @@ class TrainConfig:
 class FinetuneConfig:
     """Metric fine-tuning of the twin encoder (``toolkit finetune``)."""
 
+    init: str = ""  # pretrain checkpoint or run folder; "" = newest pretrain run under runs/, "none" = random
     loss: str = "triplet"  # triplet | contrastive
     embedding_dim: int = 128
     triplet_margin: float = 0.2

@@ -54,6 +54,13 @@ def _check(
         )
 
 
+def check_episodes(
+    labels: np.ndarray, way: int, shot: int, query: int, class_names: Sequence[str] | None = None
+) -> None:
+    """Raises the one-line ``ToolkitError`` that ``run_episodes`` would, before any embedding is computed."""
+    _check(np.asarray(labels), way, shot, query, class_names)
+
+
 def sample_episodes(
     labels: np.ndarray, way: int, shot: int, query: int, episodes: int, seed: int = 0
 ) -> list[Episode]:

@@ -1,0 +1,262 @@
+"""Few-shot and long-tail benchmark: what each stage of the pipeline buys, on held-out classes.
+
+Omniglot (the two "background small" folders, Greek and Latin merged): train on the characters
+of five alphabets, evaluate on three held-out alphabets (Korean, Sanskrit, Tagalog), rotations by
+90/180/270 degrees as extra classes. Pipelines, all with the same Conv-4 at 28x28:
+  1. random init        the untrained network's l2-normalised feature
+  2. SimSiam            ``toolkit pretrain omniglot``
+  3. SimSiam + contrastive   ``toolkit finetune omniglot_contrastive --init <2>``
+  4. SimSiam + triplet       ``toolkit finetune omniglot_triplet --init <2>``
+  5. Prototypical Network    trained from scratch episodically (Snell et al. 2017), its own rule
+Each is scored on the same 600 seeded episodes per setting (5-way 1-shot, 5-way 5-shot,
+20-way 1-shot, 15 queries per class), mean accuracy and 95% CI.
+
+CIFAR-10-LT (imbalance ratio 100): balanced accuracy of the kNN classifier after triplet
+fine-tuning with the class-balanced sampler and with plain shuffled batches.
+
+Runs the library the CLI runs (same recipes, same code); each stage's run folder is kept under
+``--work`` and reused when complete, so an interrupted benchmark continues where it stopped.
+Prints JSON (stdout) and a Markdown table (stderr, and README-ready in ``--work``/results.md).
+
+    python benchmarks/fewshot.py --omniglot ~/.cache/toolkit-data/omniglot --cifar ~/.cache/toolkit-data/cifar10
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import filecmp
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+SETTINGS = ((5, 1), (5, 5), (20, 1))  # (way, shot)
+QUERY, EPISODES = 15, 600
+
+
+def omniglot_manifest(root: Path, out: Path) -> tuple[Path, int, int]:
+    """A CSV manifest (path, label = alphabet/character) of every extracted Omniglot folder under ``root``.
+
+    The background "small" zips share two alphabets (Greek, Latin); an image that appears in two
+    folders is listed once (checked byte for byte; a differing duplicate is an error).
+    """
+    seen: dict[tuple[str, str], Path] = {}
+    rows: list[tuple[str, str]] = []
+    for part in sorted(p for p in root.iterdir() if p.is_dir()):
+        for image in sorted(part.glob("*/*/*.png")):
+            label = f"{image.parent.parent.name}/{image.parent.name}"
+            key = (label, image.name)
+            if key in seen:
+                if not filecmp.cmp(seen[key], image, shallow=False):
+                    raise SystemExit(f"error: {image} and {seen[key]} share a name but differ")
+                continue
+            seen[key] = image
+            rows.append((str(image.resolve()), label))
+    if not rows:
+        raise SystemExit(f"error: no <alphabet>/<character>/*.png under the folders of {root}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label"])
+        writer.writerows(rows)
+    return out, len(rows), len({label for _, label in rows})
+
+
+def complete(run_dir: Path, epochs: int) -> bool:
+    """True when ``run_dir`` holds a finished run of ``epochs`` epochs (reused instead of retrained)."""
+    from toolkit import checkpoint
+    from toolkit.errors import ToolkitError
+
+    try:
+        ckpt = checkpoint.load(run_dir)
+    except ToolkitError:
+        return False
+    return int(ckpt["epoch"]) == epochs and not ckpt.get("partial")
+
+
+def timed_stage(name: str, run_dir: Path, epochs: int, train: Any, timings: dict[str, float]) -> None:
+    """Run ``train()`` unless ``run_dir`` is already complete; record its wall time."""
+    import shutil
+
+    if complete(run_dir, epochs):
+        print(f"[{name}] reusing {run_dir}", file=sys.stderr)
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    tic = time.perf_counter()
+    train()
+    timings[name] = time.perf_counter() - tic
+
+
+def fewshot_numbers(ckpt_path: Path, data_path: str) -> dict[str, Any]:
+    """Embed the held-out test split once with ``toolkit evaluate``'s code; score every setting."""
+    from toolkit import checkpoint
+    from toolkit.episodes import run_episodes
+    from toolkit.evaluate import embed, evaluation_recipe
+    from toolkit.image_store import load_data
+
+    ckpt = checkpoint.load(ckpt_path)
+    recipe = evaluation_recipe(ckpt, data=data_path)
+    test = load_data(recipe.data).test
+    assert test is not None and test.labels is not None
+    (emb,) = embed(ckpt, recipe, test)
+    return {f"{w}-way {s}-shot": run_episodes(emb, test.labels, w, s, QUERY, EPISODES, seed=0) for w, s in SETTINGS}
+
+
+def omniglot(args: argparse.Namespace, work: Path, timings: dict[str, float]) -> dict[str, Any]:
+    from toolkit.config import load_recipe, replace
+    from toolkit.finetune import finetune
+    from toolkit.pretrain import pretrain
+
+    manifest, images, characters = omniglot_manifest(Path(args.omniglot).expanduser(), work / "omniglot.csv")
+    print(f"omniglot: {images} images of {characters} characters -> {manifest}", file=sys.stderr)
+    data = {"data.path": str(manifest)}
+    names = ["random_init", "simsiam", "simsiam_contrastive", "simsiam_triplet"]
+    if args.scratch_triplet:
+        names.insert(1, "scratch_triplet")
+    runs = {name: work / name for name in names}
+    # The kNN monitor only reports (it changes no weight and draws no random number); every
+    # 5 epochs instead of every epoch saves a fifth of the pretraining time.
+    simsiam = load_recipe("omniglot", {**data, "train.knn_every": 5,
+                                       **({"train.epochs": args.pretrain_epochs} if args.pretrain_epochs else {})})
+    timed_stage("random_init", runs["random_init"], 0,
+                lambda: pretrain(replace(simsiam, **{"train.epochs": 0}), runs["random_init"]), timings)
+    timed_stage("simsiam", runs["simsiam"], simsiam.train.epochs, lambda: pretrain(simsiam, runs["simsiam"]), timings)
+    for name in names[1:]:
+        if name == "simsiam":
+            continue
+        loss = name.split("_")[1]
+        init = "none" if name == "scratch_triplet" else str(runs["simsiam"])
+        recipe = load_recipe(f"omniglot_{loss}", {**data, "finetune.init": init,
+                                                  **({"finetune.epochs": args.finetune_epochs} if args.finetune_epochs else {})})
+        timed_stage(name, runs[name], recipe.finetune.epochs, lambda r=recipe, n=name: finetune(r, runs[n]), timings)
+
+    results: dict[str, Any] = {"data": {"images": images, "characters": characters,
+                                        "held_out": "Korean, Sanskrit, Tagalog (+ rotations)"}}
+    for name, run_dir in runs.items():
+        results[name] = fewshot_numbers(run_dir, str(manifest))
+        print(f"[{name}] {summary_line(results[name])}", file=sys.stderr)
+    results["protonet"] = protonet(args, str(manifest), timings)
+    print(f"[protonet] {summary_line(results['protonet'])}", file=sys.stderr)
+    return results
+
+
+def protonet(args: argparse.Namespace, manifest: str, timings: dict[str, float]) -> dict[str, Any]:
+    """The baseline on the same decoded images, split and episodes as the pipelines."""
+    import torch
+
+    from toolkit.config import load_recipe
+    from toolkit.image_store import default_normalization, load_data
+    from toolkit.preprocess import Normalizer
+    from toolkit.protonet import ProtoNetSettings, embed_raw, euclidean_episodes, train_protonet
+
+    recipe = load_recipe("omniglot", {"data.path": manifest})
+    loaded = load_data(recipe.data)
+    assert loaded.test is not None and loaded.test.labels is not None
+    mean, std = default_normalization(recipe.data.channels, recipe.data.mean, recipe.data.std)
+    normalizer = Normalizer(mean, std, torch.device("cpu"), channels_last=True)
+    settings = ProtoNetSettings(episodes=args.protonet_episodes)
+    net, seconds = train_protonet(loaded.train, normalizer, settings)
+    timings["protonet"] = seconds
+    emb = embed_raw(net, loaded.test, normalizer)
+    return {f"{w}-way {s}-shot": euclidean_episodes(emb, loaded.test.labels, w, s, QUERY, EPISODES, seed=0)
+            for w, s in SETTINGS} | {"training": {"way": settings.way, "shot": settings.shot,
+                                                   "query": settings.query, "episodes": settings.episodes}}
+
+
+def cifar_long_tail(args: argparse.Namespace, work: Path, timings: dict[str, float]) -> dict[str, Any]:
+    """kNN balanced accuracy after triplet fine-tuning, class-balanced sampler vs shuffled batches."""
+    from toolkit.config import load_recipe
+    from toolkit.evaluate import EpisodeSpec, evaluate
+    from toolkit.finetune import finetune
+
+    out: dict[str, Any] = {}
+    for sampler in ("balanced", "random"):
+        run_dir = work / f"cifar10_lt_{sampler}"
+        recipe = load_recipe("cifar10_lt_triplet", {
+            "data.path": str(Path(args.cifar).expanduser()), "finetune.init": "none",
+            "finetune.sampler": sampler, "finetune.epochs": args.cifar_epochs,
+            "model.backbone": args.cifar_backbone, "train.knn_every": args.cifar_epochs, "train.workers": 1})
+        timed_stage(f"cifar10_lt_{sampler}", run_dir, args.cifar_epochs, lambda r=recipe, d=run_dir: finetune(r, d), timings)
+        result = evaluate(run_dir, spec=EpisodeSpec(5, 1, QUERY, EPISODES), plots=False)
+        out[sampler] = {k: result["classification"][k] for k in ("accuracy", "balanced_accuracy", "macro_f1",
+                                                                  "per_class_recall")}
+    out["settings"] = {"imbalance_ratio": 100, "backbone": args.cifar_backbone, "epochs": args.cifar_epochs,
+                       "init": "random"}
+    return out
+
+
+def summary_line(numbers: dict[str, Any]) -> str:
+    return ", ".join(f"{key} {100 * numbers[key]['prototype']['mean']:.2f}%" for key in
+                     (f"{w}-way {s}-shot" for w, s in SETTINGS))
+
+
+NAMES = {"random_init": "random init", "scratch_triplet": "triplet from random init", "simsiam": "SimSiam only", "simsiam_contrastive": "SimSiam + contrastive",
+         "simsiam_triplet": "SimSiam + triplet", "protonet": "Prototypical Network (from scratch)"}
+
+
+def markdown(results: dict[str, Any], timings: dict[str, float]) -> str:
+    """The README table: mean +- 95% CI of the prototype rule per pipeline and setting."""
+    lines = []
+    if "omniglot" in results:
+        keys = [f"{w}-way {s}-shot" for w, s in SETTINGS]
+        lines += ["| Omniglot, held-out alphabets | " + " | ".join(keys) + " |",
+                  "|---|" + "---:|" * len(keys)]
+        for name, label in NAMES.items():
+            if name not in results["omniglot"]:
+                continue
+            row = results["omniglot"][name]
+            cells = [f"{100 * row[k]['prototype']['mean']:.2f} ± {100 * row[k]['prototype']['ci95']:.2f}" for k in keys]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if "cifar10_lt" in results:
+        c = results["cifar10_lt"]
+        lines += ["", "| CIFAR-10-LT (ratio 100), triplet | kNN accuracy | kNN balanced accuracy | macro-F1 |",
+                  "|---|---:|---:|---:|"]
+        for sampler, label in (("random", "shuffled batches"), ("balanced", "class-balanced sampler")):
+            m = c[sampler]
+            lines.append(f"| {label} | {100 * m['accuracy']:.2f} | {100 * m['balanced_accuracy']:.2f} | "
+                         f"{100 * m['macro_f1']:.2f} |")
+    if timings:
+        lines += ["", "Stage wall times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items())]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--omniglot", help="folder holding the extracted Omniglot background folders")
+    parser.add_argument("--cifar", help="CIFAR-10 folder with train/<class>/ and test/<class>/")
+    parser.add_argument("--work", default="runs/fewshot-benchmark", help="run folders and results (reused when complete)")
+    parser.add_argument("--pretrain-epochs", type=int, default=0, help="SimSiam epochs (0 = the recipe's, 30)")
+    parser.add_argument("--finetune-epochs", type=int, default=0, help="fine-tuning epochs (0 = the recipes', 30)")
+    parser.add_argument("--protonet-episodes", type=int, default=4000,
+                        help="ProtoNet training episodes (4000: about the time of SimSiam + triplet)")
+    parser.add_argument("--scratch-triplet", action="store_true",
+                        help="also fine-tune with the triplet loss from random weights (what SimSiam buys)")
+    parser.add_argument("--cifar-epochs", type=int, default=8)
+    parser.add_argument("--cifar-backbone", default="convnet", help="the CPU budget's backbone (the recipe has resnet18)")
+    args = parser.parse_args()
+    if not args.omniglot and not args.cifar:
+        parser.error("give --omniglot and/or --cifar")
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    results: dict[str, Any] = {"settings": {k: v for k, v in vars(args).items()}}
+    tic = time.perf_counter()
+    if args.omniglot:
+        results["omniglot"] = omniglot(args, work, timings)
+    if args.cifar:
+        results["cifar10_lt"] = cifar_long_tail(args, work, timings)
+    results["timings_s"] = timings | {"total": time.perf_counter() - tic}
+    table = markdown(results, timings)
+    (work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (work / "results.md").write_text(table + "\n")
+    print(table, file=sys.stderr)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""The tables ``toolkit evaluate`` prints: episodic few-shot, imbalanced classification, verification."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+from toolkit.console import console, is_rank_zero
+
+RECALL_ROWS = 12  # per-class recall is listed in full up to this many classes, else the lowest ones
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.2f}%"
+
+
+def fewshot_table(fewshot: dict[str, Any]) -> Table:
+    """Mean episode accuracy +- the 95% confidence half-width, per classifier."""
+    title = (f"few-shot: {fewshot['way']}-way {fewshot['shot']}-shot, {fewshot['query']} queries/class, "
+             f"{fewshot['episodes']} episodes")
+    table = Table(title=title, header_style="bold")
+    table.add_column("classifier")
+    table.add_column("accuracy", justify="right")
+    table.add_column("95% CI", justify="right")
+    for key, name in (("prototype", "nearest prototype"), ("nearest", "1-nearest neighbour")):
+        table.add_row(name, _pct(fewshot[key]["mean"]), f"+- {_pct(fewshot[key]['ci95'])}")
+    return table
+
+
+def classification_table(classification: dict[str, Any], protocol: dict[str, Any]) -> Table:
+    """Accuracy, balanced accuracy, macro-F1 and the lowest per-class recall of kNN and nearest prototype."""
+    table = Table(title=f"classification (built from the {protocol['classifiers_built_from']})", header_style="bold")
+    for column in ("classifier", "accuracy", "balanced acc.", "macro-F1", "min recall"):
+        table.add_column(column, justify="left" if column == "classifier" else "right")
+    for key, name in (("knn", f"kNN (k={protocol['knn_k']})"), ("prototype", "nearest prototype")):
+        m = classification[key]
+        table.add_row(name, _pct(m["accuracy"]), _pct(m["balanced_accuracy"]), _pct(m["macro_f1"]),
+                      _pct(min(m["per_class_recall"].values())))
+    return table
+
+
+def recall_table(recalls: dict[str, float]) -> Table:
+    """Per-class recall of kNN: every class when few, else the lowest ``RECALL_ROWS``."""
+    items = sorted(recalls.items(), key=lambda item: item[1])
+    shown = items if len(items) <= RECALL_ROWS else items[:RECALL_ROWS]
+    title = "kNN recall per class" if len(shown) == len(items) else f"kNN recall: the {len(shown)} lowest of {len(items)} classes"
+    table = Table(title=title, header_style="bold")
+    table.add_column("class")
+    table.add_column("recall", justify="right")
+    for name, value in (shown if len(shown) < len(items) else sorted(shown)):
+        table.add_row(name, _pct(value))
+    return table
+
+
+def verification_table(verification: dict[str, float], pairs: int) -> Table:
+    table = Table(title=f"pair verification ({pairs} pairs, half same-class)", header_style="bold")
+    for column in ("ROC AUC", "EER", "threshold (cosine at EER)"):
+        table.add_column(column, justify="right")
+    table.add_row(f"{verification['roc_auc']:.4f}", _pct(verification["eer"]), f"{verification['threshold']:.4f}")
+    return table
+
+
+def print_tables(result: dict[str, Any]) -> None:
+    """Print every table of an ``eval.json`` result (rank 0 only)."""
+    if not is_rank_zero():
+        return
+    protocol = result["protocol"]
+    console.print(fewshot_table(result["fewshot"]))
+    console.print(classification_table(result["classification"], protocol))
+    console.print(recall_table(result["classification"]["per_class_recall"]))
+    console.print(verification_table(result["verification"], protocol["verification_pairs"]))

@@ -1,0 +1,235 @@
+"""``toolkit finetune``: metric fine-tuning of the twin encoder on the shared training loop.
+
+The encoder is the (pretrained) backbone plus a new embedding head, output l2-normalised
+(``toolkit.models.encoder.Encoder``). "Twin" means one set of weights embeds every member of a
+pair (contrastive loss, Hadsell et al. 2006) or of a triplet (triplet loss, Schroff et al. 2015;
+Hermans et al. 2017): the whole batch goes through the encoder once and the loss forms its pairs
+or triplets inside the batch. Batches come from the class-balanced "M per class" sampler
+(``toolkit.sampling``), which also oversamples rare classes of a long-tailed train split.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from toolkit import checkpoint
+from toolkit.augment import view_transform
+from toolkit.config import Recipe, recipe_to_dict, replace
+from toolkit.console import info
+from toolkit.distributed import DistEnv, init_distributed, seed_everything
+from toolkit.errors import ToolkitError
+from toolkit.image_store import ImageStore, load_data
+from toolkit.loaders import OneViewDataset, Plan, keyed_plan, shuffled_plan
+from toolkit.losses.contrastive import ContrastiveLoss
+from toolkit.losses.triplet import TripletLoss
+from toolkit.models.encoder import Encoder
+from toolkit.preprocess import Normalizer
+from toolkit.pretrain import prepare_run_dir
+from toolkit.sampling import ClassBalancedBatchSampler, inverse_frequency_weights
+from toolkit.summary import print_run_summary
+from toolkit.train import LoopSettings, Objective, ParamGroup, RunResult, StepOutput, Trainer
+
+RUNS_ROOT = Path("runs")
+
+
+def metric_loss(recipe: Recipe) -> nn.Module:
+    """The loss named by ``finetune.loss``, configured from the ``[finetune]`` section."""
+    ft = recipe.finetune
+    if ft.loss == "contrastive":
+        return ContrastiveLoss(margin=ft.contrastive_margin, pairs=ft.pairs)
+    return TripletLoss(margin=ft.triplet_margin, distance=ft.distance, mining=ft.mining)
+
+
+class FinetuneObjective(Objective):
+    """One augmented view per image -> encoder -> contrastive or triplet loss within the batch."""
+
+    kind = "finetune"
+
+    def __init__(self, recipe: Recipe, store: ImageStore, env: DistEnv) -> None:
+        if store.labels is None:
+            raise ToolkitError("finetune needs labeled images (class sub-folders or a CSV 'label' column)")
+        self.recipe, self.store, self.env = recipe, store, env
+        ft = recipe.finetune
+        self.model = checkpoint.build_training_model(recipe, "finetune")
+        self.embedding_dim = ft.embedding_dim
+        self.transform = view_transform(ft.augment, recipe.data.image_size, recipe.data.channels)
+        self.loss = metric_loss(recipe)
+        self.weights = (inverse_frequency_weights(store.labels, len(store.class_names)) if ft.class_weights else None)
+        self.sampler = None
+        if ft.sampler == "balanced":
+            # The global batch is drawn once and sliced per rank, so every rank holds whole classes.
+            self.sampler = ClassBalancedBatchSampler(store.labels, ft.m_per_class, ft.batch_size, seed=recipe.train.seed)
+
+    def dataset(self) -> OneViewDataset:
+        return OneViewDataset(self.store, self.transform)
+
+    def plan(self, epoch: int) -> Plan:
+        ft, seed = self.recipe.finetune, self.recipe.train.seed
+        if self.sampler is None:
+            return shuffled_plan(len(self.store), ft.batch_size, seed, epoch, self.env.rank, self.env.world_size)
+        self.sampler.set_epoch(epoch)
+        batches = keyed_plan(list(self.sampler), seed, epoch)
+        per_rank = ft.batch_size // self.env.world_size
+        lo = self.env.rank * per_rank
+        return [batch[lo:lo + per_rank] for batch in batches]
+
+    def step(self, model: nn.Module, batch: Any, normalizer: Normalizer) -> StepOutput:
+        x, labels = batch
+        embeddings = model(normalizer(x))  # N x D, unit length, fp32
+        labels = labels.to(embeddings.device)
+        weights = self.weights.to(embeddings.device)[labels] if self.weights is not None else None
+        out = self.loss(embeddings, labels, weights)
+        return StepOutput(out.loss, {"active_fraction": torch.tensor(float(out.active_fraction))})
+
+    def param_groups(self) -> list[ParamGroup]:
+        model: Encoder = self.model  # type: ignore[assignment]
+        ft = self.recipe.finetune
+        return [
+            ParamGroup("backbone", [p for p in model.backbone.parameters() if p.requires_grad],
+                       lr_scale=ft.backbone_lr_scale, frozen_epochs=ft.freeze_backbone_epochs),
+            ParamGroup("head", [p for p in model.head.parameters() if p.requires_grad]),
+        ]
+
+    def monitor_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)  # the embedding itself: what evaluation and export will use
+
+
+# ------------------------------------------------------------------ initial weights
+def latest_pretrain_checkpoint(root: Path = RUNS_ROOT) -> Path | None:
+    """The newest ``checkpoint.pt`` under ``root`` (any depth) whose kind is "pretrain", or None."""
+    if not root.is_dir():
+        return None
+    for path in sorted(root.glob("**/checkpoint.pt"), key=lambda p: p.stat().st_mtime, reverse=True):
+        try:
+            if checkpoint.load(path)["kind"] == "pretrain":
+                return path
+        except ToolkitError:
+            continue  # a torn or foreign file is not a candidate
+    return None
+
+
+def resolve_init(recipe: Recipe) -> tuple[Recipe, dict[str, Any] | None]:
+    """Find the checkpoint to start from and adopt its architecture and input format.
+
+    ``finetune.init`` is a checkpoint file or run folder, "" for the newest pretrain run under
+    ``runs/``, or "none" for random weights. With a checkpoint, the ``[model]`` section and
+    ``data.image_size/mean/std`` come from its recipe (the backbone only works with the inputs it
+    was trained on); ``finetune.init`` is set to the resolved path so the run folder records it.
+
+    Returns:
+        The recipe to train with and the loaded init checkpoint (None for random weights).
+    """
+    spec = recipe.finetune.init.strip()
+    if spec.lower() == "none":
+        info("init: random weights (finetune.init = none)")
+        return replace(recipe, **{"finetune.init": "none"}), None
+    if spec:
+        ckpt = checkpoint.load(spec)
+    else:
+        found = latest_pretrain_checkpoint()
+        if found is None:
+            info(f"init: random weights (no pretrain run under {RUNS_ROOT}/; give --init CHECKPOINT to start from one)")
+            return replace(recipe, **{"finetune.init": "none"}), None
+        ckpt = checkpoint.load(found)
+    source = checkpoint.recipe_of(ckpt)
+    path = ckpt["path"]
+    if source.data.channels != recipe.data.channels:
+        raise ToolkitError(f"--init {path} was trained on {source.data.channels}-channel images but this recipe has "
+                           f"data.channels={recipe.data.channels}; set data.channels={source.data.channels} or use another checkpoint")
+    if source.data.image_size != recipe.data.image_size:
+        info(f"data.image_size {recipe.data.image_size} -> {source.data.image_size} (the input size of --init)")
+    info(f"init: backbone of {path} ({ckpt['kind']}, epoch {ckpt['epoch']}, {source.model.backbone})"
+         + ("" if spec else ", the newest pretrain run; --init to choose another, --init none for random weights"))
+    adopted = replace(recipe, **{
+        "model": recipe_to_dict(source)["model"],
+        "data.image_size": source.data.image_size,
+        "data.mean": list(ckpt["preprocess"]["mean"]),
+        "data.std": list(ckpt["preprocess"]["std"]),
+        "finetune.init": str(Path(path).resolve()),
+    })
+    return adopted, ckpt
+
+
+def load_backbone(model: Encoder, ckpt: dict[str, Any]) -> None:
+    """Copy the ``backbone.*`` weights of a pretrain (SimSiam) or finetune (Encoder) checkpoint."""
+    prefix = "backbone."
+    state = {k[len(prefix):]: v for k, v in ckpt["model"].items() if k.startswith(prefix)}
+    model.backbone.load_state_dict(state)
+
+
+# ------------------------------------------------------------------ checks and the command
+def check_batches(recipe: Recipe, store: ImageStore, env: DistEnv) -> None:
+    """One-line errors for batch settings the sampler or the loss cannot serve."""
+    ft = recipe.finetune
+    assert store.labels is not None
+    if ft.batch_size % env.world_size:
+        raise ToolkitError(f"finetune.batch_size={ft.batch_size} must be divisible by the {env.world_size} processes")
+    if ft.sampler == "random":
+        if ft.batch_size > len(store):
+            raise ToolkitError(f"finetune.batch_size={ft.batch_size} is larger than the {len(store)} training images; lower it")
+        return
+    m = ft.m_per_class
+    if m < 2:
+        raise ToolkitError(f"finetune.m_per_class={m}: a batch needs at least 2 images per class to form positive pairs")
+    if ft.batch_size % m:
+        raise ToolkitError(f"finetune.batch_size={ft.batch_size} is not divisible by finetune.m_per_class={m}; "
+                           f"use a multiple of {m}, e.g. {max(m, ft.batch_size // m * m)}")
+    if (ft.batch_size // env.world_size) % m:
+        raise ToolkitError(f"finetune.batch_size={ft.batch_size} split over {env.world_size} processes must give each a "
+                           f"multiple of finetune.m_per_class={m}")
+    classes = len(set(store.labels.tolist()))
+    needed = ft.batch_size // m
+    if classes < needed:
+        raise ToolkitError(f"the training data has {classes} classes but finetune.batch_size={ft.batch_size} / "
+                           f"finetune.m_per_class={m} = {needed} classes per batch; lower finetune.batch_size to "
+                           f"{classes * m} or less, or raise finetune.m_per_class")
+
+
+def finetune(recipe: Recipe, run_dir: Path, resume: dict[str, Any] | None = None) -> RunResult:
+    """Fine-tune an encoder with the recipe's metric loss and write the run folder.
+
+    Args:
+        recipe: the resolved recipe; ``finetune.init`` says where the backbone starts from
+            (ignored when resuming: the checkpoint holds every weight).
+        run_dir: the run folder (``recipe.toml``, ``metrics.jsonl``, ``curves.png``, ``checkpoint.pt``).
+        resume: a loaded finetune checkpoint of this run to continue.
+    """
+    env = init_distributed(recipe.train.device)
+    if env.is_main:
+        prepare_run_dir(run_dir, resume is not None)
+    init = None
+    if resume is None:
+        recipe, init = resolve_init(recipe)
+    data = load_data(recipe.data)
+    info(f"data: {data.source}: {len(data.train)} train images"
+         + (f", {len(data.test)} test images" if data.test is not None else "")
+         + (f", {len(data.train.class_names)} classes" if data.train.labeled else ", unlabeled")
+         + "".join(f"; {n}" for n in data.notes))
+    if not data.train.labeled:
+        raise ToolkitError(f"--data {recipe.data.path}: finetune needs labeled images (class sub-folders or a CSV 'label' column)")
+    check_batches(recipe, data.train, env)
+    seed_everything(recipe.train.seed)
+    objective = FinetuneObjective(recipe, data.train, env)
+    if init is not None:
+        load_backbone(objective.model, init)  # type: ignore[arg-type]
+    ft = recipe.finetune
+    info(f"loss: {ft.loss}" + (f" (mining {ft.mining}, {ft.distance}, margin {ft.triplet_margin:g})" if ft.loss == "triplet"
+                               else f" (pairs {ft.pairs}, margin {ft.contrastive_margin:g})")
+         + f"; sampler {ft.sampler}" + (f" ({ft.batch_size // ft.m_per_class} classes x {ft.m_per_class})" if ft.sampler == "balanced" else "")
+         + ("; inverse-frequency class weights" if ft.class_weights else ""))
+    settings = LoopSettings(ft.epochs, ft.batch_size, ft.base_lr, recipe.optim.momentum, ft.weight_decay, ft.warmup_epochs)
+    trainer = Trainer(objective, recipe, settings, data.train, data.test, run_dir, env, skipped_images=len(data.skipped))
+    result = trainer.fit(resume)
+    records = result.records
+    if records and env.is_main:
+        print_run_summary(f"metric fine-tuning ({ft.loss}): {run_dir}", records, [
+            ("init", ft.init), ("skipped images", len(data.skipped)), ("checkpoint", str(run_dir / "checkpoint.pt"))])
+        knn = [r.get("knn_top1") for r in (records[0], records[-1])]
+        if None not in knn:
+            info(f"kNN top-1 of the embedding: {knn[0]:.4f} at initialisation -> {knn[1]:.4f} after {records[-1]['epoch']} epochs")
+        info(f"next: toolkit evaluate {run_dir}")
+    return result
