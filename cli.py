@@ -66,26 +66,12 @@ def pretrain(
     nproc: Annotated[int, typer.Option("--nproc", help="Local processes (DistributedDataParallel).")] = 1,
 ) -> None:
     """Pretrain an encoder with SimSiam (two views, predictor, stop-gradient)."""
-    from toolkit import checkpoint
-    from toolkit.config import load_recipe, recipe_from_dict, replace, with_sets
     from toolkit.pretrain import pretrain as run_pretrain
-    from toolkit.run_files import default_run_dir
+    from toolkit.run_start import start_run
 
     shortcuts = {"train.epochs": epochs, "data.path": data, "train.device": device}
-    if resume is not None:
-        if recipe is not None:
-            raise ToolkitError("--resume continues a run with its own recipe.toml; do not also give a RECIPE")
-        ckpt = checkpoint.load(resume)
-        if ckpt["kind"] != "pretrain":
-            raise ToolkitError(f"--resume {resume}: this is a {ckpt['kind']} run; use toolkit {ckpt['kind']} --resume")
-        base = recipe_from_dict(ckpt["recipe"], source=str(resume))
-        resolved = replace(base, **{k: v for k, v in shortcuts.items() if v is not None})
-        resolved = with_sets(resolved, set_ or [])
-        run_dir = Path(resume)
-    else:
-        resolved = load_recipe(recipe, shortcuts, set_ or [])
-        run_dir = out or default_run_dir(resolved.name)
-        ckpt = None
+    start = start_run("pretrain", recipe, shortcuts, set_ or [], out, resume)
+    run_dir = start.run_dir
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         argv = ["pretrain", *([recipe] if recipe else []), "--out", str(run_dir)]
         for flag, value in (("--data", data), ("--epochs", epochs), ("--device", device), ("--resume", resume)):
@@ -96,7 +82,7 @@ def pretrain(
         if resume is not None:
             argv.remove("--out"), argv.remove(str(run_dir))
         _launch_local_processes(nproc, argv)
-    run_pretrain(resolved, run_dir, resume=ckpt)
+    run_pretrain(start.recipe, run_dir, resume=start.resume)
 
 
 # --- finetune / evaluate (issue 5) ---
@@ -117,27 +103,15 @@ def finetune(
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue the run in this folder.")] = None,
 ) -> None:
     """Fine-tune the twin encoder with a contrastive or triplet loss on labelled images."""
-    from toolkit import checkpoint
-    from toolkit.config import load_recipe, recipe_from_dict, replace, with_sets
     from toolkit.finetune import finetune as run_finetune
-    from toolkit.run_files import default_run_dir
+    from toolkit.run_start import start_run
 
+    if resume is not None and init is not None:
+        raise ToolkitError("--resume continues a run with the weights in its checkpoint; do not also give --init")
     shortcuts = {"finetune.loss": loss, "finetune.init": init, "finetune.epochs": epochs, "data.path": data,
                  "train.device": device}
-    if resume is not None:
-        if recipe is not None or init is not None:
-            raise ToolkitError("--resume continues a run with its own recipe.toml and weights; do not also give a RECIPE or --init")
-        ckpt = checkpoint.load(resume)
-        if ckpt["kind"] != "finetune":
-            raise ToolkitError(f"--resume {resume}: this is a {ckpt['kind']} run; use toolkit {ckpt['kind']} --resume")
-        base = recipe_from_dict(ckpt["recipe"], source=str(resume))
-        resolved = with_sets(replace(base, **{k: v for k, v in shortcuts.items() if v is not None}), set_ or [])
-        run_dir = Path(resume)
-    else:
-        resolved = load_recipe(recipe, shortcuts, set_ or [])
-        run_dir = out or default_run_dir(f"{resolved.name}-finetune-{resolved.finetune.loss}")
-        ckpt = None
-    run_finetune(resolved, run_dir, resume=ckpt)
+    start = start_run("finetune", recipe, shortcuts, set_ or [], out, resume, run_name="{name}-finetune-{loss}")
+    run_finetune(start.recipe, start.run_dir, resume=start.resume)
 
 
 @app.command()

@@ -205,10 +205,7 @@ def finetune(recipe: Recipe, run_dir: Path, resume: dict[str, Any] | None = None
     if resume is None:
         recipe, init = resolve_init(recipe)
     data = load_data(recipe.data)
-    info(f"data: {data.source}: {len(data.train)} train images"
-         + (f", {len(data.test)} test images" if data.test is not None else "")
-         + (f", {len(data.train.class_names)} classes" if data.train.labeled else ", unlabeled")
-         + "".join(f"; {n}" for n in data.notes))
+    info(data.describe())
     if not data.train.labeled:
         raise ToolkitError(f"--data {recipe.data.path}: finetune needs labeled images (class sub-folders or a CSV 'label' column)")
     check_batches(recipe, data.train, env)

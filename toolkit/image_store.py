@@ -183,6 +183,13 @@ class LoadedData:
     def skipped(self) -> list[tuple[str, str]]:
         return self.train.skipped + (self.test.skipped if self.test is not None else [])
 
+    def describe(self) -> str:
+        """One line for the console: source, split sizes, classes and the loader's notes."""
+        return (f"data: {self.source}: {len(self.train)} train images"
+                + (f", {len(self.test)} test images" if self.test is not None else "")
+                + (f", {len(self.train.class_names)} classes" if self.train.labeled else ", unlabeled")
+                + "".join(f"; {n}" for n in self.notes))
+
 
 def load_data(cfg: DataConfig) -> LoadedData:
     """List (``toolkit.data.load_splits``) and decode the train and test splits of ``cfg``."""

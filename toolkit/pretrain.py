@@ -80,10 +80,7 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: dict[str, Any] | None = None
     if env.is_main:
         prepare_run_dir(run_dir, resume is not None)
     data = load_data(recipe.data)
-    info(f"data: {data.source}: {len(data.train)} train images"
-         + (f", {len(data.test)} test images" if data.test is not None else "")
-         + (f", {len(data.train.class_names)} classes" if data.train.labeled else ", unlabeled")
-         + "".join(f"; {n}" for n in data.notes))
+    info(data.describe())
     if data.test is None or not data.train.labeled:
         info("kNN monitor off: the data has no labels or no test split")
     check_batch(recipe.train.batch_size, env, len(data.train))
