@@ -95,6 +95,31 @@ def test_default_init_is_the_newest_pretrain_run(tmp_path: Path, monkeypatch: py
     assert resolve_init(forced) == (forced, None)
 
 
+def test_default_init_prefers_a_run_on_the_same_data_then_the_same_channels(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from toolkit.finetune import latest_pretrain_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+
+    def fake(name: str, path: str, channels: int, mtime: float) -> None:
+        file = tmp_path / "runs" / name / "checkpoint.pt"
+        file.parent.mkdir(parents=True)
+        checkpoint.save_atomic({"format": checkpoint.FORMAT, "kind": "pretrain",
+                                "recipe": {"data": {"path": path, "channels": channels}}}, file)
+        os.utime(file, (mtime, mtime))
+
+    fake("digits-old", "digits", 1, 1_000)
+    fake("omniglot", "omniglot.csv", 1, 2_000)
+    fake("cifar", "cifar10", 3, 3_000)  # the newest, but RGB
+    digits = load_recipe(None).data
+    assert latest_pretrain_checkpoint(Path("runs"), digits) == Path("runs/digits-old/checkpoint.pt")
+    other_gray = load_recipe(None, {"data.path": "elsewhere"}).data
+    assert latest_pretrain_checkpoint(Path("runs"), other_gray) == Path("runs/omniglot/checkpoint.pt")
+    rgb = load_recipe(None, {"data.path": "elsewhere", "data.channels": 3}).data
+    assert latest_pretrain_checkpoint(Path("runs"), rgb) == Path("runs/cifar/checkpoint.pt")
+    assert latest_pretrain_checkpoint(Path("runs")) == Path("runs/cifar/checkpoint.pt")  # no data: the newest
+
+
 def _store(labels: list[int]) -> ImageStore:
     n = len(labels)
     return ImageStore(torch.zeros(n, 1, 8, 8, dtype=torch.uint8), np.array(labels), [str(c) for c in range(max(labels) + 1)],

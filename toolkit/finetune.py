@@ -18,7 +18,7 @@ from torch import nn
 
 from toolkit import checkpoint
 from toolkit.augment import view_transform
-from toolkit.config import Recipe, recipe_to_dict, replace
+from toolkit.config import DataConfig, Recipe, recipe_to_dict, replace
 from toolkit.console import info
 from toolkit.distributed import DistEnv, init_distributed, seed_everything
 from toolkit.errors import ToolkitError
@@ -99,17 +99,32 @@ class FinetuneObjective(Objective):
 
 
 # ------------------------------------------------------------------ initial weights
-def latest_pretrain_checkpoint(root: Path = RUNS_ROOT) -> Path | None:
-    """The newest ``checkpoint.pt`` under ``root`` (any depth) whose kind is "pretrain", or None."""
+def latest_pretrain_checkpoint(root: Path = RUNS_ROOT, data: DataConfig | None = None) -> Path | None:
+    """The newest ``checkpoint.pt`` under ``root`` (any depth) whose kind is "pretrain", or None.
+
+    With ``data``, the newest run trained on the same ``data.path`` wins; failing that, the
+    newest with the same number of channels (a backbone cannot take other channels); failing
+    that, None.
+    """
     if not root.is_dir():
         return None
+    fallback = None
     for path in sorted(root.glob("**/checkpoint.pt"), key=lambda p: p.stat().st_mtime, reverse=True):
         try:
-            if checkpoint.load(path)["kind"] == "pretrain":
-                return path
+            ckpt = checkpoint.load(path)
         except ToolkitError:
             continue  # a torn or foreign file is not a candidate
-    return None
+        if ckpt["kind"] != "pretrain":
+            continue
+        if data is None:
+            return path
+        trained_on = ckpt.get("recipe", {}).get("data", {})
+        if trained_on.get("channels") != data.channels:
+            continue
+        if str(trained_on.get("path")) == str(data.path):
+            return path
+        fallback = fallback or path
+    return fallback
 
 
 def resolve_init(recipe: Recipe) -> tuple[Recipe, dict[str, Any] | None]:
@@ -130,9 +145,10 @@ def resolve_init(recipe: Recipe) -> tuple[Recipe, dict[str, Any] | None]:
     if spec:
         ckpt = checkpoint.load(spec)
     else:
-        found = latest_pretrain_checkpoint()
+        found = latest_pretrain_checkpoint(RUNS_ROOT, recipe.data)
         if found is None:
-            info(f"init: random weights (no pretrain run under {RUNS_ROOT}/; give --init CHECKPOINT to start from one)")
+            info(f"init: random weights (no pretrain run of {recipe.data.channels}-channel images under {RUNS_ROOT}/; "
+                 "give --init CHECKPOINT to start from one)")
             return replace(recipe, **{"finetune.init": "none"}), None
         ckpt = checkpoint.load(found)
     source = checkpoint.recipe_of(ckpt)
