@@ -35,6 +35,7 @@ from toolkit.verification import verification_metrics
 
 OUTPUT_COLUMNS = ("score", "same", "error")
 _LABELS = {"1": 1, "true": 1, "0": 0, "false": 0, "": -1}
+_BLANK_START = ", \t\v\f\xa0"  # "" (an empty line) is "in" it too, so it gets the full check
 
 
 @dataclass(frozen=True)
@@ -322,7 +323,8 @@ def _line_blocks(f: TextIO) -> Iterator[list[str]]:
     """Non-blank lines (line ending removed) in blocks; blank = only commas and spaces, as in ``_blocks``."""
     while block := list(islice(f, BLOCK_ROWS)):
         lines = list(map(str.rstrip, block, repeat("\r\n")))
-        kept = [line for line in lines if line.replace(",", "").strip()]
+        # A line that starts with a cell character is not blank; only the rest need the full check.
+        kept = [line for line in lines if line[:1] not in _BLANK_START or line.replace(",", "").strip()]
         if kept:
             yield kept
 
