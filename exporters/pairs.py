@@ -35,7 +35,9 @@ from toolkit.verification import verification_metrics
 
 OUTPUT_COLUMNS = ("score", "same", "error")
 _LABELS = {"1": 1, "true": 1, "0": 0, "false": 0, "": -1}
-_BLANK_START = ", \t\v\f\xa0"  # "" (an empty line) is "in" it too, so it gets the full check
+# Every character that can start a blank line (a comma or any whitespace ``str.strip`` removes);
+# a line starting with anything else is not blank. "" (an empty line) is "in" it too.
+_BLANK_START = ",\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
 
 
 @dataclass(frozen=True)

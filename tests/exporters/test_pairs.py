@@ -91,3 +91,14 @@ def test_old_score_columns_are_replaced_on_either_path(tmp_path: Path) -> None:
     s = float(table[str(tmp_path / "a.png")] @ table[str(tmp_path / "b.png")])
     assert parsed(tmp_path / "out.csv") == [["image_a", "image_b", "score", "same", "error"],
                                             ["a.png", "b.png", f"{s:.6f}", "1", ""]]
+
+
+def test_blank_line_shortcut_covers_every_character_a_blank_line_can_start_with() -> None:
+    # The fast path keeps a line at once when its first character is not in _BLANK_START, so
+    # that set must hold the comma and every character str.strip() treats as whitespace.
+    import sys
+
+    from exporters.pairs import _BLANK_START
+
+    whitespace = {chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()}
+    assert set(_BLANK_START) == whitespace | {","}
