@@ -26,7 +26,7 @@ install-gpu: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# The whole pipeline on the built-in digits (about 3 minutes on 2 cores): SimSiam pretraining,
+# The whole pipeline on the built-in digits (a few minutes on 2 cores): SimSiam pretraining,
 # triplet fine-tuning from it, evaluation (eval.json holds the verification threshold), ONNX
 # export with its parity check, then the three scoring modes on image files written from the
 # run's own test split.

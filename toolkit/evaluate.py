@@ -166,8 +166,7 @@ def evaluate(checkpoint_path: str | Path, data: str | None = None, spec: Episode
     class_names = list(loaded.train.class_names)
     assert loaded.train.labels is not None and evaluated.labels is not None
     check_episodes(evaluated.labels, spec.way, spec.shot, spec.query, class_names)
-    info(f"data: {loaded.source}: {len(loaded.train)} train images, {len(loaded.test) if loaded.test else 0} test images"
-         + "".join(f"; {n}" for n in loaded.notes) + f"; evaluating the {split_name} split")
+    info(f"{loaded.describe()}; evaluating the {split_name} split")
 
     test_labels = evaluated.labels
     # The train split is the classifiers' reference only when it has every evaluated class.
