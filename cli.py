@@ -67,7 +67,7 @@ def pretrain(
 ) -> None:
     """Pretrain an encoder with SimSiam (two views, predictor, stop-gradient)."""
     from toolkit.pretrain import pretrain as run_pretrain
-    from toolkit.run_start import start_run
+    from toolkit.engine.run_start import start_run
 
     shortcuts = {"train.epochs": epochs, "data.path": data, "train.device": device}
     start = start_run("pretrain", recipe, shortcuts, set_ or [], out, resume)
@@ -104,7 +104,7 @@ def finetune(
 ) -> None:
     """Fine-tune the twin encoder with a contrastive or triplet loss on labelled images."""
     from toolkit.finetune import finetune as run_finetune
-    from toolkit.run_start import start_run
+    from toolkit.engine.run_start import start_run
 
     if resume is not None and init is not None:
         raise ToolkitError("--resume continues a run with the weights in its checkpoint; do not also give --init")
@@ -130,8 +130,8 @@ def evaluate(
     set_: SetOpt = None,
 ) -> None:
     """Few-shot episodes, imbalanced classification and pair verification; writes eval.json."""
-    from toolkit.evaluate import EpisodeSpec
-    from toolkit.evaluate import evaluate as run_evaluate
+    from toolkit.evaluate.job import EpisodeSpec
+    from toolkit.evaluate.job import evaluate as run_evaluate
 
     run_evaluate(checkpoint, data=data, spec=EpisodeSpec(way, shot, query, episodes), out=out, sets=set_ or [],
                  device=device, seed=seed)
@@ -181,7 +181,7 @@ def embed(
     strict: StrictOpt = False,
 ) -> None:
     """Embed images with a checkpoint, an ONNX model or a TensorRT engine."""
-    from exporters.jobs import Settings, embed_images
+    from scoring.jobs import Settings, embed_images
 
     embed_images(model, images, out, Settings(backend, batch_size, workers, threads, strict))
 
@@ -204,7 +204,7 @@ def score(
     strict: StrictOpt = False,
 ) -> None:
     """Score image pairs, rank a gallery per query, or classify queries by a support set."""
-    from exporters.jobs import Settings, score_images
+    from scoring.jobs import Settings, score_images
 
     score_images(model, pairs=pairs, query=query, gallery=gallery, support=support, top_k=top_k, out=out,
                  threshold=threshold, settings=Settings(backend, batch_size, workers, threads, strict))
@@ -227,8 +227,8 @@ def study(
 ) -> None:
     """Reproduce the SimSiam paper's ablations (Sec. 4) on a recipe: one pretraining run per variant, then report.md."""
     from toolkit.config import load_recipe
-    from toolkit.run_files import default_run_dir
-    from toolkit.study import run_study
+    from toolkit.engine.run_folder import default_run_dir
+    from toolkit.study.job import run_study
 
     shortcuts = {"train.epochs": epochs, "data.path": data, "train.device": device, "study.variants": only}
     resolved = load_recipe(recipe, shortcuts, set_ or [])

@@ -69,7 +69,7 @@ def omniglot_manifest(root: Path, out: Path) -> tuple[Path, int, int]:
 
 def complete(run_dir: Path, epochs: int) -> bool:
     """True when ``run_dir`` holds a finished run of ``epochs`` epochs (reused instead of retrained)."""
-    from toolkit import checkpoint
+    from toolkit.engine import checkpoint
     from toolkit.errors import ToolkitError
 
     try:
@@ -94,10 +94,10 @@ def timed_stage(name: str, run_dir: Path, epochs: int, train: Any, timings: dict
 
 def fewshot_numbers(ckpt_path: Path, data_path: str) -> dict[str, Any]:
     """Embed the held-out test split once with ``toolkit evaluate``'s code; score every setting."""
-    from toolkit import checkpoint
-    from toolkit.episodes import run_episodes
-    from toolkit.evaluate import embed, evaluation_recipe
-    from toolkit.image_store import load_data
+    from toolkit.engine import checkpoint
+    from toolkit.evaluate.episodes import run_episodes
+    from toolkit.evaluate.job import embed, evaluation_recipe
+    from toolkit.data.store import load_data
 
     ckpt = checkpoint.load(ckpt_path)
     recipe = evaluation_recipe(ckpt, data=data_path)
@@ -150,9 +150,9 @@ def protonet(args: argparse.Namespace, manifest: str, timings: dict[str, float])
     import torch
 
     from toolkit.config import load_recipe
-    from toolkit.image_store import default_normalization, load_data
-    from toolkit.preprocess import Normalizer
-    from toolkit.protonet import ProtoNetSettings, embed_raw, euclidean_episodes, train_protonet
+    from toolkit.data.store import default_normalization, load_data
+    from toolkit.data.preprocess import Normalizer
+    from benchmarks.protonet import ProtoNetSettings, embed_raw, euclidean_episodes, train_protonet
 
     recipe = load_recipe("omniglot", {"data.path": manifest})
     loaded = load_data(recipe.data)
@@ -171,7 +171,7 @@ def protonet(args: argparse.Namespace, manifest: str, timings: dict[str, float])
 def cifar_long_tail(args: argparse.Namespace, work: Path, timings: dict[str, float]) -> dict[str, Any]:
     """kNN balanced accuracy after triplet fine-tuning, class-balanced sampler vs shuffled batches."""
     from toolkit.config import load_recipe
-    from toolkit.evaluate import EpisodeSpec, evaluate
+    from toolkit.evaluate.job import EpisodeSpec, evaluate
     from toolkit.finetune import finetune
 
     out: dict[str, Any] = {}

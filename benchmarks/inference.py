@@ -18,7 +18,7 @@ session settings (optimisation levels, no spin-waiting) at the largest batch.
 ``--checkpoint`` adds a trained encoder: random weights understate int8 agreement (measured
 here: min cosine 0.997 on a random CIFAR ResNet-18, 0.9999 on a trained digits ConvNet).
 
-Part 2, scoring: ``toolkit score`` (``exporters.jobs.score_images``) on ``--pairs`` pairs over
+Part 2, scoring: ``toolkit score`` (``scoring.jobs.score_images``) on ``--pairs`` pairs over
 ``--unique`` image files with the fastest exported ResNet-18 model; reports the embedding and
 scoring stages (scoring = reading the CSV, similarity, AUC/EER, writing the CSV) and the
 scoring stage's pairs/s. The target: scoring < 5% of the total.
@@ -49,7 +49,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from exporters.images import load_image  # noqa: E402
+from scoring.images import load_image  # noqa: E402
 from exporters.metadata import ModelInfo  # noqa: E402
 from exporters.parity import normalise  # noqa: E402
 from exporters.runtime import Backend, OnnxBackend, TorchBackend  # noqa: E402
@@ -90,7 +90,7 @@ def image_source(args: argparse.Namespace, info: ModelInfo, count: int, seed: in
     """``count`` uint8 images [N, C, S, S] framed as ``info`` says: from ``--images`` or random."""
     if args.images is None:
         return np.random.default_rng(seed).integers(0, 256, (count, *info.input_chw), dtype=np.uint8)
-    from exporters.score import read_image_list
+    from scoring.score import read_image_list
 
     paths = read_image_list(args.images)
     rng = np.random.default_rng(seed)
@@ -101,7 +101,7 @@ def prepare(name: str, args: argparse.Namespace) -> tuple[torch.nn.Module, Model
     """The encoder, its metadata and normalised calibration images: a checkpoint's, or a random one."""
     if name == "checkpoint":
         from exporters.metadata import info_from_checkpoint
-        from toolkit import checkpoint
+        from toolkit.engine import checkpoint
 
         ckpt = checkpoint.load(args.checkpoint)
         info = info_from_checkpoint(ckpt)
@@ -155,8 +155,8 @@ def cosines(reference: np.ndarray, other: np.ndarray) -> dict[str, float]:
 
 
 def bench_model(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    from exporters.onnx import export_onnx
-    from exporters.quantize import quantize_int8
+    from exporters.onnx_export import export_onnx
+    from exporters.int8 import quantize_int8
 
     biggest = max(args.batches)
     encoder, info, calibration = prepare(name, args)
@@ -204,7 +204,7 @@ def bench_score(model_file: str, args: argparse.Namespace, work: Path) -> dict[s
     """``toolkit score --pairs`` on ``args.pairs`` pairs over ``args.unique`` image files."""
     from PIL import Image
 
-    from exporters.jobs import Settings, score_images
+    from scoring.jobs import Settings, score_images
     from make_pairs import write_pairs_csv
 
     folder = work / "score"
@@ -253,7 +253,7 @@ def main() -> None:
 
     import onnxruntime as ort
 
-    from toolkit.precision import cpu_supports_bf16
+    from toolkit.engine.precision import cpu_supports_bf16
 
     report: dict[str, Any] = {
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),

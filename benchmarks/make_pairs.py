@@ -1,7 +1,7 @@
 """Write image files and a pairs CSV for `toolkit score` from a run's own data (demo and benchmarks).
 
 The built-in ``digits`` live in memory, so scoring them needs real files. Given a run (or a
-checkpoint), this script lists the run's data exactly as training did (``toolkit.data.load_splits``
+checkpoint), this script lists the run's data exactly as training did (``toolkit.data.sources.load_splits``
 on the checkpoint's recipe) and writes, under ``--out``:
 
     queries/<class>/<n>.png   the test split (images the model never trained on)
@@ -13,7 +13,7 @@ on the checkpoint's recipe) and writes, under ``--out``:
     toolkit score runs/demo/finetune/export/encoder.onnx --pairs runs/demo/pairs/pairs.csv
 
 In-memory images (digits) are saved as PNG at their own size; the scoring side then frames
-them exactly as training did (``toolkit.image_store.decode_image``). Files are copied as they are.
+them exactly as training did (``toolkit.data.store.decode_image``). Files are copied as they are.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from toolkit.data import ImageSet  # noqa: E402
+from toolkit.data.sources import ImageSet  # noqa: E402
 
 
 def write_images(images: ImageSet, root: Path, index: np.ndarray) -> tuple[list[str], list[int]]:
@@ -88,8 +88,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    from toolkit.checkpoint import load, recipe_of
-    from toolkit.data import load_splits
+    from toolkit.engine.checkpoint import load, recipe_of
+    from toolkit.data.sources import load_splits
 
     splits = load_splits(recipe_of(load(args.checkpoint)).data)
     if splits.test is None or splits.test.labels is None or splits.train.labels is None:

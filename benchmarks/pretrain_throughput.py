@@ -38,10 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def _toolkit_side(args: argparse.Namespace) -> tuple[Any, Any]:
     """toolkit's default step, built exactly as ``toolkit pretrain`` builds it."""
     from toolkit.config import load_recipe
-    from toolkit.distributed import init_distributed, seed_everything
-    from toolkit.image_store import load_data
+    from toolkit.engine.distributed import init_distributed, seed_everything
+    from toolkit.data.store import load_data
     from toolkit.pretrain import SimSiamObjective
-    from toolkit.train import LoopSettings, Trainer
+    from toolkit.engine.loop import LoopSettings, Trainer
 
     recipe = load_recipe("cifar10_resnet18", {
         "data.path": str(Path(args.data) / "train"), "data.train_limit": args.images, "data.test_fraction": 0.0,

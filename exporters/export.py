@@ -2,13 +2,13 @@
 
 Steps, each printed as it finishes:
 
-1. ONNX export with metadata (``exporters.onnx``), checker and shape inference;
+1. ONNX export with metadata (``exporters.onnx_export``), checker and shape inference;
 2. the parity gate against PyTorch fp32 (``exporters.parity``), run on ONNX Runtime's CPU
    provider; on failure the graph is kept as ``encoder.rejected.onnx`` for inspection and the
    export fails;
 3. ``encoder.json`` (the same metadata as in the ONNX);
-4. optionally ``encoder.int8.onnx`` (``--int8 --calib-data DIR``, ``exporters.quantize``);
-5. optionally ``encoder.engine`` (``--trt``, ``exporters.tensorrt.build_engine``). Without
+4. optionally ``encoder.int8.onnx`` (``--int8 --calib-data DIR``, ``exporters.int8``);
+5. optionally ``encoder.engine`` (``--trt``, ``exporters.tensorrt_engine.build_engine``). Without
    TensorRT or a CUDA device this step fails with exit code 2 and says the ONNX was written.
 
 The default output folder is ``<the checkpoint's folder>/export``: for a run folder
@@ -25,8 +25,8 @@ from torch import nn
 
 from exporters import metadata, parity
 from exporters.metadata import ModelInfo
-from exporters.onnx import DEFAULT_OPSET, export_onnx
-from exporters.quantize import Int8Report
+from exporters.onnx_export import DEFAULT_OPSET, export_onnx
+from exporters.int8 import Int8Report
 from exporters.runtime import OnnxBackend, TorchBackend
 from toolkit.console import info as say
 from toolkit.errors import ToolkitError
@@ -88,7 +88,7 @@ def export_checkpoint(checkpoint_path: str | Path, out: str | Path | None = None
         ToolkitError: bad options, not a toolkit checkpoint, a failed export, validation or
             parity gate; TensorRT unavailable with ``trt`` (after the ONNX is written).
     """
-    from toolkit import checkpoint
+    from toolkit.engine import checkpoint
 
     _check_options(trt, fp16, int8, calib_data, max_batch)
     ckpt = checkpoint.load(checkpoint_path)
@@ -148,7 +148,7 @@ def _parity_gate(encoder: nn.Module, info: ModelInfo, staged: Path, data: str | 
 
 def _export_int8(onnx_path: Path, int8_path: Path, info: ModelInfo, calib_data: str | Path | None,
                  threads: int | None) -> Int8Report:
-    from exporters.quantize import calibration_set, int8_report, quantize_int8
+    from exporters.int8 import calibration_set, int8_report, quantize_int8
 
     images, check, held_out = calibration_set(info, calib_data)  # type: ignore[arg-type]  # checked in _check_options
     quantize_int8(onnx_path, int8_path, images)
@@ -161,7 +161,7 @@ def _export_int8(onnx_path: Path, int8_path: Path, info: ModelInfo, calib_data: 
 
 
 def _build_trt(onnx_path: Path, out_dir: Path, fp16: bool, max_batch: int) -> dict[str, object]:
-    from exporters.tensorrt import build_engine, tensorrt_unavailable_reason
+    from exporters.tensorrt_engine import build_engine, tensorrt_unavailable_reason
 
     reason = tensorrt_unavailable_reason()
     if reason is not None:

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from toolkit.checkpoint import TOOLKIT_VERSION
+from toolkit.engine.checkpoint import TOOLKIT_VERSION
 from toolkit.console import warn
 from toolkit.errors import ToolkitError
 
@@ -124,13 +124,13 @@ def eval_threshold(folder: Path) -> float | None:
 
 
 def info_from_checkpoint(ckpt: dict[str, Any]) -> ModelInfo:
-    """Metadata of a loaded checkpoint (``toolkit.checkpoint.load``), with eval.json's threshold."""
+    """Metadata of a loaded checkpoint (``toolkit.engine.checkpoint.load``), with eval.json's threshold."""
     pre = ckpt["preprocess"]
     load_size = int(ckpt.get("recipe", {}).get("data", {}).get("load_size", 0) or 0)
     path = Path(ckpt.get("path", "checkpoint.pt"))
     return ModelInfo(
         image_size=int(pre["image_size"]),
-        resize_size=max(load_size, int(pre["image_size"])),  # as toolkit.image_store.load_data decodes
+        resize_size=max(load_size, int(pre["image_size"])),  # as toolkit.data.store.load_data decodes
         channels=int(pre["channels"]),
         mean=tuple(float(m) for m in pre["mean"]),
         std=tuple(float(s) for s in pre["std"]),

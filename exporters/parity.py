@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from exporters.images import load_image
+from scoring.images import load_image
 from exporters.metadata import ModelInfo
 from exporters.runtime import Backend
-from exporters.score import read_image_list
+from scoring.score import read_image_list
 from toolkit.errors import ToolkitError
-from toolkit.preprocess import Normalizer
+from toolkit.data.preprocess import Normalizer
 
 MIN_COSINE = 0.9999
 MAX_ABS_DIFF = 1e-4

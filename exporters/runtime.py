@@ -3,7 +3,7 @@
 Every backend takes the same input, the exported graph's contract: ``images`` [N, C, S, S]
 float32, already normalised, and returns [N, D] float32 unit vectors. Decoding, resizing and
 normalisation happen once, before the backend, from the model's metadata
-(``exporters.images``), so the backends see identical input and differ only in how they run:
+(``scoring.images``), so the backends see identical input and differ only in how they run:
 
 * ``TorchBackend``: a toolkit checkpoint in PyTorch. ``precision="auto"`` is the fastest
   correct setting (bf16 autocast where the CPU has native bf16, channels_last);
@@ -11,7 +11,7 @@ normalisation happen once, before the backend, from the model's metadata
 * ``OnnxBackend``: ``encoder.onnx`` (or ``encoder.int8.onnx``) on ONNX Runtime with the CUDA
   provider when present, else the CPU; the provider that really runs is read back from the
   session. IOBinding on CUDA keeps the output on the device until one copy back.
-* ``TensorRTBackend``: a serialized engine (``exporters.tensorrt.TensorRTEncoder``).
+* ``TensorRTBackend``: a serialized engine (``exporters.tensorrt_engine.TensorRTEncoder``).
 
 ``open_backend`` picks one by the model path's suffix; its ``backend`` argument overrides.
 """
@@ -85,7 +85,7 @@ class TorchBackend(Backend):
 
     def __init__(self, encoder: nn.Module, info: ModelInfo, *, precision: str = "auto", device: str = "cpu",
                  threads: int | None = None, source: str = "") -> None:
-        from toolkit.precision import autocast_context, autocast_dtype, describe
+        from toolkit.engine.precision import autocast_context, autocast_dtype, describe
 
         if precision not in ("auto", "bf16", "fp32"):
             raise ToolkitError(f"precision {precision!r}: valid are auto, bf16, fp32")
@@ -106,7 +106,7 @@ class TorchBackend(Backend):
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, **kwargs: object) -> TorchBackend:
-        from toolkit import checkpoint
+        from toolkit.engine import checkpoint
 
         ckpt = checkpoint.load(path)
         info = metadata.info_from_checkpoint(ckpt)
@@ -148,7 +148,7 @@ class OnnxBackend(Backend):
                  info: ModelInfo | None = None, options: object | None = None) -> None:
         import onnxruntime as ort
 
-        from exporters.onnx import read_info
+        from exporters.onnx_export import read_info
 
         path = Path(path)
         self.info = info or read_info(path)
@@ -205,7 +205,7 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
 
     def __init__(self, path: str | Path, *, info: ModelInfo | None = None) -> None:
-        from exporters.tensorrt import TensorRTEncoder
+        from exporters.tensorrt_engine import TensorRTEncoder
 
         path = Path(path)
         beside = path.parent / "encoder.json"

@@ -54,3 +54,7 @@ def split_folder(tmp_path: Path) -> Path:
             for i in range(count):
                 write_image(root / split / f"k{label}" / f"{i:02d}.jpg", shape_image(label, rng))
     return root
+
+
+# Tiny exported models and image folders shared by the exporters/ and scoring/ tests.
+from tests.tiny_models import exported_run, images  # noqa: E402,F401

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from toolkit.distributed import GlobalBatchNorm
+from toolkit.engine.distributed import GlobalBatchNorm
 
 if __name__ == "__main__":
     dist.init_process_group("gloo")

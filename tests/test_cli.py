@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from cli import app
 from tests.helpers import REPO, run_cli, write_tiny_recipe
-from toolkit import checkpoint
+from toolkit.engine import checkpoint
 
 
 def invoke(*args: str):  # noqa: ANN201 - click's Result

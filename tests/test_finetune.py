@@ -13,11 +13,11 @@ import torch
 from tests.helpers import run_cli
 from tests.test_cli import invoke
 from tests.tiny_runs import pretrain_at_init, tiny_recipe
-from toolkit import checkpoint
+from toolkit.engine import checkpoint
 from toolkit.config import load_recipe
-from toolkit.distributed import DistEnv, seed_everything
+from toolkit.engine.distributed import DistEnv, seed_everything
 from toolkit.errors import ToolkitError
-from toolkit.image_store import ImageStore
+from toolkit.data.store import ImageStore
 
 
 def test_finetune_cli_end_to_end(tmp_path: Path) -> None:
@@ -53,7 +53,7 @@ def test_finetune_cli_end_to_end(tmp_path: Path) -> None:
     assert out.shape == (3, 16)
     assert torch.allclose(out.norm(dim=1), torch.ones(3), atol=1e-5)
 
-    from toolkit.evaluate import EpisodeSpec, evaluate
+    from toolkit.evaluate.job import EpisodeSpec, evaluate
 
     evaluate(run, spec=EpisodeSpec(way=5, shot=1, query=5, episodes=20), plots=False)
     assert json.loads((run / "eval.json").read_text())["checkpoint"]["kind"] == "finetune"

@@ -43,7 +43,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where images come from and how they are decoded (see ``toolkit.data``)."""
+    """Where images come from and how they are decoded (see ``toolkit.data.sources``)."""
 
     path: str = "digits"  # class folder, train/+test/ folder, CSV manifest, unlabeled folder or "digits"
     image_size: int = 32  # network input side in pixels

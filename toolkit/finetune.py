@@ -5,7 +5,7 @@ The encoder is the (pretrained) backbone plus a new embedding head, output l2-no
 pair (contrastive loss, Hadsell et al. 2006) or of a triplet (triplet loss, Schroff et al. 2015;
 Hermans et al. 2017): the whole batch goes through the encoder once and the loss forms its pairs
 or triplets inside the batch. Batches come from the class-balanced "M per class" sampler
-(``toolkit.sampling``), which also oversamples rare classes of a long-tailed train split.
+(``toolkit.data.sampling``), which also oversamples rare classes of a long-tailed train split.
 """
 
 from __future__ import annotations
@@ -16,22 +16,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from toolkit import checkpoint
-from toolkit.augment import view_transform
+from toolkit.engine import checkpoint
+from toolkit.data.augment import view_transform
 from toolkit.config import DataConfig, Recipe, recipe_to_dict, replace
 from toolkit.console import info
-from toolkit.distributed import DistEnv, init_distributed, seed_everything
+from toolkit.engine.distributed import DistEnv, init_distributed, seed_everything
 from toolkit.errors import ToolkitError
-from toolkit.image_store import ImageStore, load_data
-from toolkit.loaders import OneViewDataset, Plan, keyed_plan, shuffled_plan
+from toolkit.data.store import ImageStore, load_data
+from toolkit.data.loaders import OneViewDataset, Plan, keyed_plan, shuffled_plan
 from toolkit.losses.contrastive import ContrastiveLoss
 from toolkit.losses.triplet import TripletLoss
 from toolkit.models.encoder import Encoder
-from toolkit.preprocess import Normalizer
+from toolkit.data.preprocess import Normalizer
 from toolkit.pretrain import prepare_run_dir
-from toolkit.sampling import ClassBalancedBatchSampler, inverse_frequency_weights
-from toolkit.summary import print_run_summary
-from toolkit.train import LoopSettings, Objective, ParamGroup, RunResult, StepOutput, Trainer
+from toolkit.data.sampling import ClassBalancedBatchSampler, inverse_frequency_weights
+from toolkit.engine.summary import print_run_summary
+from toolkit.engine.loop import LoopSettings, Objective, ParamGroup, RunResult, StepOutput, Trainer
 
 RUNS_ROOT = Path("runs")
 

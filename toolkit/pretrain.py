@@ -8,18 +8,18 @@ from typing import Any
 
 from torch import nn
 
-from toolkit.augment import view_transform
+from toolkit.data.augment import view_transform
 from toolkit.config import Recipe
 from toolkit.console import info, warn
-from toolkit.distributed import DistEnv, init_distributed, seed_everything
+from toolkit.engine.distributed import DistEnv, init_distributed, seed_everything
 from toolkit.errors import ToolkitError
-from toolkit.image_store import ImageStore, load_data
-from toolkit.loaders import Plan, TwoViewDataset, shuffled_plan
+from toolkit.data.store import ImageStore, load_data
+from toolkit.data.loaders import Plan, TwoViewDataset, shuffled_plan
 from toolkit.losses.simsiam import simsiam_loss, z_std
 from toolkit.models.simsiam import SimSiam
-from toolkit.preprocess import Normalizer
-from toolkit.summary import print_run_summary
-from toolkit.train import LoopSettings, Objective, ParamGroup, RunResult, StepOutput, Trainer
+from toolkit.data.preprocess import Normalizer
+from toolkit.engine.summary import print_run_summary
+from toolkit.engine.loop import LoopSettings, Objective, ParamGroup, RunResult, StepOutput, Trainer
 
 
 class SimSiamObjective(Objective):

@@ -14,11 +14,11 @@ import torch
 from exporters import export as export_module
 from exporters import metadata
 from exporters.export import export_checkpoint
-from exporters.onnx import export_onnx, read_info, validate
-from exporters.tensorrt import tensorrt_unavailable_reason
-from tests.exporters.conftest import MEAN, STD, make_checkpoint
+from exporters.onnx_export import export_onnx, read_info, validate
+from exporters.tensorrt_engine import tensorrt_unavailable_reason
+from tests.tiny_models import MEAN, STD, make_checkpoint
 from tests.test_cli import invoke
-from toolkit import checkpoint
+from toolkit.engine import checkpoint
 from toolkit.errors import ToolkitError
 
 

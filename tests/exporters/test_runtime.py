@@ -10,14 +10,14 @@ import onnx
 import pytest
 from PIL import Image
 
-from exporters.images import embed_files, load_image
+from scoring.images import embed_files, load_image
 from exporters.metadata import ModelInfo
 from exporters.parity import normalise
 from exporters.runtime import OnnxBackend, TensorRTBackend, TorchBackend, open_backend, resolve_model
-from exporters.tensorrt import tensorrt_unavailable_reason
-from tests.exporters.conftest import make_checkpoint, reference_embeddings
+from exporters.tensorrt_engine import tensorrt_unavailable_reason
+from tests.tiny_models import make_checkpoint, reference_embeddings
 from toolkit.errors import ToolkitError
-from toolkit.precision import cpu_supports_bf16
+from toolkit.engine.precision import cpu_supports_bf16
 
 
 def image_paths(images: Path) -> list[str]:

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from exporters import tensorrt as trt_export
+from exporters import tensorrt_engine as trt_export
 from toolkit.errors import ToolkitError
 
 UNAVAILABLE = trt_export.tensorrt_unavailable_reason()

@@ -62,7 +62,7 @@ class ContrastiveLoss(nn.Module):
             embeddings: N x D, usually L2-normalised.
             labels: Class of each sample, int64, N.
             weights: Optional per-sample weights, N (e.g. inverse class frequency, see
-                `toolkit.sampling.inverse_frequency_weights`). A pair's term is multiplied by
+                `toolkit.data.sampling.inverse_frequency_weights`). A pair's term is multiplied by
                 the *mean* of its two samples' weights, so a positive pair gets its class's
                 weight; the loss is still divided by the number of pairs, not by the weights'
                 sum.

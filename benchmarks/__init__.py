@@ -1,0 +1,1 @@
+"""Benchmark scripts (run them as files); a package only so that tests can import the ProtoNet baseline."""

@@ -1,0 +1,150 @@
+"""Image files -> normalised batches -> embeddings, with per-image errors instead of crashes.
+
+Decoding runs in DataLoader worker processes (PIL holds the GIL for parts of a decode, so
+processes beat threads for large JPEG sets); each image is framed as the model's metadata
+says (``ModelInfo``: shorter side to ``resize_size``, centre crop ``image_size``, channels) by
+``toolkit.data.store.decode_image``, the same code that prepared the training images, and
+normalised in the main process by ``toolkit.data.preprocess.Normalizer``. A file that is missing or
+cannot be decoded is reported with its reason and never stops the other images.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch.utils.data import DataLoader, Dataset
+
+from exporters.metadata import ModelInfo
+from exporters.runtime import Backend
+from scoring.score import EmbedPaths
+from toolkit.console import console
+from toolkit.data.store import decode_image
+from toolkit.data.preprocess import Normalizer
+
+
+def default_workers() -> int:
+    """Decoding processes: the cores minus the one that runs the model, at least 1, at most 8."""
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+def load_image(path: str, info: ModelInfo) -> np.ndarray:
+    """One file as the model's uint8 input [C, S, S]: resize the shorter side, centre crop."""
+    array = decode_image(path, info.resize_size, info.channels)
+    if info.resize_size != info.image_size:
+        top = (array.shape[1] - info.image_size) // 2
+        left = (array.shape[2] - info.image_size) // 2
+        array = array[:, top:top + info.image_size, left:left + info.image_size]
+    return np.ascontiguousarray(array)
+
+
+def _reason(path: str, exc: Exception) -> str:
+    if isinstance(exc, FileNotFoundError) or not os.path.exists(path):
+        return "no such file"
+    if isinstance(exc, IsADirectoryError):
+        return "is a folder, not an image"
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"unreadable image ({type(exc).__name__}: {text})" if text else f"unreadable image ({type(exc).__name__})"
+
+
+class ImageFiles(Dataset):
+    """Item i: (i, uint8 [C, S, S] or None, error or "") for ``paths[i]``."""
+
+    def __init__(self, paths: list[str], info: ModelInfo) -> None:
+        self.paths, self.info = paths, info
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[int, np.ndarray | None, str]:
+        path = self.paths[index]
+        try:
+            return index, load_image(path, self.info), ""
+        except Exception as exc:  # noqa: BLE001 - any decoder failure is this image's error
+            return index, None, _reason(path, exc)
+
+
+@dataclass
+class Batch:
+    """Decoded images of one batch: ``images`` [n, C, S, S] uint8 for ``indices``; the rest failed."""
+
+    indices: list[int]
+    images: np.ndarray
+    errors: dict[int, str]
+
+
+def _collate(items: list[tuple[int, np.ndarray | None, str]]) -> Batch:
+    ok = [(i, a) for i, a, _ in items if a is not None]
+    images = np.stack([a for _, a in ok]) if ok else np.zeros((0,), dtype=np.uint8)
+    return Batch([i for i, _ in ok], images, {i: e for i, a, e in items if a is None})
+
+
+def _worker_init(_: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+
+
+def decoded_batches(paths: list[str], info: ModelInfo, batch_size: int, workers: int) -> Iterator[Batch]:
+    """Batches of decoded images in ``paths`` order; ``workers`` = 0 decodes in this process."""
+    loader = DataLoader(ImageFiles(paths, info), batch_size=batch_size, shuffle=False, num_workers=workers,
+                        collate_fn=_collate, worker_init_fn=_worker_init if workers else None,
+                        prefetch_factor=4 if workers else None)
+    yield from loader
+
+
+def progress_bar(enabled: bool) -> Progress:
+    """A transient bar on stderr; off when stderr is not a terminal (logs, CI, pipes)."""
+    return Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]} img/s"),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True,
+                    disable=not (enabled and console.is_terminal))
+
+
+def embed_files(backend: Backend, paths: list[str], *, batch_size: int = 64, workers: int = 0,
+                progress: bool = True) -> tuple[np.ndarray, list[str], dict[str, str]]:
+    """Embeds image files with ``backend``; the ``embed_paths`` contract of ``scoring.score``.
+
+    Args:
+        backend: any ``exporters.runtime.Backend``; its metadata frames and normalises the images.
+        paths: image files, in any order; duplicates are embedded each time.
+        batch_size: images per model call.
+        workers: DataLoader decoding processes (0 = decode here).
+        progress: show a progress bar on stderr.
+
+    Returns:
+        [len(ok_paths), D] float32 embeddings, ok_paths in input order, {path: reason} for the rest.
+    """
+    normalizer = Normalizer(backend.info.mean, backend.info.std, torch.device("cpu"))
+    chunks: list[np.ndarray] = []
+    ok_paths: list[str] = []
+    errors: dict[str, str] = {}
+    start = time.perf_counter()
+    with progress_bar(progress) as bar:
+        task = bar.add_task("embed", total=len(paths), rate="-")
+        done = 0
+        for batch in decoded_batches(paths, backend.info, batch_size, workers):
+            for index, reason in batch.errors.items():
+                errors[paths[index]] = reason
+            if batch.indices:
+                x = normalizer(torch.from_numpy(batch.images)).numpy()
+                chunks.append(backend.embed(x))
+                ok_paths += [paths[i] for i in batch.indices]
+            done += len(batch.indices) + len(batch.errors)
+            rate = done / max(time.perf_counter() - start, 1e-9)
+            bar.update(task, completed=done, rate=f"{rate:,.0f}")
+    dim = backend.info.embedding_dim
+    embeddings = np.concatenate(chunks) if chunks else np.zeros((0, dim), dtype=np.float32)
+    return embeddings, ok_paths, errors
+
+
+def embedder(backend: Backend, *, batch_size: int = 64, workers: int = 0, progress: bool = True) -> EmbedPaths:
+    """``embed_files`` with its settings bound: the ``embed_paths`` callable ``scoring.score`` takes."""
+
+    def embed_paths(paths: list[str]) -> tuple[np.ndarray, list[str], dict[str, str]]:
+        return embed_files(backend, paths, batch_size=batch_size, workers=workers, progress=progress)
+
+    return embed_paths

@@ -1,0 +1,243 @@
+"""``toolkit embed`` and ``toolkit score``: open a backend, embed image files, write the result.
+
+Both commands accept a model as a checkpoint (``.pt`` or a run folder), an ``.onnx`` or a
+TensorRT ``.engine`` (``exporters.runtime.resolve_model``). Images that are missing or cannot
+be decoded never stop the job: their rows carry an ``error``, their number is printed, and
+the exit code is 0 unless ``--strict`` (then 1, after the output is written).
+
+The verification threshold comes from ``--threshold``, else the model's metadata (``eval.json``
+beside a checkpoint, the ONNX ``metadata_props``, ``encoder.json`` beside an engine), else
+``exporters.metadata.DEFAULT_THRESHOLD`` (0.5), and the command says which.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from scoring import score
+from scoring.images import default_workers, embedder
+from exporters.metadata import DEFAULT_THRESHOLD
+from scoring.pairs import read_pairs_header
+from exporters.runtime import Backend, open_backend
+from toolkit.console import info as say
+from toolkit.console import warn
+from toolkit.errors import ToolkitError
+
+
+class FailedImages(ToolkitError):
+    """``--strict`` and some images failed; the output was written anyway (exit code 1)."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How to run the model: ``--backend``, ``--batch-size``, ``--workers``, ``--threads``, ``--strict``."""
+
+    backend: str | None = None
+    batch_size: int = 64
+    workers: int | None = None
+    threads: int | None = None
+    strict: bool = False
+    progress: bool = True
+
+    def check(self) -> None:
+        if self.batch_size < 1:
+            raise ToolkitError(f"--batch-size {self.batch_size}: must be 1 or more")
+        if self.workers is not None and self.workers < 0:
+            raise ToolkitError(f"--workers {self.workers}: must be 0 or more (0 decodes in the main process)")
+        if self.threads is not None and self.threads < 1:
+            raise ToolkitError(f"--threads {self.threads}: must be 1 or more")
+
+
+def _open(model: str | Path, settings: Settings) -> Backend:
+    settings.check()
+    backend = open_backend(model, settings.backend, threads=settings.threads)
+    say(f"model {backend.source} on {backend.description}")
+    return backend
+
+
+class _TimedEmbedder:
+    """The ``embed_paths`` callable of ``scoring.score``, timing the embedding stage."""
+
+    def __init__(self, backend: Backend, settings: Settings) -> None:
+        workers = default_workers() if settings.workers is None else settings.workers
+        self.embed = embedder(backend, batch_size=settings.batch_size, workers=workers, progress=settings.progress)
+        self.seconds = 0.0
+
+    def __call__(self, paths: list[str]) -> tuple[np.ndarray, list[str], dict[str, str]]:
+        start = time.perf_counter()
+        result = self.embed(paths)
+        self.seconds += time.perf_counter() - start
+        return result
+
+
+def _report_failures(errors: dict[str, str], rows: int, total: int, what: str, strict: bool, out: Path) -> None:
+    if not errors and not rows:
+        return
+    detail = f"{len(errors)} image(s) could not be read"
+    if errors:
+        first, reason = next(iter(errors.items()))
+        detail += f"; first: {first}: {reason}"
+    warn(f"{rows} of {total} {what} have an error ({detail}); see the error column")
+    if strict:
+        raise FailedImages(f"--strict: {rows} of {total} {what} failed; {out} was written with an error column")
+
+
+# ----------------------------------------------------------------------------- embed
+
+
+def embed_images(model: str | Path, images: str | Path, out: str | Path = "embeddings.npz",
+                 settings: Settings = Settings()) -> Path:
+    """``toolkit embed``: every image of a folder, CSV (``path`` column) or .txt list -> ``.npz``.
+
+    The archive holds ``embeddings`` [N, D] float32 and ``paths`` [N] of the images that
+    embedded, in input order, plus ``failed_paths`` and ``errors`` for those that did not.
+
+    Raises:
+        ToolkitError: a bad model or image list; ``FailedImages`` with ``strict`` and failures.
+    """
+    paths = score.read_image_list(images)
+    backend = _open(model, settings)
+    timed = _TimedEmbedder(backend, settings)
+    embeddings, ok_paths, errors = timed(paths)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as handle:  # a handle, so numpy does not append another .npz
+        np.savez(handle, embeddings=embeddings.astype(np.float32), paths=np.array(ok_paths, dtype=str),
+                 failed_paths=np.array(list(errors), dtype=str), errors=np.array(list(errors.values()), dtype=str))
+    os.replace(tmp, out)
+    rate = len(paths) / max(timed.seconds, 1e-9)
+    say(f"embedded {len(ok_paths)} of {len(paths)} images -> {out} ([{len(ok_paths)}, {embeddings.shape[1]}] "
+        f"float32; {timed.seconds:.2f} s, {rate:,.0f} img/s)")
+    _report_failures(errors, len(errors), len(paths), "images", settings.strict, out)
+    return out
+
+
+# ----------------------------------------------------------------------------- score
+
+
+def resolve_threshold(threshold: float | None, backend: Backend) -> float:
+    """``--threshold``, else the model's stored one, else the default; says which."""
+    if threshold is not None:
+        say(f"threshold {threshold:.4f} (--threshold)")
+        return threshold
+    if backend.info.threshold is not None:
+        say(f"threshold {backend.info.threshold:.4f} (from the model's metadata: toolkit evaluate's EER point)")
+        return backend.info.threshold
+    warn(f"no threshold given or stored with the model (run toolkit evaluate, or pass --threshold); "
+         f"using the default {DEFAULT_THRESHOLD}")
+    return DEFAULT_THRESHOLD
+
+
+@dataclass(frozen=True)
+class ScoreRun:
+    """What one ``score_images`` call wrote, and how long its stages took.
+
+    Attributes:
+        out: the CSV written.
+        mode: "pairs", "top_k" or "support".
+        rows: data rows written.
+        failed_rows: rows with an error.
+        seconds: the whole job after the model was loaded (reading inputs, embedding, scoring, writing).
+        embedding_seconds: decoding and running the model.
+    """
+
+    out: Path
+    mode: str
+    rows: int
+    failed_rows: int
+    seconds: float
+    embedding_seconds: float
+
+    @property
+    def scoring_seconds(self) -> float:
+        """Everything but the embedding: reading the inputs, similarity, writing the CSV."""
+        return max(self.seconds - self.embedding_seconds, 0.0)
+
+
+def _mode(pairs: Path | None, query: Path | None, gallery: Path | None, support: Path | None) -> str:
+    usage = "choose one mode: --pairs CSV | --query Q --gallery G [--top-k K] | --support S --query Q"
+    if pairs is not None:
+        if query or gallery or support:
+            raise ToolkitError(f"--pairs cannot be combined with --query/--gallery/--support; {usage}")
+        return "pairs"
+    if query is not None and gallery is not None and support is None:
+        return "top_k"
+    if query is not None and support is not None and gallery is None:
+        return "support"
+    raise ToolkitError(usage)
+
+
+DEFAULT_OUT = {"pairs": "scores.csv", "top_k": "matches.csv", "support": "predictions.csv"}
+
+
+def score_images(model: str | Path, *, pairs: Path | None = None, query: Path | None = None,
+                 gallery: Path | None = None, support: Path | None = None, top_k: int = 5,
+                 out: Path | None = None, threshold: float | None = None, settings: Settings = Settings()) -> ScoreRun:
+    """``toolkit score`` in one of its three modes (see ``scoring.score``).
+
+    Raises:
+        ToolkitError: a bad model, mode or input file; ``FailedImages`` with ``strict`` and failures.
+    """
+    mode = _mode(pairs, query, gallery, support)
+    out = Path(out or DEFAULT_OUT[mode])
+    if mode == "top_k" and top_k < 1:
+        raise ToolkitError(f"--top-k {top_k}: must be 1 or more")
+    # Read the inputs before loading the model: a malformed file fails fast.
+    if mode == "pairs":
+        read_pairs_header(pairs)  # type: ignore[arg-type]
+    queries = score.read_image_list(query) if query is not None else []
+    gallery_paths = score.read_image_list(gallery) if gallery is not None else []
+    support_set = score.read_support_folder(support) if support is not None else None
+    backend = _open(model, settings)
+    timed = _TimedEmbedder(backend, settings)
+    start = time.perf_counter()
+    if mode == "pairs":
+        cut = resolve_threshold(threshold, backend)
+        result = score.score_pairs(pairs, out, timed, threshold=cut)  # type: ignore[arg-type]
+        run = ScoreRun(out, mode, result.rows_written, result.failed_rows, time.perf_counter() - start, timed.seconds)
+        _summarise_pairs(result, run)
+        _report_failures(result.image_errors, result.failed_rows, result.rows_written, "pairs", settings.strict, out)
+    elif mode == "top_k":
+        top = score.score_top_k(queries, gallery_paths, out, timed, top_k=top_k)
+        run = ScoreRun(out, mode, top.rows_written, top.failed_rows, time.perf_counter() - start, timed.seconds)
+        clipped = f" (clipped from {top.top_k_requested}: the gallery has {top.gallery_size})" if top.k_clipped else ""
+        say(f"top {top.top_k}{clipped} of {top.gallery_size} gallery images for {top.queries} queries -> {out} "
+            f"({top.rows_written} rows; {_stages(run)})")
+        rows = top.failed_rows + top.failed_gallery
+        _report_failures(top.image_errors, rows, top.queries + top.failed_gallery + top.gallery_size,
+                         "query/gallery images", settings.strict, out)
+    else:
+        assert support_set is not None  # by _mode
+        cut = resolve_threshold(threshold, backend)
+        res = score.score_support(queries, support_set, out, timed, threshold=cut)
+        run = ScoreRun(out, mode, res.rows_written, res.failed_rows, time.perf_counter() - start, timed.seconds)
+        say(f"classified {res.rows_written} queries over {len(support_set.class_names)} classes -> {out} "
+            f"({res.unknown_rows} unknown below {cut:.4f}; {_stages(run)})")
+        if res.classes_without_support:
+            warn(f"classes without any readable support image, never predicted: {', '.join(res.classes_without_support)}")
+        _report_failures(res.image_errors, res.failed_rows + res.failed_support,
+                         res.rows_written + len(support_set.paths), "query/support images", settings.strict, out)
+    return run
+
+
+def _stages(run: ScoreRun) -> str:
+    return f"{run.seconds:.2f} s: embedding {run.embedding_seconds:.2f} s, scoring {run.scoring_seconds:.2f} s"
+
+
+def _summarise_pairs(result: score.PairScoreResult, run: ScoreRun) -> None:
+    rate = result.rows_written / max(run.scoring_seconds, 1e-9)
+    say(f"scored {result.rows_written} pairs over {result.unique_images} unique images -> {result.output_csv} "
+        f"({_stages(run)}; {rate:,.0f} pairs/s)")
+    if result.roc_auc is not None:
+        say(f"labelled pairs: {result.labelled_rows} ({result.positives} same, {result.negatives} different): "
+            f"ROC AUC {result.roc_auc:.4f}, EER {result.eer:.4f} at threshold {result.eer_threshold:.4f}")
+    elif result.labelled_rows:
+        say(f"labelled pairs: {result.labelled_rows}, but AUC/EER need both same and different pairs")

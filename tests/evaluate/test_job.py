@@ -1,0 +1,109 @@
+"""``toolkit evaluate``: eval.json with the documented keys, the held-out protocol, one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.test_cli import invoke
+from tests.tiny_runs import pretrain_at_init
+from toolkit.engine import checkpoint
+
+FEWSHOT_KEYS = {"way", "shot", "query", "episodes", "prototype", "nearest"}
+METRIC_KEYS = {"accuracy", "balanced_accuracy", "macro_f1", "per_class_recall"}
+
+
+@pytest.fixture(scope="module")
+def pretrain_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return pretrain_at_init(tmp_path_factory.mktemp("evaluate"))
+
+
+def test_eval_json_of_a_pretrain_checkpoint(pretrain_run: Path, tmp_path: Path) -> None:
+    result = invoke("evaluate", str(pretrain_run / "checkpoint.pt"), "--out", str(tmp_path),
+                    "--way", "4", "--shot", "2", "--query", "3", "--episodes", "50")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert (tmp_path / "confusion.png").stat().st_size > 0 and (tmp_path / "embeddings.png").stat().st_size > 0
+
+    fewshot = report["fewshot"]
+    assert set(fewshot) == FEWSHOT_KEYS
+    assert (fewshot["way"], fewshot["shot"], fewshot["query"], fewshot["episodes"]) == (4, 2, 3, 50)
+    for rule in ("prototype", "nearest"):
+        assert set(fewshot[rule]) == {"mean", "ci95"} and 0 <= fewshot[rule]["mean"] <= 1 and fewshot[rule]["ci95"] >= 0
+
+    classification = report["classification"]
+    assert set(classification) == METRIC_KEYS | {"knn", "prototype"}
+    assert set(classification["knn"]) == METRIC_KEYS and set(classification["prototype"]) == METRIC_KEYS
+    assert {k: classification[k] for k in METRIC_KEYS} == classification["knn"]  # kNN at the top level
+    recalls = classification["per_class_recall"]
+    assert sorted(recalls) == [str(d) for d in range(10)]
+    assert classification["balanced_accuracy"] == pytest.approx(np.mean(list(recalls.values())))
+    assert report["protocol"]["classifiers_built_from"] == "train split"
+
+    verification = report["verification"]
+    assert set(verification) == {"roc_auc", "eer", "threshold"}
+    assert 0 <= verification["roc_auc"] <= 1 and 0 <= verification["eer"] <= 1 and -1 <= verification["threshold"] <= 1
+    assert report["checkpoint"]["kind"] == "pretrain"
+    assert "few-shot: 4-way 2-shot" in result.output and "pair verification" in result.output
+
+
+def test_embedding_of_a_pretrain_checkpoint_is_the_normalised_backbone_feature(pretrain_run: Path) -> None:
+    import torch
+
+    ckpt = checkpoint.load(pretrain_run)
+    model = checkpoint.build_training_model(checkpoint.recipe_of(ckpt), "pretrain")
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    x = torch.rand(4, 1, 16, 16)
+    expected = model.backbone(x)
+    expected = expected / expected.norm(dim=1, keepdim=True)
+    assert torch.allclose(checkpoint.encoder_from_checkpoint(ckpt)(x), expected, atol=1e-5)
+
+
+def test_held_out_classes_are_classified_from_half_of_each_test_class(pretrain_run: Path, tmp_path: Path) -> None:
+    from toolkit.evaluate.job import EpisodeSpec, evaluate
+
+    report = evaluate(pretrain_run, spec=EpisodeSpec(way=3, shot=1, query=5, episodes=30), out=tmp_path,
+                      sets=["data.holdout_classes=['7', '8', '9']"], plots=False)
+    assert report["protocol"]["classifiers_built_from"] == "first half of each evaluated class"
+    assert sorted(report["classification"]["per_class_recall"]) == ["7", "8", "9"]
+    assert report["data"]["evaluated_classes"] == 3
+    # Half of each held-out class is the reference, the other half is scored.
+    assert report["protocol"]["reference_images"] + report["protocol"]["scored_images"] == report["data"]["evaluated_images"]
+
+
+def test_data_without_a_test_split_is_evaluated_on_its_train_split(pretrain_run: Path, tmp_path: Path) -> None:
+    from toolkit.evaluate.job import EpisodeSpec, evaluate
+
+    report = evaluate(pretrain_run, spec=EpisodeSpec(way=5, shot=1, query=5, episodes=10), out=tmp_path,
+                      sets=["data.test_fraction=0"], plots=False)
+    assert report["data"]["evaluated_split"] == "train" and report["data"]["evaluated_images"] == 384
+    assert report["protocol"]["classifiers_built_from"] == "first half of each evaluated class"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--way", "20"], "way=20 is larger than the 10 classes present; use way <= 10"),
+    (["--shot", "5", "--query", "40"], "images but shot+query = 5+40 = 45 are needed"),
+    (["--set", "data.channels=3"], "takes 1-channel 16 px images"),
+])
+def test_user_mistakes_give_one_line_and_exit_2(pretrain_run: Path, tmp_path: Path, args: list[str], message: str) -> None:
+    result = invoke("evaluate", str(pretrain_run), "--out", str(tmp_path), *args)
+    assert result.exit_code == 2, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith("error: ") and message in line, result.output
+    assert not (tmp_path / "eval.json").exists()
+
+
+def test_small_class_is_named(pretrain_run: Path, tmp_path: Path) -> None:
+    result = invoke("evaluate", str(pretrain_run), "--out", str(tmp_path), "--shot", "5", "--query", "40")
+    assert result.exit_code == 2
+    assert "error: class '" in result.output  # the class is named, e.g. class '0' has 12 images
+
+
+def test_not_a_checkpoint(tmp_path: Path) -> None:
+    (tmp_path / "x.pt").write_bytes(b"junk")
+    result = invoke("evaluate", str(tmp_path / "x.pt"))
+    assert result.exit_code == 2 and "not a readable toolkit checkpoint" in result.output

@@ -1,0 +1,88 @@
+"""Tiny toolkit checkpoints (built, not trained) and images for the export / runtime / score tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import shape_image, write_image
+from toolkit.engine import checkpoint
+from toolkit.config import load_recipe, recipe_to_dict
+from toolkit.data.store import decode_image
+from toolkit.models.encoder import Encoder
+
+TINY = {"data.image_size": 16, "data.channels": 3, "model.backbone": "convnet", "model.width": 8,
+        "model.dim": 32, "model.proj_layers": 2, "finetune.embedding_dim": 12}
+MEAN, STD = [0.5, 0.4, 0.3], [0.25, 0.2, 0.3]
+
+
+def make_checkpoint(folder: Path, kind: str = "pretrain", threshold: float | None = None, seed: int = 0,
+                    load_size: int = 0) -> Path:
+    """A valid toolkit checkpoint with random weights and random BatchNorm statistics, in ``folder``."""
+    recipe = load_recipe(None, {**TINY, "data.load_size": load_size})
+    torch.manual_seed(seed)
+    model = checkpoint.build_training_model(recipe, kind)
+    encoder = model if isinstance(model, Encoder) else Encoder(model.backbone)
+    with torch.no_grad():
+        # BatchNorm statistics from random inputs (so ReLUs are sparse and images get distinct
+        # embeddings), then random affine parameters (so the exporter's BN folding is really tested).
+        for module in model.modules():
+            if isinstance(module, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+                module.reset_running_stats()
+                module.momentum = None
+        encoder.train()
+        encoder(torch.randn(64, 3, 16, 16))
+        for module in model.modules():
+            if isinstance(module, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+                module.momentum = 0.1
+                if module.affine:
+                    module.weight.uniform_(0.5, 1.5)
+                    module.bias.uniform_(-0.2, 0.2)
+    embedding_dim = recipe.finetune.embedding_dim if kind == "finetune" else recipe.model.width
+    folder.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": checkpoint.FORMAT, "format_version": checkpoint.FORMAT_VERSION, "kind": kind,
+        "toolkit_version": checkpoint.TOOLKIT_VERSION, "recipe": recipe_to_dict(recipe), "model": model.state_dict(),
+        "preprocess": {"image_size": 16, "channels": 3, "mean": MEAN, "std": STD},
+        "embedding_dim": embedding_dim, "class_names": [], "optimizer": {}, "scaler": None, "epoch": 1,
+        "step_in_epoch": 0, "partial": None, "rng": {}, "data_source": "test", "skipped_images": [],
+    }
+    checkpoint.save_atomic(payload, folder / "checkpoint.pt")
+    if threshold is not None:
+        (folder / "eval.json").write_text(json.dumps({"verification": {"roc_auc": 0.9, "eer": 0.1, "threshold": threshold}}))
+    return folder
+
+
+def reference_embeddings(run: Path, paths: list[str], size: int = 16) -> np.ndarray:
+    """Embeddings computed directly: decode, (x/255 - mean)/std in numpy, the torch encoder in fp32."""
+    encoder = checkpoint.encoder_from_checkpoint(checkpoint.load(run))
+    images = np.stack([decode_image(p, size, 3) for p in paths]).astype(np.float64) / 255.0
+    x = (images - np.array(MEAN)[None, :, None, None]) / np.array(STD)[None, :, None, None]
+    with torch.no_grad():
+        return encoder(torch.from_numpy(x.astype(np.float32))).numpy()
+
+
+@pytest.fixture(scope="module")
+def exported_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finetune run folder (embedding dim 12) with ``export/encoder.onnx`` from ``toolkit export`` (in-process)."""
+    from exporters.export import export_checkpoint
+
+    run = make_checkpoint(tmp_path_factory.mktemp("run") / "run", kind="finetune")
+    export_checkpoint(run)
+    return run
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """images/<class>/<i>.png: 3 classes x 6 images of 20-28 px, RGB and grayscale files."""
+    rng = np.random.default_rng(0)
+    root = tmp_path_factory.mktemp("data") / "images"
+    for label in range(3):
+        for i in range(6):
+            size = 20 + 4 * (i % 3)
+            write_image(root / f"c{label}" / f"{i:02d}.png", shape_image(label, rng, size=size, rgb=i % 4 != 0))
+    return root

@@ -1,0 +1,104 @@
+"""Deterministic, resumable data loading.
+
+Every epoch has a *plan*: the list of batches, each a list of ``(index, seed)`` keys, made from
+the run's seed and the epoch number alone. A dataset seeds the augmentation of each sample from
+its key, so the images a step sees depend neither on the number of worker processes nor on
+whether the run was interrupted and resumed: a resumed run replays exactly the same batches.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from toolkit.data.store import ImageStore
+
+Key = tuple[int, int]
+Plan = list[list[Key]]
+
+
+def shuffled_plan(n: int, global_batch: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1) -> Plan:
+    """Shuffle ``n`` indices for ``epoch`` and cut full global batches; this rank's slice of each.
+
+    The last incomplete batch is dropped (as in the official SimSiam loader), so every step has
+    the same batch statistics.
+    """
+    rng = np.random.default_rng([seed, epoch, 0x5EED])
+    order = rng.permutation(n)
+    seeds = rng.integers(0, 2**62, size=n)
+    per_rank = global_batch // world_size
+    batches: Plan = []
+    for start in range(0, n - global_batch + 1, global_batch):
+        lo = start + rank * per_rank
+        batches.append([(int(order[i]), int(seeds[i])) for i in range(lo, lo + per_rank)])
+    return batches
+
+
+def keyed_plan(batches: Sequence[Sequence[int]], seed: int, epoch: int) -> Plan:
+    """Attach a distinct augmentation seed to every position of index batches (e.g. from a class-balanced sampler)."""
+    rng = np.random.default_rng([seed, epoch, 0xA06])
+    return [[(int(i), int(s)) for i, s in zip(batch, rng.integers(0, 2**62, size=len(batch)))] for batch in batches]
+
+
+class PlanSampler(Sampler[list[Key]]):
+    """Batch sampler that replays a plan, starting at batch ``start`` (for mid-epoch resume)."""
+
+    def __init__(self) -> None:
+        self.plan: Plan = []
+        self.start = 0
+
+    def set_plan(self, plan: Plan, start: int = 0) -> None:
+        self.plan, self.start = plan, start
+
+    def __iter__(self) -> Iterator[list[Key]]:
+        return iter(self.plan[self.start:])
+
+    def __len__(self) -> int:
+        return max(0, len(self.plan) - self.start)
+
+
+def _seed_sample(seed: int) -> None:
+    # torchvision's v2 transforms draw from torch's default CPU generator.
+    torch.default_generator.manual_seed(seed)
+
+
+class TwoViewDataset(Dataset):
+    """Two independent random views of one image, plus its label (-1 when unlabeled)."""
+
+    def __init__(self, store: ImageStore, transform: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.images, self.transform = store.images, transform
+        self.labels = torch.as_tensor(store.labels if store.labels is not None else np.full(len(store), -1))
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __getitem__(self, key: Key) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        index, seed = key
+        _seed_sample(seed)
+        image = self.images[index]
+        return self.transform(image), self.transform(image), self.labels[index]
+
+
+class OneViewDataset(TwoViewDataset):
+    """One random view of an image and its label (metric fine-tuning)."""
+
+    def __getitem__(self, key: Key) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        index, seed = key
+        _seed_sample(seed)
+        return self.transform(self.images[index]), self.labels[index]
+
+
+def _worker_init(_: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the training process's to handle
+    torch.set_num_threads(1)
+
+
+def make_loader(dataset: Dataset, sampler: PlanSampler, workers: int, pin_memory: bool) -> DataLoader:
+    """A DataLoader over ``sampler``'s plan; workers persist across epochs."""
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, pin_memory=pin_memory,
+                      persistent_workers=workers > 0, worker_init_fn=_worker_init if workers > 0 else None,
+                      prefetch_factor=4 if workers > 0 else None)

@@ -1,0 +1,1 @@
+"""``toolkit evaluate``: few-shot episodes, the evaluate job, its tables and plots."""

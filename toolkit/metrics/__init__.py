@@ -1,0 +1,1 @@
+"""Numbers computed on embeddings: classification (kNN, prototypes), verification, similarity, the kNN monitor."""

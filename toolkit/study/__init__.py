@@ -1,0 +1,1 @@
+"""``toolkit study``: the SimSiam paper's ablation grid, outcome rules and report."""

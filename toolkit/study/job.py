@@ -1,0 +1,131 @@
+"""``toolkit study``: the empirical study of SimSiam (Chen & He 2021, Sec. 4) on the user's data.
+
+Each variant of ``study.variants`` (see ``toolkit.study.variants``) is a full pretraining run in
+``DIR/<variant>/``, made by ``toolkit.pretrain.pretrain``. The study is resumable: a variant
+whose checkpoint reached its epochs is reused, a partial one resumed from its checkpoint, a
+missing one started. A variant whose loss becomes non-finite (expected of some ablations) is
+recorded as unstable in ``DIR/<variant>/study_run.json`` and the study goes on. After every
+variant ``DIR/report.md``, ``DIR/study.json``, ``DIR/zstd.png`` and ``DIR/loss.png`` are
+rewritten, so an interrupted study still leaves a report of what has finished.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from toolkit.engine import checkpoint
+from toolkit.config import Recipe, write_recipe
+from toolkit.console import info, warn
+from toolkit.errors import Interrupted, NonFiniteLoss, ToolkitError
+from toolkit.engine.run_folder import read_metrics
+from toolkit.study.outcome import Finding, VariantResult, findings, judge
+from toolkit.study.report import print_summary, write_outputs
+from toolkit.study.variants import Variant, build_variant, check_names, recipe_differences, replaced_switches, same_run_key
+
+RUN_FILE = "study_run.json"  # per variant: status (finished | failed), error, wall seconds
+
+
+@dataclass
+class StudyResult:
+    """A study's folder, every variant's result and the five findings."""
+
+    out_dir: Path
+    results: list[VariantResult]
+    findings: list[Finding]
+
+
+def run_study(recipe: Recipe, out_dir: Path) -> StudyResult:
+    """Run (or continue) every variant of ``recipe.study.variants`` and write the report in ``out_dir``."""
+    from toolkit.data.sources import load_splits
+
+    names = check_names(recipe.study.variants)
+    train_images = len(load_splits(recipe.data).train)  # lists files only; batch sizes are capped to it
+    variants = [build_variant(recipe, name, train_images) for name in names]
+    notes = replaced_switches(recipe)
+    for note in notes:
+        warn(f"study: {note}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_recipe(recipe, out_dir / "study.toml")
+    info(f"study of {len(variants)} variants in {out_dir}: {', '.join(names)}")
+
+    results = [_result(v, out_dir, "missing") for v in variants]
+    first_of: dict[str, str] = {}
+    for index, variant in enumerate(variants):
+        key = json.dumps(same_run_key(variant.recipe), sort_keys=True)
+        if key in first_of:  # e.g. batch_256 when the baseline already runs at batch 256
+            results[index] = _result(variant, out_dir, "same_as", same_as=first_of[key])
+            info(f"variant {variant.name}: the same run as {first_of[key]}, not run again")
+            continue
+        first_of[key] = variant.name
+        info(f"variant {index + 1}/{len(variants)} {variant.name}: {variant.change}")
+        results[index] = _run_variant(variant, out_dir)
+        _finish(recipe, out_dir, results, notes, train_images, final=False)
+    study_findings = _finish(recipe, out_dir, results, notes, train_images, final=True)
+    return StudyResult(out_dir, results, study_findings)
+
+
+def _finish(recipe: Recipe, out_dir: Path, results: list[VariantResult], notes: list[str],
+            train_images: int, final: bool) -> list[Finding]:
+    judge(results, recipe.train.collapse_fraction)
+    study_findings = findings(results)
+    write_outputs(out_dir, recipe, results, study_findings, notes, train_images)
+    if final:
+        print_summary(out_dir, results, study_findings)
+    return study_findings
+
+
+def _result(variant: Variant, out_dir: Path, status: str, **extra: Any) -> VariantResult:
+    return VariantResult(name=variant.name, change=variant.change, paper=variant.paper, note=variant.note,
+                         run_dir=variant.name, status=status, epochs=variant.recipe.train.epochs,
+                         batch_size=variant.recipe.train.batch_size, proj_bn=variant.recipe.model.proj_bn, **extra)
+
+
+def _run_variant(variant: Variant, out_dir: Path) -> VariantResult:
+    """Reuse, resume or start the run of ``variant`` in ``out_dir/<name>``; a non-finite loss is a result."""
+    from toolkit.pretrain import pretrain
+
+    run_dir = out_dir / variant.name
+    state = _read_run_file(run_dir)
+    resume = None
+    if (run_dir / "checkpoint.pt").exists():
+        resume = checkpoint.load(run_dir)
+        diffs = recipe_differences(resume["recipe"], variant.recipe)
+        if diffs:
+            raise ToolkitError(f"{run_dir} holds a run of another setting ({'; '.join(diffs[:3])}); "
+                               "choose another --out, or delete that folder to rerun the variant")
+        if state.get("status") == "failed":
+            info(f"variant {variant.name}: reusing its earlier run, which stopped on a non-finite loss "
+                 f"(delete {run_dir} to try again)")
+            return _result(variant, out_dir, "failed", records=read_metrics(run_dir), error=state.get("error"),
+                           wall_s=state.get("wall_s"))
+        if int(resume["epoch"]) >= variant.recipe.train.epochs:
+            info(f"variant {variant.name}: finished run reused ({resume['epoch']} epochs)")
+            return _result(variant, out_dir, "finished", records=read_metrics(run_dir), wall_s=state.get("wall_s"))
+    status, error = "finished", None
+    tic = time.perf_counter()
+    try:
+        pretrain(variant.recipe, run_dir, resume=resume)
+    except NonFiniteLoss as exc:  # bn_all or a high lr may diverge: that is an outcome, not a crash
+        status, error = "failed", str(exc).split(";")[0]
+        warn(f"variant {variant.name}: {error}; recorded as unstable, the study goes on")
+    except Interrupted:
+        _write_run_file(run_dir, {**state, "wall_s": state.get("wall_s", 0.0) + time.perf_counter() - tic})
+        raise Interrupted(f"study interrupted in variant {variant.name}, its checkpoint saved; rerun the same "
+                          f"toolkit study command with --out {out_dir} to continue (finished variants are reused)") from None
+    wall = state.get("wall_s", 0.0) + time.perf_counter() - tic
+    _write_run_file(run_dir, {"status": status, "error": error, "wall_s": round(wall, 1)})
+    return _result(variant, out_dir, status, records=read_metrics(run_dir), error=error, wall_s=round(wall, 1))
+
+
+def _read_run_file(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / RUN_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _write_run_file(run_dir: Path, state: dict[str, Any]) -> None:
+    if run_dir.is_dir():
+        (run_dir / RUN_FILE).write_text(json.dumps(state, indent=1) + "\n")

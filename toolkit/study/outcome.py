@@ -1,0 +1,212 @@
+"""Judging a study's runs: collapse, outcome class, agreement with the paper, the five findings.
+
+The collapse rule follows the paper's Figure 2 (middle): the std of the l2-normalised output z
+(mean over channels) is about 1/sqrt(d) while training is healthy and falls to 0 at collapse.
+A run counts as collapsed when its final z_std is below ``train.collapse_fraction`` (default
+0.2) x 1/sqrt(d): far below the healthy level, yet far above the ~0 of a real collapse, so the
+verdict does not hinge on small fluctuations of either.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from toolkit.study.variants import COLLAPSES, FAILS, NO_COLLAPSE, UNSTABLE, WORKS, PaperOutcome
+
+# Our outcome classes.
+TRAINS = "trains"
+FAILS_TO_LEARN = "fails to learn"
+COLLAPSED = "collapsed"
+DIVERGED = "unstable"
+
+LEARN_FRACTION = 0.5  # "fails to learn": kNN gain over initialisation below half the baseline's
+MIN_BASELINE_GAIN = 0.02  # below this the baseline itself learned too little to judge others' learning
+BATCH_TOLERANCE = 0.05  # finding 3: batch sizes "barely matter" when kNN accuracies span <= 5 points
+RISE = 0.02  # a loss increase between consecutive epochs counted as an oscillation
+
+# What our outcome must be to agree with the paper's outcome class.
+AGREEING = {WORKS: {TRAINS}, COLLAPSES: {COLLAPSED}, FAILS: {FAILS_TO_LEARN, DIVERGED},
+            NO_COLLAPSE: {TRAINS, FAILS_TO_LEARN}, UNSTABLE: {DIVERGED, FAILS_TO_LEARN}}
+
+
+@dataclass
+class VariantResult:
+    """One variant's run and its verdict (numbers are from the last completed epoch)."""
+
+    name: str
+    change: str
+    paper: PaperOutcome
+    note: str
+    run_dir: str
+    status: str  # finished | failed (non-finite loss) | same_as | missing
+    epochs: int
+    batch_size: int
+    records: list[dict[str, Any]] = field(default_factory=list)
+    same_as: str | None = None
+    error: str | None = None
+    wall_s: float | None = None  # wall-clock seconds of the run, over all its resumes
+    proj_bn: str = "all"  # BN on the projector output pins z_std (see ``toolkit.study.report.OUTPUT_BN_NOTE``)
+    outcome: str = ""
+    collapsed: bool | None = None
+    agrees: bool | None = None
+    why: str = ""
+
+    def last(self, key: str) -> Any:
+        """The last recorded (non-null) value of ``key``."""
+        values = [r[key] for r in self.records if r.get(key) is not None]
+        return values[-1] if values else None
+
+    def first(self, key: str) -> Any:
+        values = [r[key] for r in self.records if r.get(key) is not None]
+        return values[0] if values else None
+
+    @property
+    def epochs_done(self) -> int:
+        return max((r["epoch"] for r in self.records), default=0)
+
+    @property
+    def knn_gain(self) -> float | None:
+        first, last = self.first("knn_top1"), self.last("knn_top1")
+        return None if first is None or last is None else last - first
+
+    @property
+    def loss_rises(self) -> int:
+        """Epochs whose mean loss rose by more than ``RISE`` over the previous epoch (from epoch 2 on)."""
+        losses = [r["loss"] for r in self.records if r["epoch"] >= 1 and r.get("loss") is not None]
+        return sum(1 for a, b in zip(losses, losses[1:]) if b - a > RISE)
+
+    def img_per_s(self) -> float | None:
+        rates = [r["img_per_s"] for r in self.records if r.get("img_per_s")]
+        return sum(rates) / len(rates) if rates else None
+
+
+def judge(results: list[VariantResult], fraction: float) -> None:
+    """Set ``collapsed``, ``outcome``, ``agrees`` and ``why`` of every result in place."""
+    by_name = {r.name: r for r in results}
+    base = by_name.get("baseline")
+    base_gain = base.knn_gain if base is not None and base.status == "finished" else None
+    for r in results:
+        source = by_name.get(r.same_as, r) if r.same_as else r
+        if source is not r:  # the same run as an earlier variant (e.g. batch_256 = baseline at 256)
+            r.records, r.error = source.records, source.error
+        _judge_one(r, source.status, source.error, fraction, base_gain)
+
+
+def _judge_one(r: VariantResult, status: str, error: str | None, fraction: float, base_gain: float | None) -> None:
+    z, ref = r.last("z_std"), r.last("z_std_ref")
+    if status == "missing" or z is None or ref is None:
+        r.outcome, r.why = "not run", "no epoch recorded yet"
+        return
+    r.collapsed = z < fraction * ref
+    gain = r.knn_gain
+    rises = r.loss_rises
+    trained = max(1, r.epochs_done - 1)
+    if status == "failed":
+        r.outcome = DIVERGED
+        r.why = f"loss became non-finite after epoch {r.epochs_done}"
+    elif r.collapsed:
+        r.outcome = COLLAPSED
+        r.why = f"z_std {z:.4f} < {fraction:g} x 1/sqrt(d) = {fraction * ref:.4f}"
+    elif rises >= max(2, math.ceil(trained / 4)):
+        r.outcome = DIVERGED
+        r.why = f"loss rose in {rises} of {trained} epoch-to-epoch steps (oscillates)"
+    elif gain is not None and base_gain is not None and base_gain >= MIN_BASELINE_GAIN and gain < LEARN_FRACTION * base_gain:
+        r.outcome = FAILS_TO_LEARN
+        r.why = f"kNN gained {gain:+.3f} over initialisation, under {LEARN_FRACTION:g} x the baseline's {base_gain:+.3f}"
+    else:
+        r.outcome = TRAINS
+        r.why = f"z_std {z:.4f} = {z / ref:.2f} x 1/sqrt(d)" + (f", kNN {gain:+.3f} over init" if gain is not None else "")
+        if base_gain is not None and base_gain < MIN_BASELINE_GAIN:
+            r.why += f" (the baseline's kNN gain {base_gain:+.3f} is too small to judge learning)"
+    r.agrees = r.outcome in AGREEING[r.paper.expected]
+
+
+@dataclass
+class Finding:
+    """One of the paper's five claims and whether this study reproduces it."""
+
+    claim: str
+    source: str
+    verdict: str  # reproduced | partly reproduced | not reproduced | not run
+    evidence: str
+
+
+def _knn(r: VariantResult | None) -> str:
+    value = r.last("knn_top1") if r else None
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _lower(a: VariantResult, b: VariantResult) -> bool | None:
+    """Whether a's final kNN is below b's (None when either lacks one)."""
+    x, y = a.last("knn_top1"), b.last("knn_top1")
+    return None if x is None or y is None else x < y
+
+
+def findings(results: list[VariantResult]) -> list[Finding]:
+    """The paper's five findings (Sec. 4.1-4.6), each judged from the variants that were run."""
+    by = {r.name: r for r in results if r.outcome and r.outcome != "not run"}
+    base = by.get("baseline")
+    out: list[Finding] = []
+
+    claim = "Stop-gradient prevents collapse: without it the output collapses, with it it does not"
+    sg = by.get("no_stop_gradient")
+    if base is None or sg is None:
+        out.append(Finding(claim, "Sec. 4.1, Fig. 2", "not run", "needs baseline and no_stop_gradient"))
+    else:
+        ok = sg.outcome == COLLAPSED and base.outcome != COLLAPSED
+        out.append(Finding(claim, "Sec. 4.1, Fig. 2", "reproduced" if ok else "not reproduced",
+                           f"no_stop_gradient: {sg.outcome} ({sg.why}); baseline: {base.outcome}"))
+
+    claim = "The predictor is necessary: removed, the model collapses; fixed at random init, it fails; learned, it works"
+    parts = [by.get(n) for n in ("no_predictor", "fixed_predictor")]
+    if base is None or not any(parts):
+        out.append(Finding(claim, "Sec. 4.2, Table 1", "not run", "needs baseline and no_predictor or fixed_predictor"))
+    else:
+        checks = [base.outcome == TRAINS] + [p.agrees is True for p in parts if p]
+        verdict = "reproduced" if all(checks) and all(parts) else "partly reproduced" if any(checks[1:]) else "not reproduced"
+        text = "; ".join(f"{p.name}: {p.outcome} ({p.why})" for p in parts if p)
+        out.append(Finding(claim, "Sec. 4.2, Table 1", verdict, f"{text}; baseline: {base.outcome}, kNN {_knn(base)}"))
+
+    claim = "Batch size barely matters (64 to 2048 within about 2 points)"
+    batches = sorted({r.batch_size: r for r in results if (r.name.startswith("batch_") or r.name == "baseline")
+                      and r.name in by}.values(), key=lambda r: r.batch_size)
+    if len(batches) < 2:
+        out.append(Finding(claim, "Sec. 4.3, Table 2", "not run", "needs two or more batch sizes"))
+    else:
+        knns = [r.last("knn_top1") for r in batches]
+        spread = max(knns) - min(knns) if None not in knns else None
+        all_train = all(r.outcome == TRAINS for r in batches)
+        verdict = ("reproduced" if all_train and spread is not None and spread <= BATCH_TOLERANCE
+                   else "partly reproduced" if all(r.outcome != COLLAPSED for r in batches) else "not reproduced")
+        listing = ", ".join(f"{r.batch_size}: {_knn(r)}" for r in batches)
+        out.append(Finding(claim, "Sec. 4.3, Table 2", verdict,
+                           f"kNN by batch size {listing}" + (f"; spread {spread:.3f} (tolerance {BATCH_TOLERANCE:g})" if spread is not None else "")
+                           + ("" if all_train else "; not every batch size trained")))
+
+    claim = "Batch norm helps optimisation but does not prevent collapse: without any BN the model still does not collapse"
+    none = by.get("bn_none")
+    if base is None or none is None:
+        out.append(Finding(claim, "Sec. 4.4, Table 4", "not run", "needs baseline and bn_none"))
+    else:
+        no_collapse = none.outcome in (TRAINS, FAILS_TO_LEARN)
+        lower = _lower(none, base)
+        verdict = "reproduced" if no_collapse and lower else "partly reproduced" if no_collapse else "not reproduced"
+        others = "; ".join(f"{n}: {by[n].outcome}, kNN {_knn(by[n])}" for n in ("bn_hidden", "bn_all") if n in by)
+        out.append(Finding(claim, "Sec. 4.4, Table 4", verdict,
+                           f"bn_none: {none.outcome}, kNN {_knn(none)} vs baseline {_knn(base)}"
+                           + ("" if lower or lower is None else " (not lower)") + (f"; {others}" if others else "")))
+
+    claim = "Symmetrisation helps accuracy but is not needed to avoid collapse"
+    asym = by.get("asymmetric")
+    if base is None or asym is None:
+        out.append(Finding(claim, "Sec. 4.6, Table 5", "not run", "needs baseline and asymmetric"))
+    else:
+        no_collapse = asym.outcome != COLLAPSED and asym.outcome != DIVERGED
+        lower = _lower(asym, base)
+        verdict = "reproduced" if no_collapse and lower else "partly reproduced" if no_collapse else "not reproduced"
+        out.append(Finding(claim, "Sec. 4.6, Table 5", verdict,
+                           f"asymmetric: {asym.outcome}, kNN {_knn(asym)} vs symmetric {_knn(base)}"
+                           + ("" if lower or lower is None else " (not lower)")))
+    return out
