@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.metrics.similarity import l2_normalise
+from toolkit.data.csv_files import open_csv, resolve_entry
 from toolkit.data.sources import IMAGE_EXTENSIONS
 from toolkit.errors import ToolkitError
 
@@ -42,15 +43,15 @@ def images_under(folder: Path) -> list[str]:
 
 
 def resolve(entry: str, base: Path) -> str:
-    path = Path(entry).expanduser()
-    return str(path if path.is_absolute() else base / path)
+    """A list entry as a path string: ``~`` expanded, relative entries against ``base``."""
+    return str(resolve_entry(entry, base))
 
 
 def read_image_list(path: str | Path) -> list[str]:
     """Image paths from a folder (recursive, sorted), a CSV with a ``path`` column or a .txt list.
 
     Relative entries of a CSV or .txt list resolve against the list's folder; blank lines and
-    ``#`` comments in a .txt are skipped.
+    ``#`` comments in a .txt are skipped. Lists are UTF-8, with or without a byte-order mark.
 
     Raises:
         ToolkitError: a missing path, an empty folder or list, a CSV without ``path``.
@@ -66,11 +67,11 @@ def read_image_list(path: str | Path) -> list[str]:
         return images
     suffix = path.suffix.lower()
     if suffix == ".txt":
-        with open(path, encoding="utf-8-sig") as f:
+        with open_csv(path) as f:
             lines = [line.strip() for line in f]
         images = [resolve(line, path.parent) for line in lines if line and not line.startswith("#")]
     elif suffix == ".csv":
-        with open(path, newline="", encoding="utf-8-sig") as f:
+        with open_csv(path) as f:
             reader = csv.reader(f)
             header = [c.strip() for c in next(reader, [])]
             if "path" not in header:

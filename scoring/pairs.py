@@ -29,6 +29,7 @@ import numpy as np
 
 from scoring.csv_out import BLOCK_ROWS, one_line, write_atomic
 from scoring.image_lists import EmbedPaths, embed_unique, resolve
+from toolkit.data.csv_files import open_csv
 from toolkit.metrics.similarity import PAIR_CHUNK, PAIR_CHUNK_BYTES, pair_scores
 from toolkit.errors import ToolkitError
 from toolkit.metrics.verification import verification_metrics
@@ -119,7 +120,7 @@ def read_pairs_header(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise ToolkitError(f"{path}: no such file; expected a CSV with columns image_a,image_b[,label]")
-    with open(path, newline="", encoding="utf-8-sig") as f:
+    with open_csv(path) as f:
         return _check_header(path, next(csv.reader(f), None))
 
 
@@ -162,7 +163,7 @@ def _column(block: list[list[str]], col: int) -> list[str]:
 
 def _line_of(path: Path, data_row: int) -> int:
     """The file line of the ``data_row``-th data row (0-based), for error messages."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
+    with open_csv(path) as f:
         reader = csv.reader(f)
         next(reader)
         seen = -1
@@ -177,7 +178,7 @@ def _read_ids(path: Path, quoted: bool) -> tuple[list[str], _Ids, array, array, 
     """Pass 1: the header, the distinct cells, per-row cell ids of image_a / image_b, and labels."""
     ids, ids_a, ids_b = _Ids(), array("q"), array("q")
     labels: array | None = None
-    with open(path, newline="", encoding="utf-8-sig") as f:
+    with open_csv(path) as f:
         first, blocks = _open_rows(f, quoted)
         header = _check_header(path, first)
         col_a, col_b = header.index("image_a"), header.index("image_b")
@@ -278,7 +279,7 @@ def _write_rows(out: TextIO, path: Path, quoted: bool, width: int, keep: list[in
     whole = keep == list(range(width))
     writer = csv.writer(out)
     start = 0
-    with open(path, newline="", encoding="utf-8-sig") as f:
+    with open_csv(path) as f:
         _, blocks = _open_rows(f, quoted, lines=True)
         for block in blocks:
             stop = start + len(block)

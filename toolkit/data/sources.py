@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.config import DataConfig
+from toolkit.data.csv_files import is_file, open_csv, resolve_entry
 from toolkit.errors import ToolkitError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
@@ -156,23 +157,27 @@ def scan_folder(root: Path, class_names: list[str] | None = None) -> ImageSet:
 def read_manifest(path: Path) -> ImageSet:
     """Read a CSV manifest with a ``path`` column and an optional ``label`` column.
 
-    Relative paths are relative to the CSV's folder. Every file must exist.
+    Relative paths are relative to the CSV's folder. Every file must exist. The file is UTF-8
+    (a byte-order mark is accepted), read by ``toolkit.data.csv_files.open_csv``.
     """
-    with path.open(newline="") as handle:
+    with open_csv(path) as handle:
         reader = csv.DictReader(handle)
         columns = [c.strip() for c in (reader.fieldnames or [])]
         if "path" not in columns:
             raise ToolkitError(f"{path}: the header must have a 'path' column (and optionally 'label'); found {columns}")
-        rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+        rows = []
+        for row in reader:
+            cells = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
+            if any(cells.values()):  # rows of empty cells are not images
+                rows.append((reader.line_num, cells))
     if not rows:
         raise ToolkitError(f"{path}: the manifest has no rows")
     has_label = "label" in columns
     paths: list[str] = []
     names: list[str] = []
-    for line, row in enumerate(rows, start=2):
-        file = Path(row["path"]).expanduser()
-        file = file if file.is_absolute() else path.parent / file
-        if not file.is_file():
+    for line, row in rows:
+        file = resolve_entry(row["path"], path.parent)
+        if not row["path"] or not is_file(file):
             raise ToolkitError(f"{path}:{line}: image {row['path']!r} does not exist")
         if has_label and not row.get("label"):
             raise ToolkitError(f"{path}:{line}: empty label for {row['path']!r}")
