@@ -23,9 +23,10 @@ from toolkit.errors import ToolkitError
 FUZZ = settings(max_examples=300, derandomize=True, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 IMAGES = ("a.png", "b.png", "sub/c.png")  # files that exist (their content is never read)
-PATH_CELLS = st.sampled_from([*IMAGES, " a.png ", "missing.png", "", "~nosuchuser_zz/a.png", "x" * 300, "sub"])
+PATH_CELLS = st.sampled_from([*IMAGES, " a.png "]) | st.sampled_from(["missing.png", "", "~nosuchuser_zz/a.png",
+                                                                     "x" * 300, "sub"])
 OTHER_CELLS = st.text(alphabet=list("ab1 é,\"\r\n\u2028\ufeff"), max_size=6)
-ENCODINGS = ("utf-8", "utf-8", "utf-8-sig", "latin-1", "utf-16")
+ENCODINGS = ("utf-8", "utf-8", "utf-8", "utf-8-sig", "latin-1", "utf-16")
 
 
 def expected_images(data: bytes) -> int | None:
@@ -73,7 +74,7 @@ def check_manifest(data: bytes) -> None:
 def manifests(draw: st.DrawFn) -> bytes:
     header = draw(st.sampled_from([["path"], ["path", "label"], ["label", " path"], ["\ufeffpath", "label"], ["file"]]))
     rows = []
-    for _ in range(draw(st.integers(0, 6))):
+    for _ in range(draw(st.integers(0, 3))):
         cells = [draw(PATH_CELLS) if name.strip() == "path" else draw(OTHER_CELLS) for name in header]
         rows.append(cells[: draw(st.integers(0, len(cells) + 1))] + draw(st.lists(OTHER_CELLS, max_size=1)))
     buffer = io.StringIO(newline="")
