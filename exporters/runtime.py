@@ -186,6 +186,16 @@ class OnnxBackend(Backend):
         if len(shape) != 4 or isinstance(shape[0], int) or list(shape[1:]) != list(self.info.input_chw):
             want = ", ".join(map(str, self.info.input_chw))
             raise ToolkitError(f"{path}: its input is {shape}, but its metadata needs [batch, {want}] with a dynamic batch")
+        width = outputs[0].shape[-1] if outputs[0].shape else None
+        if not isinstance(width, int):  # a symbolic width: ask the graph itself, on one blank image
+            blank = np.zeros((1, *self.info.input_chw), dtype=np.float32)
+            try:
+                width = int(self.session.run([OUTPUT_NAME], {INPUT_NAME: blank})[0].shape[-1])
+            except Exception:  # noqa: BLE001 - a graph that cannot run fails with its reason in embed()
+                return
+        if width != self.info.embedding_dim:
+            raise ToolkitError(f"{path}: the graph outputs {width}-dim embeddings but its metadata says embedding_dim "
+                               f"{self.info.embedding_dim}; re-export the model with toolkit export")
 
     def _run(self, images: np.ndarray) -> np.ndarray:
         if not self.on_cuda:

@@ -10,6 +10,8 @@ from itertools import islice
 from pathlib import Path
 from typing import TextIO
 
+from toolkit.out_paths import write_error
+
 BLOCK_ROWS = 65_536  # rows handed to csv.writer.writerows at once: C-speed writing, bounded memory
 
 
@@ -24,13 +26,17 @@ def write_atomic(path: Path, fill: Callable[[TextIO], int]) -> int:
     """Runs ``fill`` on a temporary text file beside ``path``, then renames it over ``path``.
 
     A crash or Ctrl-C therefore never leaves a half-written file under the final name, and an
-    older file of that name stays until the new one is complete.
+    older file of that name stays until the new one is complete. An ``OSError`` (read-only
+    folder, disk full, a folder of that name) becomes a one-line ``ToolkitError``.
 
     Returns:
         What ``fill`` returned (the number of data rows).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise write_error(path, exc) from None
     try:
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
             count = fill(f)
@@ -38,8 +44,10 @@ def write_atomic(path: Path, fill: Callable[[TextIO], int]) -> int:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):  # disk full, the folder removed or made read-only meanwhile
+            raise write_error(path, exc) from None
         raise
     return count
 

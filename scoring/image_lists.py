@@ -20,6 +20,7 @@ from toolkit.data.sources import IMAGE_EXTENSIONS
 from toolkit.errors import ToolkitError
 
 EmbedPaths = Callable[[list[str]], tuple[np.ndarray, list[str], dict[str, str]]]
+NON_FINITE = "non-finite embedding (NaN or inf): the model's weights or outputs are broken"
 
 
 @dataclass(frozen=True)
@@ -116,10 +117,31 @@ def read_support_folder(path: str | Path) -> SupportSet:
     return SupportSet(paths, np.asarray(labels, dtype=np.int64), [d.name for d in classes])
 
 
+def drop_non_finite(embeddings: np.ndarray, ok_paths: list[str],
+                    errors: dict[str, str]) -> tuple[np.ndarray, list[str], dict[str, str]]:
+    """Moves the images whose embedding holds a NaN or an infinity from the embedded to the failed.
+
+    Returns:
+        The finite rows of ``embeddings`` [M', D], their paths, and ``errors`` plus one
+        ``NON_FINITE`` reason per dropped path.
+    """
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    if embeddings.ndim != 2 or embeddings.shape[0] == 0:
+        return embeddings, ok_paths, errors
+    finite = np.isfinite(embeddings).all(axis=1)
+    if finite.all():
+        return embeddings, ok_paths, errors
+    errors = {**errors, **{p: NON_FINITE for p, keep in zip(ok_paths, finite.tolist()) if not keep}}
+    return embeddings[finite], [p for p, keep in zip(ok_paths, finite.tolist()) if keep], errors
+
+
 def embed_unique(
     paths: Iterable[str], embed_paths: EmbedPaths
 ) -> tuple[np.ndarray, dict[str, int], dict[str, str]]:
     """Embeds each distinct path once.
+
+    An image whose embedding is not finite (a model with NaN weights) counts as not embedded,
+    with the reason ``NON_FINITE``, so every scoring mode gives its rows an error.
 
     Returns:
         [M, D] unit embeddings, {path: row} for the images that embedded, and
@@ -134,6 +156,7 @@ def embed_unique(
         embeddings = embeddings.reshape(0, embeddings.shape[-1] if embeddings.ndim == 2 else 0)
     if embeddings.ndim != 2 or embeddings.shape[0] != len(ok_paths):
         raise ValueError(f"embed_paths returned {embeddings.shape} embeddings for {len(ok_paths)} paths")
+    embeddings, ok_paths, errors = drop_non_finite(embeddings, list(ok_paths), errors)
     row_of = {p: i for i, p in enumerate(ok_paths)}
     failed = {p: errors.get(p, "not embedded (no reason given)") for p in unique if p not in row_of}
     return l2_normalise(embeddings), row_of, failed

@@ -12,6 +12,7 @@ beside a checkpoint, the ONNX ``metadata_props``, ``encoder.json`` beside an eng
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -22,11 +23,13 @@ import numpy as np
 from scoring import score
 from scoring.images import default_workers, embedder
 from exporters.metadata import DEFAULT_THRESHOLD
+from scoring.image_lists import drop_non_finite
 from scoring.pairs import read_pairs_header
 from exporters.runtime import Backend, open_backend
 from toolkit.console import info as say
 from toolkit.console import warn
 from toolkit.errors import ToolkitError
+from toolkit.out_paths import check_out_file, write_error
 
 
 class FailedImages(ToolkitError):
@@ -102,17 +105,20 @@ def embed_images(model: str | Path, images: str | Path, out: str | Path = "embed
     Raises:
         ToolkitError: a bad model or image list; ``FailedImages`` with ``strict`` and failures.
     """
+    out = check_out_file(out)  # before any work: a bad --out costs nothing
     paths = score.read_image_list(images)
     backend = _open(model, settings)
     timed = _TimedEmbedder(backend, settings)
-    embeddings, ok_paths, errors = timed(paths)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    embeddings, ok_paths, errors = drop_non_finite(*timed(paths))
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as handle:  # a handle, so numpy does not append another .npz
-        np.savez(handle, embeddings=embeddings.astype(np.float32), paths=np.array(ok_paths, dtype=str),
-                 failed_paths=np.array(list(errors), dtype=str), errors=np.array(list(errors.values()), dtype=str))
-    os.replace(tmp, out)
+    try:
+        with open(tmp, "wb") as handle:  # a handle, so numpy does not append another .npz
+            np.savez(handle, embeddings=embeddings.astype(np.float32), paths=np.array(ok_paths, dtype=str),
+                     failed_paths=np.array(list(errors), dtype=str), errors=np.array(list(errors.values()), dtype=str))
+        os.replace(tmp, out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise write_error(out, exc) from None
     rate = len(paths) / max(timed.seconds, 1e-9)
     say(f"embedded {len(ok_paths)} of {len(paths)} images -> {out} ([{len(ok_paths)}, {embeddings.shape[1]}] "
         f"float32; {timed.seconds:.2f} s, {rate:,.0f} img/s)")
@@ -187,9 +193,11 @@ def score_images(model: str | Path, *, pairs: Path | None = None, query: Path | 
         ToolkitError: a bad model, mode or input file; ``FailedImages`` with ``strict`` and failures.
     """
     mode = _mode(pairs, query, gallery, support)
-    out = Path(out or DEFAULT_OUT[mode])
-    if mode == "top_k" and top_k < 1:
+    if top_k < 1:
         raise ToolkitError(f"--top-k {top_k}: must be 1 or more")
+    if threshold is not None and not (math.isfinite(threshold) and -1.0 <= threshold <= 1.0):
+        raise ToolkitError(f"--threshold {threshold}: must be a cosine between -1 and 1")
+    out = check_out_file(out or DEFAULT_OUT[mode])  # before any work: a bad --out costs nothing
     # Read the inputs before loading the model: a malformed file fails fast.
     if mode == "pairs":
         read_pairs_header(pairs)  # type: ignore[arg-type]

@@ -30,9 +30,14 @@ def pretrain_at_init(folder: Path, extra: str = "", seed: int = 0) -> Path:
     A ``seed`` other than the fine-tuning run's makes these weights differ from the ones that run
     would draw itself, so a test can tell copied weights from a fresh initialisation.
     """
+    import dataclasses
+
     from toolkit.config import load_recipe
     from toolkit.pretrain import pretrain
 
     run_dir = folder / "pretrain"
-    pretrain(load_recipe(str(tiny_recipe(folder, extra)), {"train.epochs": 0, "train.seed": seed}), run_dir)
+    recipe = load_recipe(str(tiny_recipe(folder, extra)), {"train.seed": seed})
+    # 0 epochs is not a valid recipe value (a user's --epochs 0 is refused), so set it past the check.
+    recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, epochs=0))
+    pretrain(recipe, run_dir)
     return run_dir

@@ -18,6 +18,7 @@ from typing import Any
 
 import tomli_w
 
+from toolkit.config_ranges import check_recipe, check_value
 from toolkit.errors import ToolkitError
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
@@ -224,7 +225,8 @@ def load_recipe(recipe: str | None = None, overrides: dict[str, Any] | None = No
     for item in sets:
         key, value = parse_set(item)
         _set_dotted(merged, key, value)
-    return build(Recipe, merged, source=str(path) if path else "defaults")
+    source = str(path) if path else "defaults"
+    return check_recipe(build(Recipe, merged, source=source), source)  # value ranges: toolkit.config_ranges
 
 
 def recipe_from_dict(raw: dict[str, Any], source: str = "checkpoint") -> Recipe:
@@ -327,6 +329,7 @@ def replace(recipe: Recipe, **dotted: Any) -> Recipe:
     """A copy of ``recipe`` with dotted keys replaced, e.g. ``replace(r, **{"train.epochs": 2})``."""
     raw = recipe_to_dict(recipe)
     for key, value in dotted.items():
+        check_value(key, value, "override")  # the new values only: a stored recipe is trusted as it was run
         _set_dotted(raw, key, value)
     return recipe_from_dict(raw, source="override")
 

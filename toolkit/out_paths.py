@@ -1,0 +1,72 @@
+"""Output paths checked before the work that fills them, so a bad ``--out`` costs nothing.
+
+``toolkit score``, ``embed``, ``export`` and ``evaluate`` call these first: an existing folder
+given as a file, an existing file given as a folder, or a folder that cannot be created or
+written is a one-line ``ToolkitError`` naming the path (exit 2) before any model is loaded or
+image embedded, instead of a ``PermissionError`` / ``IsADirectoryError`` traceback after the
+work is done.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from pathlib import Path
+
+from toolkit.errors import ToolkitError
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+def _probe_writable(folder: Path, what: str) -> None:
+    """Create and remove a file in ``folder``: the only test that sees read-only mounts, ACLs and quotas."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
+    except OSError as exc:
+        raise ToolkitError(f"{what} {folder}: cannot write in this folder ({_reason(exc)})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def ensure_out_dir(path: str | Path, what: str = "--out") -> Path:
+    """Create folder ``path`` if needed and check that files can be written in it.
+
+    Raises:
+        ToolkitError: ``path`` (or a parent) is a file, or the folder cannot be created or written.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ToolkitError(f"{what} {path}: is a file; give a folder (new or existing)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ToolkitError(f"{what} {path}: a part of this path is a file, not a folder") from None
+    except OSError as exc:
+        raise ToolkitError(f"{what} {path}: cannot create this folder ({_reason(exc)})") from None
+    _probe_writable(path, what)
+    return path
+
+
+def check_out_file(path: str | Path, what: str = "--out") -> Path:
+    """Check that file ``path`` can be written (its folder is created if needed); nothing is written to it.
+
+    Raises:
+        ToolkitError: ``path`` is a folder, or its folder cannot be created or written.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ToolkitError(f"{what} {path}: is a folder; give a file name, e.g. {path / 'out'}{path.suffix}")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ToolkitError(f"{what} {path}: the file exists and is read-only")
+    ensure_out_dir(path.parent if str(path.parent) else Path("."), what=f"{what} {path}: its folder")
+    return path
+
+
+def write_error(path: Path, exc: OSError) -> ToolkitError:
+    """The one-line error for an ``OSError`` raised while writing ``path`` (disk full, permissions)."""
+    if exc.errno == errno.ENOSPC:
+        return ToolkitError(f"{path}: no space left on the device; nothing was written under this name")
+    return ToolkitError(f"{path}: cannot be written ({_reason(exc)}); nothing was written under this name")
