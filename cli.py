@@ -28,6 +28,9 @@ SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a r
 @app.callback()
 def main() -> None:
     """SimSiam pretraining, metric fine-tuning, evaluation, export and similarity scoring."""
+    from toolkit.console import route_warnings
+
+    route_warnings()  # library warnings become one "warning:" line each
 
 
 def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -69,6 +72,8 @@ def pretrain(
     from toolkit.pretrain import pretrain as run_pretrain
     from toolkit.engine.run_start import start_run
 
+    if nproc < 1:
+        raise ToolkitError(f"--nproc {nproc}: must be 1 or more")
     shortcuts = {"train.epochs": epochs, "data.path": data, "train.device": device}
     start = start_run("pretrain", recipe, shortcuts, set_ or [], out, resume)
     run_dir = start.run_dir
@@ -160,12 +165,13 @@ def export(
     calib_data: Annotated[Optional[Path], typer.Option("--calib-data", help="Images to calibrate int8 on (folder, CSV, list).")] = None,
     data: Annotated[Optional[Path], typer.Option("--data", help="Real images for the parity check (folder, CSV, list).")] = None,
     threads: ThreadsOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an encoder.onnx in --out exported from another checkpoint.")] = False,
 ) -> None:
     """Export the encoder to ONNX (validated, parity-checked), optionally int8 and TensorRT."""
     from exporters.export import export_checkpoint
 
     export_checkpoint(checkpoint, out, trt=trt, fp16=fp16, opset=opset, max_batch=max_batch, int8=int8,
-                      calib_data=calib_data, data=data, threads=threads)
+                      calib_data=calib_data, data=data, threads=threads, force=force)
 
 
 @app.command()

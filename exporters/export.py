@@ -30,6 +30,7 @@ from exporters.int8 import Int8Report
 from exporters.runtime import OnnxBackend, TorchBackend
 from toolkit.console import info as say
 from toolkit.errors import ToolkitError
+from toolkit.out_paths import ensure_out_dir, write_error
 
 DEFAULT_MAX_BATCH = 256
 OPT_BATCH = 64  # the TensorRT profile's tuned batch (clipped to --max-batch)
@@ -69,7 +70,7 @@ def _check_options(trt: bool, fp16: bool, int8: bool, calib_data: str | Path | N
 def export_checkpoint(checkpoint_path: str | Path, out: str | Path | None = None, *, trt: bool = False,
                       fp16: bool = False, opset: int = DEFAULT_OPSET, max_batch: int = DEFAULT_MAX_BATCH,
                       int8: bool = False, calib_data: str | Path | None = None, data: str | Path | None = None,
-                      threads: int | None = None) -> ExportResult:
+                      threads: int | None = None, force: bool = False) -> ExportResult:
     """Exports a pretrain or finetune checkpoint; see the module docstring for the steps.
 
     Args:
@@ -83,6 +84,7 @@ def export_checkpoint(checkpoint_path: str | Path, out: str | Path | None = None
         calib_data: folder, CSV or list of calibration images.
         data: folder, CSV or list of images for the parity check on real images.
         threads: ONNX Runtime / torch CPU threads for the checks (None = all cores).
+        force: replace an ``encoder.onnx`` in ``out`` that was exported from another checkpoint.
 
     Raises:
         ToolkitError: bad options, not a toolkit checkpoint, a failed export, validation or
@@ -94,9 +96,10 @@ def export_checkpoint(checkpoint_path: str | Path, out: str | Path | None = None
     ckpt = checkpoint.load(checkpoint_path)
     info = metadata.info_from_checkpoint(ckpt)
     encoder = checkpoint.encoder_from_checkpoint(ckpt)
-    out_dir = Path(out) if out is not None else default_out_dir(checkpoint_path)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = ensure_out_dir(Path(out) if out is not None else default_out_dir(checkpoint_path))
     onnx_path = out_dir / "encoder.onnx"
+    if not force:
+        _refuse_unrelated(onnx_path, Path(ckpt["path"]), out_dir == default_out_dir(checkpoint_path))
     staged = out_dir / ".encoder.staged.onnx"
     try:
         info = export_onnx(encoder, info, staged, opset=opset, max_batch=max(max_batch, 2))
@@ -105,7 +108,10 @@ def export_checkpoint(checkpoint_path: str | Path, out: str | Path | None = None
         os.replace(staged, onnx_path)
     finally:
         staged.unlink(missing_ok=True)
-    metadata.write_json(info, out_dir / "encoder.json")
+    try:
+        metadata.write_json(info, out_dir / "encoder.json")
+    except OSError as exc:
+        raise write_error(out_dir / "encoder.json", exc) from None
     result = ExportResult(out_dir, onnx_path, info, cases, files=[onnx_path, out_dir / "encoder.json"])
     threshold = "none stored (no eval.json beside the checkpoint)" if info.threshold is None else f"{info.threshold:.4f}"
     say(f"wrote {onnx_path} ({_size(onnx_path)}) and encoder.json; "
@@ -118,6 +124,30 @@ def export_checkpoint(checkpoint_path: str | Path, out: str | Path | None = None
         result.engine = _build_trt(onnx_path, out_dir, fp16, max_batch)
         result.files.append(out_dir / "encoder.engine")
     return result
+
+
+def _refuse_unrelated(onnx_path: Path, checkpoint_path: Path, own_folder: bool) -> None:
+    """Refuse to replace an ``encoder.onnx`` exported from another checkpoint (``--force`` allows it).
+
+    Re-exporting into the checkpoint's own ``export/`` folder, or over a model exported from
+    the same checkpoint file, is an update and always allowed.
+
+    Raises:
+        ToolkitError: ``onnx_path`` exists and belongs to another (or an unknown) checkpoint.
+    """
+    if own_folder or not onnx_path.exists():
+        return
+    from exporters.onnx_export import read_info
+
+    try:
+        source = read_info(onnx_path).checkpoint
+    except ToolkitError:
+        source = ""
+    if source and Path(source).resolve() == checkpoint_path.resolve():
+        return
+    origin = f"exported from {source}" if source else "not exported from this checkpoint"
+    raise ToolkitError(f"--out {onnx_path.parent}: it already holds encoder.onnx ({origin}); give another --out, "
+                       f"or --force to replace it")
 
 
 def _size(path: Path) -> str:

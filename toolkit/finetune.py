@@ -48,6 +48,7 @@ class FinetuneObjective(Objective):
     """One augmented view per image -> encoder -> contrastive or triplet loss within the batch."""
 
     kind = "finetune"
+    lr_key = "finetune.base_lr"
 
     def __init__(self, recipe: Recipe, store: ImageStore, env: DistEnv) -> None:
         if store.labels is None:

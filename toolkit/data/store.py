@@ -10,6 +10,7 @@ to a square, the framing the evaluation transform uses anyway. Sets larger than
 from __future__ import annotations
 
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -85,9 +86,19 @@ def default_normalization(channels: int, mean: tuple[float, ...], std: tuple[flo
     return [float(m) for m in mean], [float(s) for s in std]
 
 
+# PIL's own DecompressionBombWarning names no file and prints its source line; decode_image
+# says the same in one line with the file's name instead. (Twice the limit is PIL's
+# DecompressionBombError, which stays an error of that image.)
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
 def decode_image(path: str, size: int, channels: int) -> np.ndarray:
     """Open one image file as a (C, size, size) uint8 array: shorter side resized, centre-cropped."""
     with Image.open(path) as img:
+        limit = Image.MAX_IMAGE_PIXELS
+        if limit and img.width * img.height > limit:
+            warn(f"{path}: {img.width}x{img.height} = {img.width * img.height:,} pixels is over PIL's "
+                 f"decompression-bomb limit of {limit:,}; decoding it anyway")
         img.draft("RGB" if channels == 3 else "L", (size, size))  # JPEG: decode at reduced scale
         return to_square_array(img, size, channels)
 

@@ -73,6 +73,7 @@ class Objective(ABC):
     """What a training command contributes to the loop."""
 
     kind: str  # "pretrain" | "finetune"
+    lr_key = "optim.base_lr"  # the recipe key of this objective's learning rate (named in the non-finite hint)
     model: nn.Module
     embedding_dim: int
 
@@ -294,7 +295,8 @@ class Trainer:
                     raise NonFiniteLoss(
                         f"loss became {loss_value} at epoch {epoch}, step {step}; stopped without saving, "
                         f"the last good checkpoint (epoch {epoch - 1}) is kept in {self.run_dir}. "
-                        "Lower optim.base_lr or use train.precision=fp32")
+                        f"Lower {self.objective.lr_key}"
+                        + (" or use train.precision=fp32" if self.amp_dtype is not None else ""))
                 rate = images / max(1e-9, elapsed + time.perf_counter() - tic)
                 progress.update(step, loss=loss_value, lr=lr, rate=rate)
             if self._interrupted(flag):

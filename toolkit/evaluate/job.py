@@ -34,6 +34,7 @@ from toolkit.console import info
 from toolkit.engine.distributed import resolve_device
 from toolkit.evaluate.episodes import check_episodes, run_episodes
 from toolkit.errors import ToolkitError
+from toolkit.out_paths import ensure_out_dir, write_error
 from toolkit.engine.embed import embed_store
 from toolkit.data.store import ImageStore, load_data
 from toolkit.metrics.knn_monitor import halve_per_class
@@ -119,10 +120,14 @@ def verify(embeddings: np.ndarray, labels: np.ndarray, pairs: int, seed: int) ->
 
 def write_json(payload: dict[str, Any], path: Path) -> None:
     """Write JSON atomically: a reader (``toolkit score``) never sees a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise write_error(path, exc) from None
 
 
 def plot_confusion_of(truth_and_pred: np.ndarray, class_names: list[str], path: Path) -> None:
@@ -157,7 +162,7 @@ def evaluate(checkpoint_path: str | Path, data: str | None = None, spec: Episode
 
     ckpt = checkpoint.load(checkpoint_path)
     recipe = evaluation_recipe(ckpt, data, sets, device)
-    out_dir = Path(out) if out is not None else Path(ckpt["path"]).parent
+    out_dir = ensure_out_dir(Path(out) if out is not None else Path(ckpt["path"]).parent)  # before the work
     loaded = load_data(recipe.data)
     if not loaded.train.labeled:
         raise ToolkitError(f"--data {recipe.data.path}: evaluation needs labeled images (class sub-folders or a CSV 'label' column)")
