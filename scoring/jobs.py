@@ -105,7 +105,7 @@ def embed_images(model: str | Path, images: str | Path, out: str | Path = "embed
     Raises:
         ToolkitError: a bad model or image list; ``FailedImages`` with ``strict`` and failures.
     """
-    out = check_out_file(out)  # before any work: a bad --out costs nothing
+    out = check_out_file(out, example="embeddings.npz")  # before any work: a bad --out costs nothing
     paths = score.read_image_list(images)
     backend = _open(model, settings)
     timed = _TimedEmbedder(backend, settings)
@@ -197,7 +197,7 @@ def score_images(model: str | Path, *, pairs: Path | None = None, query: Path | 
         raise ToolkitError(f"--top-k {top_k}: must be 1 or more")
     if threshold is not None and not (math.isfinite(threshold) and -1.0 <= threshold <= 1.0):
         raise ToolkitError(f"--threshold {threshold}: must be a cosine between -1 and 1")
-    out = check_out_file(out or DEFAULT_OUT[mode])  # before any work: a bad --out costs nothing
+    out = check_out_file(out or DEFAULT_OUT[mode], example=DEFAULT_OUT[mode])  # before any work: a bad --out costs nothing
     # Read the inputs before loading the model: a malformed file fails fast.
     if mode == "pairs":
         read_pairs_header(pairs)  # type: ignore[arg-type]

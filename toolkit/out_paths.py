@@ -50,7 +50,7 @@ def ensure_out_dir(path: str | Path, what: str = "--out") -> Path:
     return path
 
 
-def check_out_file(path: str | Path, what: str = "--out") -> Path:
+def check_out_file(path: str | Path, what: str = "--out", example: str = "out.csv") -> Path:
     """Check that file ``path`` can be written (its folder is created if needed); nothing is written to it.
 
     Raises:
@@ -58,7 +58,7 @@ def check_out_file(path: str | Path, what: str = "--out") -> Path:
     """
     path = Path(path)
     if path.is_dir():
-        raise ToolkitError(f"{what} {path}: is a folder; give a file name, e.g. {path / 'out'}{path.suffix}")
+        raise ToolkitError(f"{what} {path}: is a folder; give a file name, e.g. {path / example}")
     if path.exists() and not os.access(path, os.W_OK):
         raise ToolkitError(f"{what} {path}: the file exists and is read-only")
     ensure_out_dir(path.parent if str(path.parent) else Path("."), what=f"{what} {path}: its folder")
