@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from toolkit.console import route_warnings
-from toolkit.data.store import decode_image
+from toolkit.data.store import decode_image, ignore_pil_bomb_warnings
 
 
 def test_decompression_bomb_warning_names_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str],
@@ -18,7 +18,8 @@ def test_decompression_bomb_warning_names_the_file(tmp_path: Path, capsys: pytes
     path = tmp_path / "big.png"
     Image.fromarray(np.zeros((30, 40), dtype=np.uint8)).save(path)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 1200 pixels is "too many", 2000 would be an error
-    with warnings.catch_warnings():  # the filters as the CLI has them (toolkit.data.store's included)
+    with warnings.catch_warnings():
+        ignore_pil_bomb_warnings()  # as on import (pytest imported the module inside its own catch_warnings)
         route_warnings()
         array = decode_image(str(path), 16, 1)
     assert array.shape == (1, 16, 16)

@@ -86,10 +86,16 @@ def default_normalization(channels: int, mean: tuple[float, ...], std: tuple[flo
     return [float(m) for m in mean], [float(s) for s in std]
 
 
-# PIL's own DecompressionBombWarning names no file and prints its source line; decode_image
-# says the same in one line with the file's name instead. (Twice the limit is PIL's
-# DecompressionBombError, which stays an error of that image.)
-warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+def ignore_pil_bomb_warnings() -> None:
+    """Silence PIL's DecompressionBombWarning: it names no file and prints its source line.
+
+    ``decode_image`` says the same in one line with the file's name instead. (Twice the limit
+    is PIL's DecompressionBombError, which stays an error of that image.)
+    """
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+ignore_pil_bomb_warnings()
 
 
 def decode_image(path: str, size: int, channels: int) -> np.ndarray:
