@@ -112,6 +112,7 @@ def embed_images(model: str | Path, images: str | Path, out: str | Path = "embed
     embeddings, ok_paths, errors = drop_non_finite(*timed(paths))
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as handle:  # a handle, so numpy does not append another .npz
             np.savez(handle, embeddings=embeddings.astype(np.float32), paths=np.array(ok_paths, dtype=str),
                      failed_paths=np.array(list(errors), dtype=str), errors=np.array(list(errors.values()), dtype=str))

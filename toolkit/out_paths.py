@@ -26,7 +26,7 @@ def _probe_writable(folder: Path, what: str) -> None:
     try:
         fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
     except OSError as exc:
-        raise ToolkitError(f"{what} {folder}: cannot write in this folder ({_reason(exc)})") from None
+        raise ToolkitError(f"{what} cannot write in folder {folder} ({_reason(exc)})") from None
     os.close(fd)
     os.unlink(probe)
 
@@ -46,22 +46,28 @@ def ensure_out_dir(path: str | Path, what: str = "--out") -> Path:
         raise ToolkitError(f"{what} {path}: a part of this path is a file, not a folder") from None
     except OSError as exc:
         raise ToolkitError(f"{what} {path}: cannot create this folder ({_reason(exc)})") from None
-    _probe_writable(path, what)
+    _probe_writable(path, f"{what} {path}:")
     return path
 
 
 def check_out_file(path: str | Path, what: str = "--out", example: str = "out.csv") -> Path:
-    """Check that file ``path`` can be written (its folder is created if needed); nothing is written to it.
+    """Check that file ``path`` can be written; nothing is created (the writer makes missing folders).
 
     Raises:
-        ToolkitError: ``path`` is a folder, or its folder cannot be created or written.
+        ToolkitError: ``path`` is a folder or a read-only file, a part of its folder path is a
+            file, or the nearest existing folder above it cannot be written.
     """
     path = Path(path)
     if path.is_dir():
         raise ToolkitError(f"{what} {path}: is a folder; give a file name, e.g. {path / example}")
     if path.exists() and not os.access(path, os.W_OK):
         raise ToolkitError(f"{what} {path}: the file exists and is read-only")
-    ensure_out_dir(path.parent if str(path.parent) else Path("."), what=f"{what} {path}: its folder")
+    folder = path.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ToolkitError(f"{what} {path}: {folder} is a file, not a folder")
+    _probe_writable(folder, f"{what} {path}:")
     return path
 
 
