@@ -126,6 +126,7 @@ def evaluate(
     episodes: Annotated[int, typer.Option("--episodes", help="Episodes (the mean and its 95% CI are reported).")] = 600,
     seed: Annotated[int, typer.Option("--seed", help="Seed of episodes, pairs and t-SNE.")] = 0,
     out: Annotated[Optional[Path], typer.Option("--out", help="Folder for eval.json and the figures (default: the checkpoint's).")] = None,
+    far: Annotated[float, typer.Option("--far", help="Target false-accept rate of the calibrated pair threshold (TAR@FAR).")] = 0.001,
     device: DeviceOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -134,7 +135,7 @@ def evaluate(
     from toolkit.evaluate.job import evaluate as run_evaluate
 
     run_evaluate(checkpoint, data=data, spec=EpisodeSpec(way, shot, query, episodes), out=out, sets=set_ or [],
-                 device=device, seed=seed)
+                 device=device, seed=seed, far=far)
 
 
 # --- export / embed / score (issue 3) ---

@@ -108,8 +108,10 @@ def export_checkpoint(checkpoint_path: str | Path, out: str | Path | None = None
     metadata.write_json(info, out_dir / "encoder.json")
     result = ExportResult(out_dir, onnx_path, info, cases, files=[onnx_path, out_dir / "encoder.json"])
     threshold = "none stored (no eval.json beside the checkpoint)" if info.threshold is None else f"{info.threshold:.4f}"
+    unknown = "" if info.unknown_threshold is None else f", unknown threshold {info.unknown_threshold:.4f}"
     say(f"wrote {onnx_path} ({_size(onnx_path)}) and encoder.json; "
-        f"input [batch, {', '.join(map(str, info.input_chw))}], embedding dim {info.embedding_dim}, threshold {threshold}")
+        f"input [batch, {', '.join(map(str, info.input_chw))}], embedding dim {info.embedding_dim}, pair threshold "
+        f"{threshold}{unknown}")
 
     if int8:
         result.int8 = _export_int8(onnx_path, out_dir / "encoder.int8.onnx", info, calib_data, threads)
