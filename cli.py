@@ -161,12 +161,16 @@ def export(
     calib_data: Annotated[Optional[Path], typer.Option("--calib-data", help="Images to calibrate int8 on (folder, CSV, list).")] = None,
     data: Annotated[Optional[Path], typer.Option("--data", help="Real images for the parity check (folder, CSV, list).")] = None,
     threads: ThreadsOpt = None,
+    int8_min_cosine: Annotated[float, typer.Option("--int8-min-cosine", help="Reject int8 below this min cosine to fp32 "
+                                                   "on held-out images.")] = 0.999,
+    int8_accept: Annotated[bool, typer.Option("--int8-accept", help="Keep an int8 model that fails the gate.")] = False,
 ) -> None:
     """Export the encoder to ONNX (validated, parity-checked), optionally int8 and TensorRT."""
     from exporters.export import export_checkpoint
 
     export_checkpoint(checkpoint, out, trt=trt, fp16=fp16, opset=opset, max_batch=max_batch, int8=int8,
-                      calib_data=calib_data, data=data, threads=threads)
+                      calib_data=calib_data, data=data, threads=threads, int8_min_cosine=int8_min_cosine,
+                      int8_accept=int8_accept)
 
 
 @app.command()
