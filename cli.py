@@ -229,13 +229,16 @@ def study(
                        "asymmetric, batch_<n>, bn_none, bn_hidden, bn_default, bn_all (default: study.variants).")] = None,
     set_: SetOpt = None,
     device: DeviceOpt = None,
+    seeds: Annotated[Optional[int], typer.Option("--seeds", help="Runs per variant with different seeds: mean +- 95% "
+                                                 "CI, verdicts only where the interval allows (default 1).")] = None,
 ) -> None:
     """Reproduce the SimSiam paper's ablations (Sec. 4) on a recipe: one pretraining run per variant, then report.md."""
     from toolkit.config import load_recipe
     from toolkit.engine.run_folder import default_run_dir
     from toolkit.study.job import run_study
 
-    shortcuts = {"train.epochs": epochs, "data.path": data, "train.device": device, "study.variants": only}
+    shortcuts = {"train.epochs": epochs, "data.path": data, "train.device": device, "study.variants": only,
+                 "study.seeds": seeds}
     resolved = load_recipe(recipe, shortcuts, set_ or [])
     run_study(resolved, out or default_run_dir(f"study-{resolved.name}"))
 

@@ -167,6 +167,7 @@ class StudyConfig:
     variants: tuple[str, ...] = ("baseline", "no_stop_gradient", "no_predictor", "fixed_predictor",
                                  "asymmetric", "batch_64", "batch_128", "batch_256", "batch_512",
                                  "bn_none", "bn_hidden", "bn_all")
+    seeds: int = 1  # runs per variant (train.seed + 0..N-1): mean +- 95% t-interval and interval-backed verdicts
 
 
 @dataclass(frozen=True)
