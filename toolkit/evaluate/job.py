@@ -198,7 +198,7 @@ def evaluate(checkpoint_path: str | Path, data: str | None = None, spec: Episode
     verification = verify(test_emb, test_labels, VERIFICATION_PAIRS, seed)
     calibration = _calibration(ckpt, recipe, loaded.val, test_emb, test_labels, split_name, spec, seed, far)
     verification["threshold"] = calibration["threshold_eer"]
-    operating_points = pair_operating_points(test_emb, test_labels, calibration, VERIFICATION_PAIRS, seed + 1, far)
+    operating_points = pair_operating_points(test_emb, test_labels, calibration, VERIFICATION_PAIRS, seed, far)
     open_set = (None if calibration["unknown_threshold"] is None else
                 open_set_report(test_emb, test_labels, calibration["unknown_threshold"], spec.way, spec.shot, spec.query,
                                 spec.episodes, seed))
