@@ -131,6 +131,7 @@ def evaluate(
     episodes: Annotated[int, typer.Option("--episodes", help="Episodes (the mean and its 95% CI are reported).")] = 600,
     seed: Annotated[int, typer.Option("--seed", help="Seed of episodes, pairs and t-SNE.")] = 0,
     out: Annotated[Optional[Path], typer.Option("--out", help="Folder for eval.json and the figures (default: the checkpoint's).")] = None,
+    far: Annotated[float, typer.Option("--far", help="Target false-accept rate of the calibrated pair threshold (TAR@FAR).")] = 0.001,
     device: DeviceOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -139,7 +140,7 @@ def evaluate(
     from toolkit.evaluate.job import evaluate as run_evaluate
 
     run_evaluate(checkpoint, data=data, spec=EpisodeSpec(way, shot, query, episodes), out=out, sets=set_ or [],
-                 device=device, seed=seed)
+                 device=device, seed=seed, far=far)
 
 
 # --- export / embed / score (issue 3) ---
@@ -166,12 +167,16 @@ def export(
     data: Annotated[Optional[Path], typer.Option("--data", help="Real images for the parity check (folder, CSV, list).")] = None,
     threads: ThreadsOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an encoder.onnx in --out exported from another checkpoint.")] = False,
+    int8_min_cosine: Annotated[float, typer.Option("--int8-min-cosine", help="Reject int8 below this min cosine to fp32 "
+                                                   "on held-out images.")] = 0.999,
+    int8_accept: Annotated[bool, typer.Option("--int8-accept", help="Keep an int8 model that fails the gate.")] = False,
 ) -> None:
     """Export the encoder to ONNX (validated, parity-checked), optionally int8 and TensorRT."""
     from exporters.export import export_checkpoint
 
     export_checkpoint(checkpoint, out, trt=trt, fp16=fp16, opset=opset, max_batch=max_batch, int8=int8,
-                      calib_data=calib_data, data=data, threads=threads, force=force)
+                      calib_data=calib_data, data=data, threads=threads, force=force,
+                      int8_min_cosine=int8_min_cosine, int8_accept=int8_accept)
 
 
 @app.command()
@@ -230,13 +235,16 @@ def study(
                        "asymmetric, batch_<n>, bn_none, bn_hidden, bn_default, bn_all (default: study.variants).")] = None,
     set_: SetOpt = None,
     device: DeviceOpt = None,
+    seeds: Annotated[Optional[int], typer.Option("--seeds", help="Runs per variant with different seeds: mean +- 95% "
+                                                 "CI, verdicts only where the interval allows (default 1).")] = None,
 ) -> None:
     """Reproduce the SimSiam paper's ablations (Sec. 4) on a recipe: one pretraining run per variant, then report.md."""
     from toolkit.config import load_recipe
     from toolkit.engine.run_folder import default_run_dir
     from toolkit.study.job import run_study
 
-    shortcuts = {"train.epochs": epochs, "data.path": data, "train.device": device, "study.variants": only}
+    shortcuts = {"train.epochs": epochs, "data.path": data, "train.device": device, "study.variants": only,
+                 "study.seeds": seeds}
     resolved = load_recipe(recipe, shortcuts, set_ or [])
     run_study(resolved, out or default_run_dir(f"study-{resolved.name}"))
 

@@ -7,7 +7,10 @@ Steps, each printed as it finishes:
    provider; on failure the graph is kept as ``encoder.rejected.onnx`` for inspection and the
    export fails;
 3. ``encoder.json`` (the same metadata as in the ONNX);
-4. optionally ``encoder.int8.onnx`` (``--int8 --calib-data DIR``, ``exporters.int8``);
+4. optionally ``encoder.int8.onnx`` (``--int8 --calib-data DIR``, ``exporters.int8``), gated: when
+   its minimum cosine to the fp32 embeddings on held-out images is below ``--int8-min-cosine``
+   (default 0.999) the int8 file is renamed ``encoder.int8.onnx.rejected`` and the export fails
+   (exit 2; the fp32 model stays), unless ``--int8-accept``;
 5. optionally ``encoder.engine`` (``--trt``, ``exporters.tensorrt_engine.build_engine``). Without
    TensorRT or a CUDA device this step fails with exit code 2 and says the ONNX was written.
 
@@ -29,11 +32,13 @@ from exporters.onnx_export import DEFAULT_OPSET, export_onnx
 from exporters.int8 import Int8Report
 from exporters.runtime import OnnxBackend, TorchBackend
 from toolkit.console import info as say
+from toolkit.console import warn
 from toolkit.errors import ToolkitError
 from toolkit.out_paths import ensure_out_dir, write_error
 
 DEFAULT_MAX_BATCH = 256
 OPT_BATCH = 64  # the TensorRT profile's tuned batch (clipped to --max-batch)
+INT8_MIN_COSINE = 0.999  # the int8 gate: minimum cosine to fp32 on held-out images
 WORKSPACE_BYTES = 4 * 2**30
 
 
@@ -70,7 +75,8 @@ def _check_options(trt: bool, fp16: bool, int8: bool, calib_data: str | Path | N
 def export_checkpoint(checkpoint_path: str | Path, out: str | Path | None = None, *, trt: bool = False,
                       fp16: bool = False, opset: int = DEFAULT_OPSET, max_batch: int = DEFAULT_MAX_BATCH,
                       int8: bool = False, calib_data: str | Path | None = None, data: str | Path | None = None,
-                      threads: int | None = None, force: bool = False) -> ExportResult:
+                      threads: int | None = None, force: bool = False, int8_min_cosine: float = INT8_MIN_COSINE,
+                      int8_accept: bool = False) -> ExportResult:
     """Exports a pretrain or finetune checkpoint; see the module docstring for the steps.
 
     Args:
@@ -85,6 +91,8 @@ def export_checkpoint(checkpoint_path: str | Path, out: str | Path | None = None
         data: folder, CSV or list of images for the parity check on real images.
         threads: ONNX Runtime / torch CPU threads for the checks (None = all cores).
         force: replace an ``encoder.onnx`` in ``out`` that was exported from another checkpoint.
+        int8_min_cosine: the int8 gate's minimum cosine to fp32 (see the module docstring).
+        int8_accept: keep an int8 model that fails the gate (with a warning).
 
     Raises:
         ToolkitError: bad options, not a toolkit checkpoint, a failed export, validation or
@@ -114,11 +122,14 @@ def export_checkpoint(checkpoint_path: str | Path, out: str | Path | None = None
         raise write_error(out_dir / "encoder.json", exc) from None
     result = ExportResult(out_dir, onnx_path, info, cases, files=[onnx_path, out_dir / "encoder.json"])
     threshold = "none stored (no eval.json beside the checkpoint)" if info.threshold is None else f"{info.threshold:.4f}"
+    unknown = "" if info.unknown_threshold is None else f", unknown threshold {info.unknown_threshold:.4f}"
     say(f"wrote {onnx_path} ({_size(onnx_path)}) and encoder.json; "
-        f"input [batch, {', '.join(map(str, info.input_chw))}], embedding dim {info.embedding_dim}, threshold {threshold}")
+        f"input [batch, {', '.join(map(str, info.input_chw))}], embedding dim {info.embedding_dim}, pair threshold "
+        f"{threshold}{unknown}")
 
     if int8:
         result.int8 = _export_int8(onnx_path, out_dir / "encoder.int8.onnx", info, calib_data, threads)
+        _int8_gate(result.int8, int8_min_cosine, int8_accept)
         result.files.append(result.int8.path)
     if trt:
         result.engine = _build_trt(onnx_path, out_dir, fp16, max_batch)
@@ -188,6 +199,23 @@ def _export_int8(onnx_path: Path, int8_path: Path, info: ModelInfo, calib_data: 
         f"min {report.min_cosine:.5f}, mean {report.mean_cosine:.5f}; CPU speed-up x{report.speedup:.2f} "
         f"(ONNX Runtime, batch {min(len(check), 32)})")
     return report
+
+
+def _int8_gate(report: Int8Report, min_cosine: float, accept: bool) -> None:
+    """Reject (rename to ``.rejected`` and fail) an int8 model that agrees with fp32 below ``min_cosine``."""
+    if report.min_cosine >= min_cosine:
+        say(f"int8 gate passed: min cosine {report.min_cosine:.5f} >= {min_cosine:g}")
+        return
+    on = "held-out images" if report.held_out else "calibration images (too few images to hold any out)"
+    if accept:
+        warn(f"int8 model kept by --int8-accept although its min cosine {report.min_cosine:.5f} on {on} is below "
+             f"--int8-min-cosine {min_cosine:g}")
+        return
+    rejected = report.path.with_name(report.path.name + ".rejected")
+    os.replace(report.path, rejected)
+    raise ToolkitError(f"int8 gate failed: min cosine to fp32 {report.min_cosine:.5f} on {report.check_images} {on} is "
+                       f"below --int8-min-cosine {min_cosine:g}; the int8 model is kept as {rejected}, the fp32 "
+                       f"{report.path.with_name('encoder.onnx')} is fine (pass --int8-accept to keep int8 anyway)")
 
 
 def _build_trt(onnx_path: Path, out_dir: Path, fp16: bool, max_batch: int) -> dict[str, object]:

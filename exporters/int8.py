@@ -83,14 +83,17 @@ def calibration_set(info: ModelInfo, calib_data: str | Path, limit: int = CALIBR
     """Normalised images to calibrate on, and others to measure the int8 model's agreement on.
 
     Up to ``limit`` images drawn at random (seeded) from ``calib_data`` calibrate; up to
-    ``CHECK_IMAGES`` of the rest check. With too few images for both, the check reuses
-    calibration images (the third value is then False).
+    ``CHECK_IMAGES`` of the rest check (the int8 gate reads these). With fewer than
+    ``limit + CHECK_IMAGES`` images a quarter of them is held out for the check; a single image
+    can only check itself (the third value is then False).
 
     Raises:
         ToolkitError: no readable image.
     """
     paths = read_image_list(calib_data)
     order = np.random.default_rng(0).permutation(len(paths)).tolist()
+    if len(paths) < limit + CHECK_IMAGES:
+        limit = len(paths) - len(paths) // 4
     calibration = _load([paths[i] for i in order[:limit]], info)
     if not calibration:
         raise ToolkitError(f"--calib-data {calib_data}: none of the {min(limit, len(paths))} images picked could be read")

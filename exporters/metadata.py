@@ -8,9 +8,17 @@ The same fields travel three ways, so every backend preprocesses identically:
 
 Input framing, as in training's evaluation view: the shorter side is resized to
 ``resize_size``, the centre square of ``image_size`` is cropped, pixels become
-``(x / 255 - mean) / std`` per channel, NCHW float32. ``threshold`` is the cosine at which a
-pair counts as "same": the EER operating point stored by ``toolkit evaluate`` (key
-``verification.threshold`` of ``eval.json`` next to the checkpoint), or None.
+``(x / 255 - mean) / std`` per channel, NCHW float32. Two thresholds, both chosen by
+``toolkit evaluate`` on the validation split (``calibration`` of ``eval.json`` next to the
+checkpoint), or None:
+
+* ``threshold``: the cosine at which a pair counts as "same" (``calibration.threshold_eer``);
+* ``unknown_threshold``: the best query-to-prototype cosine below which ``toolkit score
+  --support`` answers "unknown" (``calibration.unknown_threshold``).
+
+An ``eval.json`` written before calibration existed has only ``verification.threshold``
+(chosen on the test split): it is used as the pair threshold, with a warning, and no unknown
+threshold is stored.
 """
 
 from __future__ import annotations
@@ -44,7 +52,8 @@ class ModelInfo:
         mean: per-channel mean of the normalisation (in [0, 1] units).
         std: per-channel std of the normalisation.
         embedding_dim: D of the [N, D] l2-normalised output.
-        threshold: verification threshold (cosine), None when evaluation stored none.
+        threshold: pair verification threshold (cosine), None when evaluation stored none.
+        unknown_threshold: open-set cut-off on the best query-to-prototype cosine, None when none stored.
         kind: "pretrain" or "finetune".
         toolkit_version: version of the toolkit that exported the model.
         opset: ONNX opset of the exported graph, None before export.
@@ -62,6 +71,7 @@ class ModelInfo:
     toolkit_version: str = TOOLKIT_VERSION
     opset: int | None = None
     checkpoint: str = ""
+    unknown_threshold: float | None = None
 
     @property
     def input_chw(self) -> tuple[int, int, int]:
@@ -99,6 +109,7 @@ class ModelInfo:
                 toolkit_version=str(data.get("toolkit_version", "")),
                 opset=None if data.get("opset") is None else int(data["opset"]),
                 checkpoint=str(data.get("checkpoint", "")),
+                unknown_threshold=None if data.get("unknown_threshold") is None else float(data["unknown_threshold"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ToolkitError(f"{source}: broken toolkit metadata ({type(exc).__name__}: {exc})") from None
@@ -109,25 +120,48 @@ class ModelInfo:
         return info
 
 
-def eval_threshold(folder: Path) -> float | None:
-    """``verification.threshold`` of ``folder/eval.json``; None when absent (a warning if unreadable)."""
+def eval_thresholds(folder: Path) -> tuple[float | None, float | None]:
+    """``(pair threshold, unknown threshold)`` of ``folder/eval.json``; None where absent.
+
+    Reads ``calibration.threshold_eer`` and ``calibration.unknown_threshold``; an older
+    ``eval.json`` without ``calibration`` gives its ``verification.threshold`` (with a warning: it
+    was chosen on the test split) and no unknown threshold.
+    """
     path = folder / "eval.json"
     if not path.is_file():
-        return None
+        return None, None
     try:
-        value = json.loads(path.read_text())["verification"]["threshold"]
-        value = float(value)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        warn(f"{path}: no usable verification.threshold ({type(exc).__name__}); ignoring it")
+        data = json.loads(path.read_text())
+        calibration = data.get("calibration")
+        if isinstance(calibration, dict):
+            return _finite(calibration.get("threshold_eer")), _finite(calibration.get("unknown_threshold"))
+        value = _finite(data["verification"]["threshold"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        warn(f"{path}: no usable threshold ({type(exc).__name__}); ignoring it")
+        return None, None
+    warn(f"{path} has no calibration (written by an older toolkit evaluate): using verification.threshold, which was "
+         "chosen on the test split, as the pair threshold; rerun toolkit evaluate to calibrate on validation")
+    return value, None
+
+
+def eval_threshold(folder: Path) -> float | None:
+    """The pair threshold of ``folder/eval.json`` (see ``eval_thresholds``)."""
+    return eval_thresholds(folder)[0]
+
+
+def _finite(value: Any) -> float | None:
+    if value is None:
         return None
+    value = float(value)
     return value if math.isfinite(value) else None
 
 
 def info_from_checkpoint(ckpt: dict[str, Any]) -> ModelInfo:
-    """Metadata of a loaded checkpoint (``toolkit.engine.checkpoint.load``), with eval.json's threshold."""
+    """Metadata of a loaded checkpoint (``toolkit.engine.checkpoint.load``), with eval.json's thresholds."""
     pre = ckpt["preprocess"]
     load_size = int(ckpt.get("recipe", {}).get("data", {}).get("load_size", 0) or 0)
     path = Path(ckpt.get("path", "checkpoint.pt"))
+    pair_threshold, unknown_threshold = eval_thresholds(path.parent)
     return ModelInfo(
         image_size=int(pre["image_size"]),
         resize_size=max(load_size, int(pre["image_size"])),  # as toolkit.data.store.load_data decodes
@@ -135,7 +169,8 @@ def info_from_checkpoint(ckpt: dict[str, Any]) -> ModelInfo:
         mean=tuple(float(m) for m in pre["mean"]),
         std=tuple(float(s) for s in pre["std"]),
         embedding_dim=int(ckpt["embedding_dim"]),
-        threshold=eval_threshold(path.parent),
+        threshold=pair_threshold,
+        unknown_threshold=unknown_threshold,
         kind=str(ckpt.get("kind", "pretrain")),
         checkpoint=str(path),
     )

@@ -5,9 +5,12 @@ TensorRT ``.engine`` (``exporters.runtime.resolve_model``). Images that are miss
 be decoded never stop the job: their rows carry an ``error``, their number is printed, and
 the exit code is 0 unless ``--strict`` (then 1, after the output is written).
 
-The verification threshold comes from ``--threshold``, else the model's metadata (``eval.json``
-beside a checkpoint, the ONNX ``metadata_props``, ``encoder.json`` beside an engine), else
-``exporters.metadata.DEFAULT_THRESHOLD`` (0.5), and the command says which.
+The threshold comes from ``--threshold``, else the model's metadata (``eval.json`` beside a
+checkpoint, the ONNX ``metadata_props``, ``encoder.json`` beside an engine), else
+``exporters.metadata.DEFAULT_THRESHOLD`` (0.5), and the command says which. Pairs use the pair
+threshold (``threshold``); ``--support`` uses the open-set cut-off calibrated on query-to-
+prototype cosines (``unknown_threshold``), and falls back to the pair threshold with a warning
+for models whose metadata predates it.
 """
 
 from __future__ import annotations
@@ -130,11 +133,22 @@ def embed_images(model: str | Path, images: str | Path, out: str | Path = "embed
 # ----------------------------------------------------------------------------- score
 
 
-def resolve_threshold(threshold: float | None, backend: Backend) -> float:
-    """``--threshold``, else the model's stored one, else the default; says which."""
+def resolve_threshold(threshold: float | None, backend: Backend, support: bool = False) -> float:
+    """``--threshold``, else the model's stored one, else the default; says which.
+
+    With ``support`` the stored one is the unknown (prototype) threshold; a model without one
+    falls back to its pair threshold, with a warning.
+    """
     if threshold is not None:
         say(f"threshold {threshold:.4f} (--threshold)")
         return threshold
+    if support and backend.info.unknown_threshold is not None:
+        say(f"unknown threshold {backend.info.unknown_threshold:.4f} (from the model's metadata: toolkit evaluate's "
+            "open-set cut-off, calibrated on validation query-to-prototype cosines)")
+        return backend.info.unknown_threshold
+    if support and backend.info.threshold is not None:
+        warn("the model's metadata has no unknown (prototype) threshold (evaluated by an older toolkit evaluate); "
+             "using its pair threshold, which is calibrated for pairs, not prototypes; rerun toolkit evaluate and export")
     if backend.info.threshold is not None:
         say(f"threshold {backend.info.threshold:.4f} (from the model's metadata: toolkit evaluate's EER point)")
         return backend.info.threshold
@@ -225,7 +239,7 @@ def score_images(model: str | Path, *, pairs: Path | None = None, query: Path | 
                          "query/gallery images", settings.strict, out)
     else:
         assert support_set is not None  # by _mode
-        cut = resolve_threshold(threshold, backend)
+        cut = resolve_threshold(threshold, backend, support=True)
         res = score.score_support(queries, support_set, out, timed, threshold=cut)
         run = ScoreRun(out, mode, res.rows_written, res.failed_rows, time.perf_counter() - start, timed.seconds)
         say(f"classified {res.rows_written} queries over {len(support_set.class_names)} classes -> {out} "

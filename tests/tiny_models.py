@@ -21,7 +21,7 @@ MEAN, STD = [0.5, 0.4, 0.3], [0.25, 0.2, 0.3]
 
 
 def make_checkpoint(folder: Path, kind: str = "pretrain", threshold: float | None = None, seed: int = 0,
-                    load_size: int = 0) -> Path:
+                    load_size: int = 0, calibration: dict | None = None) -> Path:
     """A valid toolkit checkpoint with random weights and random BatchNorm statistics, in ``folder``."""
     recipe = load_recipe(None, {**TINY, "data.load_size": load_size})
     torch.manual_seed(seed)
@@ -52,8 +52,11 @@ def make_checkpoint(folder: Path, kind: str = "pretrain", threshold: float | Non
         "step_in_epoch": 0, "partial": None, "rng": {}, "data_source": "test", "skipped_images": [],
     }
     checkpoint.save_atomic(payload, folder / "checkpoint.pt")
-    if threshold is not None:
-        (folder / "eval.json").write_text(json.dumps({"verification": {"roc_auc": 0.9, "eer": 0.1, "threshold": threshold}}))
+    if threshold is not None:  # an eval.json as written before calibration existed, or with ``calibration``
+        report: dict = {"verification": {"roc_auc": 0.9, "eer": 0.1, "threshold": threshold}}
+        if calibration is not None:
+            report["calibration"] = calibration
+        (folder / "eval.json").write_text(json.dumps(report))
     return folder
 
 

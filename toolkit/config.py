@@ -54,6 +54,7 @@ class DataConfig:
     mean: tuple[float, ...] = ()  # empty = ImageNet statistics (their average for 1 channel)
     std: tuple[float, ...] = ()
     test_fraction: float = 0.2  # held-out share of each class when the data has no test/ split
+    val_fraction: float = 0.1  # validation share of each class (of the classes, with holdout_classes) when there is no val/ folder
     split_seed: int = 0
     classes: tuple[str, ...] = ()  # keep only classes matching these glob patterns (empty = all)
     holdout_classes: tuple[str, ...] = ()  # classes moved whole into the test split (few-shot)
@@ -156,6 +157,7 @@ class FinetuneConfig:
     warmup_epochs: float = 0.0
     freeze_backbone_epochs: int = 0
     backbone_lr_scale: float = 0.1
+    early_stop_patience: int = 0  # stop after N epochs without a better validation kNN, keep the best epoch (0 = off)
     augment: AugmentConfig = field(default_factory=_finetune_augment)
 
 
@@ -166,6 +168,7 @@ class StudyConfig:
     variants: tuple[str, ...] = ("baseline", "no_stop_gradient", "no_predictor", "fixed_predictor",
                                  "asymmetric", "batch_64", "batch_128", "batch_256", "batch_512",
                                  "bn_none", "bn_hidden", "bn_all")
+    seeds: int = 1  # runs per variant (train.seed + 0..N-1): mean +- 95% t-interval and interval-backed verdicts
 
 
 @dataclass(frozen=True)

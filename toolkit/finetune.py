@@ -6,6 +6,9 @@ pair (contrastive loss, Hadsell et al. 2006) or of a triplet (triplet loss, Schr
 Hermans et al. 2017): the whole batch goes through the encoder once and the loss forms its pairs
 or triplets inside the batch. Batches come from the class-balanced "M per class" sampler
 (``toolkit.data.sampling``), which also oversamples rare classes of a long-tailed train split.
+The kNN monitor and early stopping (``finetune.early_stop_patience`` > 0, which also makes the
+best epoch by validation kNN the run's checkpoint, ``toolkit.engine.best``) read the validation
+split only.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from torch import nn
 from toolkit.engine import checkpoint
 from toolkit.data.augment import view_transform
 from toolkit.config import DataConfig, Recipe, recipe_to_dict, replace
-from toolkit.console import info
+from toolkit.console import info, warn
+from toolkit.engine.best import BestCheckpoint
 from toolkit.engine.distributed import DistEnv, init_distributed, seed_everything
 from toolkit.errors import ToolkitError
 from toolkit.data.store import ImageStore, load_data
@@ -236,7 +240,18 @@ def finetune(recipe: Recipe, run_dir: Path, resume: dict[str, Any] | None = None
          + f"; sampler {ft.sampler}" + (f" ({ft.batch_size // ft.m_per_class} classes x {ft.m_per_class})" if ft.sampler == "balanced" else "")
          + ("; inverse-frequency class weights" if ft.class_weights else ""))
     settings = LoopSettings(ft.epochs, ft.batch_size, ft.base_lr, recipe.optim.momentum, ft.weight_decay, ft.warmup_epochs)
-    trainer = Trainer(objective, recipe, settings, data.train, data.test, run_dir, env, skipped_images=len(data.skipped))
+    # The monitor, early stopping and the kept checkpoint read the validation split only: the
+    # test split stays unseen until toolkit evaluate reports on it.
+    best = None
+    if data.val is None:
+        if ft.early_stop_patience > 0:
+            raise ToolkitError(f"finetune.early_stop_patience={ft.early_stop_patience} needs a validation split; "
+                               "set data.val_fraction > 0 or add a val/ folder")
+        warn("no validation split (data.val_fraction = 0 and no val/ folder): the kNN monitor is off")
+    elif ft.early_stop_patience > 0:
+        best = BestCheckpoint(run_dir, ft.early_stop_patience)
+    trainer = Trainer(objective, recipe, settings, data.train, data.val, run_dir, env, skipped_images=len(data.skipped),
+                      best=best)
     result = trainer.fit(resume)
     records = result.records
     if records and env.is_main:
@@ -244,6 +259,7 @@ def finetune(recipe: Recipe, run_dir: Path, resume: dict[str, Any] | None = None
             ("init", ft.init), ("skipped images", len(data.skipped)), ("checkpoint", str(run_dir / "checkpoint.pt"))])
         knn = [r.get("knn_top1") for r in (records[0], records[-1])]
         if None not in knn:
-            info(f"kNN top-1 of the embedding: {knn[0]:.4f} at initialisation -> {knn[1]:.4f} after {records[-1]['epoch']} epochs")
+            info(f"validation kNN top-1 of the embedding: {knn[0]:.4f} at initialisation -> {knn[1]:.4f} after "
+                 f"{records[-1]['epoch']} epochs")
         info(f"next: toolkit evaluate {run_dir}")
     return result

@@ -16,8 +16,8 @@ from toolkit.data.store import build_store, load_data
 
 
 def test_digits_builtin_split_is_stratified() -> None:
-    splits = load_splits(DataConfig(path="digits", test_fraction=0.2))
-    assert len(splits.train) + len(splits.test) == 1797
+    splits = load_splits(DataConfig(path="digits", test_fraction=0.2, val_fraction=0))
+    assert len(splits.train) + len(splits.test) == 1797 and splits.val is None
     assert splits.class_names == [str(d) for d in range(10)]
     for label in range(10):  # every class keeps ~20% in test
         n_test = int(np.sum(splits.test.labels == label))
@@ -28,14 +28,14 @@ def test_digits_builtin_split_is_stratified() -> None:
 def test_class_folder_rgb_and_grayscale(class_folder: Path) -> None:
     data = load_data(DataConfig(path=str(class_folder), image_size=16, channels=3, test_fraction=0.25))
     assert data.train.class_names == ["c0", "c1", "c2", "c3"]
-    assert len(data.train) + len(data.test) == 48
+    assert len(data.train) + len(data.test) + len(data.val) == 48
     assert tuple(data.train.images.shape[1:]) == (3, 16, 16)
     gray = load_data(DataConfig(path=str(class_folder), image_size=16, channels=1))
     assert tuple(gray.train.images.shape[1:]) == (1, 16, 16)
 
 
 def test_train_test_layout(split_folder: Path) -> None:
-    splits = load_splits(DataConfig(path=str(split_folder)))
+    splits = load_splits(DataConfig(path=str(split_folder), val_fraction=0))
     assert (len(splits.train), len(splits.test)) == (30, 12)
     assert splits.train.class_names == splits.test.class_names == ["k0", "k1", "k2"]
 
@@ -64,7 +64,7 @@ def test_csv_manifest_relative_paths_and_labels(class_folder: Path, tmp_path: Pa
     rows = [f"{p.relative_to(tmp_path).as_posix()},{p.parent.name}" for p in sorted(class_folder.rglob("*.png"))]
     manifest.write_text("path,label\n" + "\n".join(rows) + "\n")
     splits = load_splits(DataConfig(path=str(manifest)))
-    assert len(splits.train) + len(splits.test) == 48 and splits.class_names == ["c0", "c1", "c2", "c3"]
+    assert len(splits.train) + len(splits.test) + len(splits.val) == 48 and splits.class_names == ["c0", "c1", "c2", "c3"]
     unlabeled = tmp_path / "u.csv"
     unlabeled.write_text("path\n" + "\n".join(r.split(",")[0] for r in rows) + "\n")
     assert load_splits(DataConfig(path=str(unlabeled))).train.labels is None
@@ -97,7 +97,7 @@ def test_empty_folder_and_missing_path(tmp_path: Path) -> None:
 def test_corrupt_image_is_skipped_with_one_warning_and_counted(class_folder: Path, capsys: pytest.CaptureFixture) -> None:
     (class_folder / "c1" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
     (class_folder / "c2" / "empty.jpg").write_bytes(b"")
-    data = load_data(DataConfig(path=str(class_folder), image_size=16, test_fraction=0.0))
+    data = load_data(DataConfig(path=str(class_folder), image_size=16, test_fraction=0.0, val_fraction=0.0))
     assert len(data.train) == 48
     assert sorted(Path(p).name for p, _ in data.skipped) == ["broken.png", "empty.jpg"]
     err = capsys.readouterr().err
@@ -106,7 +106,7 @@ def test_corrupt_image_is_skipped_with_one_warning_and_counted(class_folder: Pat
 
 def test_lazy_store_decodes_on_access_and_skips_corrupt_files(class_folder: Path) -> None:
     (class_folder / "c1" / "broken.png").write_bytes(b"garbage")
-    splits = load_splits(DataConfig(path=str(class_folder), test_fraction=0.0))
+    splits = load_splits(DataConfig(path=str(class_folder), test_fraction=0.0, val_fraction=0.0))
     eager = build_store(splits.train, 16, 3)
     lazy = build_store(splits.train, 16, 3, cache_gb=0.0)
     assert len(lazy) == len(eager) == 48 and len(lazy.skipped) == 1
@@ -115,7 +115,7 @@ def test_lazy_store_decodes_on_access_and_skips_corrupt_files(class_folder: Path
 
 
 def test_rotation_classes_are_rotated_copies(class_folder: Path) -> None:
-    data = load_data(DataConfig(path=str(class_folder), image_size=16, test_fraction=0.0, rotations=True))
+    data = load_data(DataConfig(path=str(class_folder), image_size=16, test_fraction=0.0, val_fraction=0.0, rotations=True))
     names = data.train.class_names
     assert len(names) == 16 and "c0@rot90" in names and "c3@rot270" in names
     base = data.train.images[0].numpy()

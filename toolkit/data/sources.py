@@ -2,11 +2,19 @@
 
 ``--data`` accepts
   * ``digits``: scikit-learn's bundled 8x8 handwritten digits (1,797 images), so everything runs offline;
-  * a folder with ``train/`` and ``test/`` sub-folders (the CIFAR layout);
+  * a folder with ``train/`` and ``test/`` sub-folders (the CIFAR layout), optionally ``val/`` beside them;
   * a folder with one sub-folder per class (nested folders are fine: the class of an image is the
     path of its folder, e.g. ``Greek/character01`` for Omniglot); a test split is held out per class;
   * a CSV manifest with a ``path`` column and an optional ``label`` column;
   * a folder of images with no sub-folders: unlabeled, enough for pretraining.
+
+Validation split (``data.val_fraction``, default 0.1): a ``val/`` folder beside ``train/`` and
+``test/`` is used as it is. Otherwise, for labeled data, validation images are drawn from the
+train split: ``val_fraction`` of every class, or, when classes are held out for the test split
+(``data.holdout_classes``), whole classes: ``val_fraction`` of the remaining classes, taken
+group by group (a group is a class's parent folder, e.g. an Omniglot alphabet), disjoint from
+the test classes. Validation is what fine-tuning monitors and early-stops on and what
+``toolkit evaluate`` calibrates thresholds on; the test split is only reported on.
 
 This module only lists files and labels; ``toolkit.data.store`` decodes them.
 """
@@ -67,12 +75,14 @@ class ImageSet:
 
 @dataclass
 class DataSplits:
-    """The train split (pretraining, kNN memory bank) and the test split (kNN queries, evaluation)."""
+    """The train split (pretraining, kNN memory bank), the test split (reported evaluation) and the
+    validation split (monitoring, early stopping, threshold calibration), disjoint files."""
 
     train: ImageSet
     test: ImageSet | None
     source: str
     notes: list[str] = field(default_factory=list)
+    val: ImageSet | None = None
 
     @property
     def class_names(self) -> list[str]:
@@ -85,23 +95,42 @@ def load_splits(cfg: DataConfig) -> DataSplits:
     Raises:
         ToolkitError: the path does not exist, holds no images, or a CSV row names a missing file.
     """
+    if not 0 <= cfg.val_fraction < 1:
+        raise ToolkitError(f"data.val_fraction={cfg.val_fraction}: must be in [0, 1)")
+    from toolkit.data.validation import hold_out_val_classes, val_folder
+
     train, test, source = _discover(cfg)
+    val = val_folder(cfg, train)
     notes: list[str] = []
     if cfg.classes:
         train, test = _keep_classes(train, cfg.classes), (_keep_classes(test, cfg.classes) if test else None)
+        val = _keep_classes(val, cfg.classes) if val is not None else None
         if len(train) == 0:
             raise ToolkitError(f"data.classes={list(cfg.classes)} matches no class of {cfg.path}")
     rng = np.random.default_rng(cfg.split_seed)
     if cfg.holdout_classes:
         train, test = _hold_out(train, test, cfg.holdout_classes, cfg.path)
         notes.append(f"{len(_present(test))} held-out classes form the test split")
+        if val is not None:  # a val/ folder: its test classes must not reach validation
+            val = val.subset(np.flatnonzero(~_class_mask(val, cfg.holdout_classes)))
     elif test is None and train.labeled and cfg.test_fraction > 0:
         train, test = _stratified_split(train, cfg.test_fraction, rng)
         notes.append(f"test split: {cfg.test_fraction:.0%} of each class")
+    if val is None and train.labeled and cfg.val_fraction > 0:
+        # A generator of its own, so the test split is the same with or without validation.
+        val_rng = np.random.default_rng([cfg.split_seed, 1])
+        if cfg.holdout_classes:
+            train, val = hold_out_val_classes(train, cfg.val_fraction, val_rng)
+            if val is not None:
+                notes.append(f"{len(_present(val))} other held-out classes form the validation split")
+        else:
+            train, val = _stratified_split(train, cfg.val_fraction, val_rng)
+            notes.append(f"validation split: {cfg.val_fraction:.0%} of each train class")
     if cfg.rotations:
         if not train.labeled:
             raise ToolkitError("data.rotations needs labeled data: rotated images become new classes")
         train, test = add_rotation_classes(train), (add_rotation_classes(test) if test else None)
+        val = add_rotation_classes(val) if val is not None and len(val) else val
     if cfg.imbalance_ratio > 1:
         train = long_tail(train, cfg.imbalance_ratio, rng)
         notes.append(f"train split made long-tailed with imbalance ratio {cfg.imbalance_ratio:g}")
@@ -109,7 +138,7 @@ def load_splits(cfg: DataConfig) -> DataSplits:
         train = limit(train, cfg.train_limit, rng)
     if cfg.test_limit and test is not None:
         test = limit(test, cfg.test_limit, rng)
-    return DataSplits(train=train, test=test, source=source, notes=notes)
+    return DataSplits(train=train, test=test, source=source, notes=notes, val=val if val is not None and len(val) else None)
 
 
 def _discover(cfg: DataConfig) -> tuple[ImageSet, ImageSet | None, str]:

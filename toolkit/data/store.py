@@ -189,21 +189,24 @@ def build_store(images: ImageSet, size: int, channels: int, cache_gb: float = 8.
 
 @dataclass
 class LoadedData:
-    """The decoded splits of a run and what was skipped on the way."""
+    """The decoded splits of a run and what was skipped on the way (``val``: the validation split)."""
 
     train: ImageStore
     test: ImageStore | None
     source: str
     notes: list[str]
+    val: ImageStore | None = None
 
     @property
     def skipped(self) -> list[tuple[str, str]]:
-        return self.train.skipped + (self.test.skipped if self.test is not None else [])
+        return (self.train.skipped + (self.test.skipped if self.test is not None else [])
+                + (self.val.skipped if self.val is not None else []))
 
     def describe(self) -> str:
         """One line for the console: source, split sizes, classes and the loader's notes."""
         return (f"data: {self.source}: {len(self.train)} train images"
                 + (f", {len(self.test)} test images" if self.test is not None else "")
+                + (f", {len(self.val)} validation images" if self.val is not None else "")
                 + (f", {len(self.train.class_names)} classes" if self.train.labeled else ", unlabeled")
                 + "".join(f"; {n}" for n in self.notes))
 
@@ -218,4 +221,5 @@ def load_data(cfg: DataConfig) -> LoadedData:
     splits = load_splits(cfg)
     train = build_store(splits.train, size, cfg.channels, cfg.cache_gb)
     test = build_store(splits.test, size, cfg.channels, cfg.cache_gb) if splits.test is not None and len(splits.test) else None
-    return LoadedData(train=train, test=test, source=splits.source, notes=splits.notes)
+    val = build_store(splits.val, size, cfg.channels, cfg.cache_gb) if splits.val is not None and len(splits.val) else None
+    return LoadedData(train=train, test=test, source=splits.source, notes=splits.notes, val=val)

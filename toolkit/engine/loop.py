@@ -24,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 
 from toolkit.engine import checkpoint as ckpt_io
+from toolkit.engine.best import BestCheckpoint
 from toolkit.config import Recipe, recipe_to_dict, write_recipe
 from toolkit.console import info, warn
 from toolkit.engine.distributed import DistEnv, all_reduce_sum, barrier, convert_sync_batchnorm
@@ -131,7 +132,9 @@ class Trainer:
     """Runs an ``Objective`` to ``settings.epochs``, writing the run folder on rank 0."""
 
     def __init__(self, objective: Objective, recipe: Recipe, settings: LoopSettings, train_store: ImageStore,
-                 test_store: ImageStore | None, run_dir: Path, env: DistEnv, skipped_images: int = 0) -> None:
+                 test_store: ImageStore | None, run_dir: Path, env: DistEnv, skipped_images: int = 0,
+                 best: BestCheckpoint | None = None) -> None:
+        self.best = best  # keeps the best checkpoint by the monitor and stops early (finetune on validation)
         self.objective, self.recipe, self.settings = objective, recipe, settings
         self.train_store, self.test_store = train_store, test_store
         self.run_dir, self.env, self.skipped_images = run_dir, env, skipped_images
@@ -325,6 +328,8 @@ class Trainer:
             if self.env.is_main:
                 truncate_metrics(self.run_dir, start_epoch)
             info(f"resuming {self.run_dir} after epoch {start_epoch}" + (f", step {start_step}" if start_step else ""))
+            if self.best is not None and self.env.is_main:
+                self.best.resume_from(read_metrics(self.run_dir))
         elif self.env.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             write_recipe(self.recipe, self.run_dir / "recipe.toml")
@@ -338,7 +343,9 @@ class Trainer:
             record["knn_top1"] = self._monitor(0)
             self._log(record)
             self._save(0)
+            self._track_best(record, 0)
         low_epochs = 0
+        last_epoch = start_epoch
         with _SigintFlag() as flag, EpochProgress(self.settings.epochs, enabled=self.env.is_main) as progress:
             for epoch in range(start_epoch + 1, self.settings.epochs + 1):
                 record = self._train_epoch(epoch, start_step, partial, flag, progress)
@@ -348,7 +355,27 @@ class Trainer:
                 self._log(record)
                 self._save(epoch)
                 low_epochs = self._collapse_check(record, low_epochs)
+                last_epoch = epoch
+                if self._track_best(record, epoch):
+                    info(f"early stop after epoch {epoch}: no better validation {self.best.metric} for "  # type: ignore[union-attr]
+                         f"{self.best.patience} epochs")  # type: ignore[union-attr]
+                    break
+        if self.best is not None and self.env.is_main:
+            self.best.finish(last_epoch)
+        barrier(self.env)
         return RunResult(self.run_dir, read_metrics(self.run_dir) if self.env.is_main else [], self.module)
+
+    def _track_best(self, record: dict[str, Any], epoch: int) -> bool:
+        """Update the best checkpoint (rank 0); True on every rank when early stopping is due."""
+        if self.best is None:
+            return False
+        stop = False
+        if self.env.is_main:
+            self.best.update(record)
+            stop = self.best.should_stop(epoch, record.get(self.best.metric) is not None)
+        if self.env.distributed:
+            stop = bool(all_reduce_sum(torch.tensor([1.0 if stop else 0.0]), self.env).item() > 0)
+        return stop
 
     def _log(self, record: dict[str, Any]) -> None:
         if not self.env.is_main:

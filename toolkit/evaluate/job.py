@@ -14,7 +14,14 @@ Protocol:
   lacks (held-out classes for few-shot work), the classifiers are built from the first half of
   each test class and scored on the other half (``toolkit.metrics.knn_monitor.halve_per_class``).
 - Verification: balanced same/different pairs of the evaluated split scored by cosine
-  similarity; the threshold at the equal error rate is what ``toolkit score`` accepts with.
+  similarity (ROC AUC, EER).
+- Calibration (``toolkit.evaluate.calibration``): the pair thresholds (EER point, and the point
+  of false-accept rate ``--far``) and the open-set "unknown" cut-off of support-set
+  classification are chosen on the validation split and only reported on the evaluated split
+  (``operating_points``, ``open_set``). ``verification.threshold`` is the calibrated EER
+  threshold, what ``toolkit score`` accepts pairs with; ``calibration.unknown_threshold`` is what
+  ``toolkit score --support`` rejects queries below. Without a validation split the evaluated
+  split calibrates, with a warning (the thresholds are then optimistic).
 """
 
 from __future__ import annotations
@@ -30,7 +37,8 @@ import numpy as np
 from toolkit.engine import checkpoint
 from toolkit.metrics.classification import classification_metrics, confusion, knn_predict, prototype_predict
 from toolkit.config import Recipe, replace, with_sets
-from toolkit.console import info
+from toolkit.console import info, warn
+from toolkit.evaluate.calibration import DEFAULT_FAR, calibrate, open_set_report, pair_operating_points
 from toolkit.engine.distributed import resolve_device
 from toolkit.evaluate.episodes import check_episodes, run_episodes
 from toolkit.errors import ToolkitError
@@ -142,7 +150,7 @@ def plot_confusion_of(truth_and_pred: np.ndarray, class_names: list[str], path: 
 
 def evaluate(checkpoint_path: str | Path, data: str | None = None, spec: EpisodeSpec = EpisodeSpec(),
              out: Path | None = None, sets: list[str] | tuple[str, ...] = (), device: str | None = None,
-             seed: int = 0, plots: bool = True) -> dict[str, Any]:
+             seed: int = 0, plots: bool = True, far: float = DEFAULT_FAR) -> dict[str, Any]:
     """Evaluate a checkpoint and write ``eval.json`` (+ figures) to ``out`` (default: its run folder).
 
     Args:
@@ -154,12 +162,15 @@ def evaluate(checkpoint_path: str | Path, data: str | None = None, spec: Episode
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         seed: seeds episodes, pairs and t-SNE; the same seed gives the same episodes on the same data.
         plots: write ``confusion.png`` and ``embeddings.png``.
+        far: the target false-accept rate of ``calibration.threshold_far`` (TAR@FAR).
 
     Returns:
         The ``eval.json`` content.
     """
     from toolkit.evaluate.tables import print_tables
 
+    if not 0 < far < 1:
+        raise ToolkitError(f"--far {far}: the target false-accept rate must be between 0 and 1, e.g. 0.001")
     ckpt = checkpoint.load(checkpoint_path)
     recipe = evaluation_recipe(ckpt, data, sets, device)
     out_dir = ensure_out_dir(Path(out) if out is not None else Path(ckpt["path"]).parent)  # before the work
@@ -190,16 +201,25 @@ def evaluate(checkpoint_path: str | Path, data: str | None = None, spec: Episode
     classification, protocol, truth_pred = classify(reference, test_emb, test_labels, class_names,
                                                     recipe.train.knn_k, recipe.train.knn_t)
     verification = verify(test_emb, test_labels, VERIFICATION_PAIRS, seed)
+    calibration = _calibration(ckpt, recipe, loaded.val, test_emb, test_labels, split_name, spec, seed, far)
+    verification["threshold"] = calibration["threshold_eer"]
+    operating_points = pair_operating_points(test_emb, test_labels, calibration, VERIFICATION_PAIRS, seed, far)
+    open_set = (None if calibration["unknown_threshold"] is None else
+                open_set_report(test_emb, test_labels, calibration["unknown_threshold"], spec.way, spec.shot, spec.query,
+                                spec.episodes, seed))
     result = {
         "fewshot": fewshot,
         "classification": classification,
         "verification": verification,
+        "calibration": calibration,
+        "operating_points": operating_points,
+        "open_set": open_set,
         "checkpoint": {"path": ckpt["path"], "kind": ckpt["kind"], "epoch": int(ckpt["epoch"]),
                        "embedding_dim": int(test_emb.shape[1])},
         "data": {"source": loaded.source, "evaluated_split": split_name, "train_images": len(loaded.train),
                  "evaluated_images": len(evaluated), "evaluated_classes": int(len(np.unique(test_labels))),
                  "notes": loaded.notes},
-        "protocol": {**protocol, "seed": seed, "verification_pairs": VERIFICATION_PAIRS,
+        "protocol": {**protocol, "seed": seed, "verification_pairs": VERIFICATION_PAIRS, "far_target": far,
                      "similarity": "cosine of l2-normalised embeddings", "precision": "fp32"},
     }
     write_json(result, out_dir / "eval.json")
@@ -211,3 +231,24 @@ def evaluate(checkpoint_path: str | Path, data: str | None = None, spec: Episode
     print_tables(result)
     info(f"wrote {out_dir / 'eval.json'}" + (f", {out_dir / 'confusion.png'}, {out_dir / 'embeddings.png'}" if plots else ""))
     return result
+
+
+def _calibration(ckpt: dict[str, Any], recipe: Recipe, val: ImageStore | None, test_emb: np.ndarray,
+                 test_labels: np.ndarray, split_name: str, spec: EpisodeSpec, seed: int, far: float) -> dict[str, Any]:
+    """Thresholds chosen on the validation split (or, failing that, on the evaluated split, with a warning)."""
+    if val is not None and val.labels is not None and len(np.unique(val.labels)) >= 2:
+        if "val_fraction" not in ckpt.get("recipe", {}).get("data", {}):
+            warn(f"{ckpt['path']} was trained before validation splits existed: its validation images may have been "
+                 "trained on, so the calibrated thresholds can be optimistic")
+        (val_emb,) = embed(ckpt, recipe, val)
+        calibration = calibrate(val_emb, val.labels, "val", spec.way, spec.shot, spec.query, spec.episodes,
+                                VERIFICATION_PAIRS, seed, far)
+        info(f"thresholds calibrated on the validation split ({len(val)} images), reported on the {split_name} split")
+    else:
+        warn(f"no validation split with two classes (data.val_fraction = 0, or too few classes): thresholds are "
+             f"calibrated on the {split_name} split they are reported on, so they are optimistic")
+        calibration = calibrate(test_emb, test_labels, split_name, spec.way, spec.shot, spec.query, spec.episodes,
+                                VERIFICATION_PAIRS, seed, far)
+    if calibration["unknown_threshold"] is None:
+        warn("the calibration split cannot form open-set episodes (two classes with shot + 1 images): no unknown threshold")
+    return calibration

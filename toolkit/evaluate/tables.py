@@ -55,9 +55,29 @@ def recall_table(recalls: dict[str, float]) -> Table:
 
 def verification_table(verification: dict[str, float], pairs: int) -> Table:
     table = Table(title=f"pair verification ({pairs} pairs, half same-class)", header_style="bold")
-    for column in ("ROC AUC", "EER", "threshold (cosine at EER)"):
+    for column in ("ROC AUC", "EER", "threshold (calibrated EER point)"):
         table.add_column(column, justify="right")
     table.add_row(f"{verification['roc_auc']:.4f}", _pct(verification["eer"]), f"{verification['threshold']:.4f}")
+    return table
+
+
+def calibration_table(result: dict[str, Any]) -> Table:
+    """The thresholds chosen on the calibration split and what they give on the evaluated split."""
+    cal, points, evaluated = result["calibration"], result["operating_points"], result["data"]["evaluated_split"]
+    table = Table(title=f"thresholds chosen on the {cal['split']} split, measured on the {evaluated} split", header_style="bold")
+    for column in ("operating point", "threshold", "measured"):
+        table.add_column(column, justify="left" if column != "threshold" else "right")
+    eer, far = points["threshold_eer"], points["threshold_far"]
+    table.add_row("pairs: EER point", f"{cal['threshold_eer']:.4f}", f"FAR {_pct(eer['far'])}, FRR {_pct(eer['frr'])}")
+    table.add_row(f"pairs: FAR {far['far_target']:g}", f"{cal['threshold_far']:.4f}",
+                  f"TAR {_pct(far['tar'])} at FAR {_pct(far['far'])}")
+    open_set = result.get("open_set")
+    if open_set is not None:
+        table.add_row(f"support set: unknown ({open_set['known_way']} known + {open_set['unknown_way']} unknown classes, "
+                      f"{open_set['shot']}-shot)", f"{cal['unknown_threshold']:.4f}",
+                      f"open-set acc. {_pct(open_set['open_set_accuracy']['mean'])} "
+                      f"+- {_pct(open_set['open_set_accuracy']['ci95'])}, unknown rejected "
+                      f"{_pct(open_set['unknown_rejection']['mean'])}")
     return table
 
 
@@ -70,3 +90,5 @@ def print_tables(result: dict[str, Any]) -> None:
     console.print(classification_table(result["classification"], protocol))
     console.print(recall_table(result["classification"]["per_class_recall"]))
     console.print(verification_table(result["verification"], protocol["verification_pairs"]))
+    if "calibration" in result:
+        console.print(calibration_table(result))

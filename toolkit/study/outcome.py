@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from toolkit.study.seeds import decide, t_interval
 from toolkit.study.variants import COLLAPSES, FAILS, NO_COLLAPSE, UNSTABLE, WORKS, PaperOutcome
 
 # Our outcome classes.
@@ -52,6 +53,8 @@ class VariantResult:
     collapsed: bool | None = None
     agrees: bool | None = None
     why: str = ""
+    seed_runs: list[VariantResult] = field(default_factory=list)  # the runs of seeds 1..N-1 (``--seeds N``)
+    decision: str = ""  # agrees | differs | inconclusive over all seeds (``toolkit.study.seeds.decide``)
 
     def last(self, key: str) -> Any:
         """The last recorded (non-null) value of ``key``."""
@@ -77,6 +80,14 @@ class VariantResult:
         losses = [r["loss"] for r in self.records if r["epoch"] >= 1 and r.get("loss") is not None]
         return sum(1 for a, b in zip(losses, losses[1:]) if b - a > RISE)
 
+    def knn_interval(self) -> tuple[float | None, float | None, int]:
+        """``(mean, 95% half-width, runs)`` of the final kNN top-1 over every seed's run (t-interval)."""
+        values = [v for v in (r.last("knn_top1") for r in [self, *self.seed_runs]) if v is not None]
+        if not values:
+            return None, None, 0
+        mean, half = t_interval(values)
+        return mean, half, len(values)
+
     def img_per_s(self) -> float | None:
         rates = [r["img_per_s"] for r in self.records if r.get("img_per_s")]
         return sum(rates) / len(rates) if rates else None
@@ -92,6 +103,31 @@ def judge(results: list[VariantResult], fraction: float) -> None:
         if source is not r:  # the same run as an earlier variant (e.g. batch_256 = baseline at 256)
             r.records, r.error = source.records, source.error
         _judge_one(r, source.status, source.error, fraction, base_gain)
+
+
+def judge_seeds(results: list[VariantResult], fraction: float) -> None:
+    """Judge every seed's runs as single runs (``judge``), then set each result's ``decision`` over seeds."""
+    judge(results, fraction)
+    for i in range(max((len(r.seed_runs) for r in results), default=0)):
+        judge([r.seed_runs[i] for r in results if len(r.seed_runs) > i], fraction)
+    base = next((r for r in results if r.name == "baseline"), None)
+    for r in results:
+        runs = [r, *r.seed_runs]
+        r.decision = decide([x.agrees for x in runs], _margins(r, runs, [base, *base.seed_runs] if base else []))
+
+
+def _margins(r: VariantResult, runs: list[VariantResult], base_runs: list[VariantResult]) -> list[float] | None:
+    """Per seed, kNN gain - LEARN_FRACTION x that seed's baseline gain, when the verdict rests on it; else None."""
+    if r.name == "baseline" or len(base_runs) != len(runs):
+        return None
+    if {TRAINS, FAILS_TO_LEARN} <= AGREEING[r.paper.expected]:
+        return None  # the paper's class accepts either outcome: no comparison decides it
+    if not all(x.outcome in (TRAINS, FAILS_TO_LEARN) for x in runs):
+        return None  # collapse or instability: decided without an interval
+    gains = [(x.knn_gain, b.knn_gain) for x, b in zip(runs, base_runs)]
+    if any(g is None or bg is None or bg < MIN_BASELINE_GAIN for g, bg in gains):
+        return None  # the single-run rule did not compare with the baseline
+    return [g - LEARN_FRACTION * bg for g, bg in gains]  # type: ignore[operator]
 
 
 def _judge_one(r: VariantResult, status: str, error: str | None, fraction: float, base_gain: float | None) -> None:

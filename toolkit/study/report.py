@@ -11,6 +11,7 @@ from typing import Any
 from toolkit.config import Recipe
 from toolkit.console import console
 from toolkit.study.outcome import BATCH_TOLERANCE, LEARN_FRACTION, MIN_BASELINE_GAIN, RISE, Finding, VariantResult
+from toolkit.study.seeds import INTERVAL
 from toolkit.study.variants import COLLAPSES
 
 CAVEAT = ("The paper's numbers are ImageNet linear-probe accuracies of a ResNet-50 after 100 epochs; ours are "
@@ -56,6 +57,10 @@ def study_json(recipe: Recipe, results: list[VariantResult], study_findings: lis
             "z_std_ref": r.last("z_std_ref"), "collapsed": r.collapsed, "outcome": r.outcome, "why": r.why,
             "paper": {"expected": r.paper.expected, "reported": r.paper.reported, "source": r.paper.source},
             "agrees": r.agrees,
+            "decision": r.decision,
+            "knn_over_seeds": dict(zip(("mean", "ci95", "runs"), r.knn_interval())),
+            "seed_runs": [{"run_dir": x.run_dir, "status": x.status, "final_knn_top1": x.last("knn_top1"),
+                           "outcome": x.outcome, "agrees": x.agrees} for x in r.seed_runs],
             "curves": {k: [rec.get(k) for rec in r.records] for k in ("epoch", "loss", "z_std", "knn_top1")},
         })
     return {
@@ -63,7 +68,8 @@ def study_json(recipe: Recipe, results: list[VariantResult], study_findings: lis
         "backbone": recipe.model.backbone, "dim": recipe.model.dim, "epochs": recipe.train.epochs,
         "collapse_fraction": recipe.train.collapse_fraction, "learn_fraction": LEARN_FRACTION,
         "min_baseline_gain": MIN_BASELINE_GAIN,
-        "batch_tolerance": BATCH_TOLERANCE, "notes": notes, "variants": variants,
+        "batch_tolerance": BATCH_TOLERANCE, "seeds": recipe.study.seeds, "interval": INTERVAL,
+        "notes": notes, "variants": variants,
         "findings": [{"claim": f.claim, "source": f.source, "verdict": f.verdict, "evidence": f.evidence}
                      for f in study_findings],
     }
@@ -74,7 +80,14 @@ def _num(value: float | None, digits: int = 3) -> str:
 
 
 def _agree(r: VariantResult) -> str:
-    return "-" if r.agrees is None else ("agrees" if r.agrees else "**differs**")
+    return {"": "-", "differs": "**differs**"}.get(r.decision, r.decision)
+
+
+def _knn_cell(r: VariantResult) -> str:
+    mean, half, runs = r.knn_interval()
+    if mean is None:
+        return "-"
+    return f"{mean:.3f}" if half is None else f"{mean:.3f} +- {half:.3f} ({runs} seeds)"
 
 
 def report_markdown(recipe: Recipe, results: list[VariantResult], study_findings: list[Finding], notes: list[str],
@@ -97,6 +110,11 @@ def report_markdown(recipe: Recipe, results: list[VariantResult], study_findings
         f"than {RISE:g} between consecutive epochs in at least a quarter of the epochs (2 at least); *fails to learn* "
         f"when the kNN accuracy gained less than {LEARN_FRACTION:g} x the baseline's gain over initialisation "
         f"(judged only when the baseline gained {MIN_BASELINE_GAIN:g} or more); *trains* otherwise.", "",
+        f"**Seeds**: {recipe.study.seeds} run(s) per variant (train.seed {t.seed} to {t.seed + recipe.study.seeds - 1}); "
+        f"kNN is the mean +- the half-width of the {INTERVAL} (none for one seed). *vs paper* is *agrees* or "
+        f"*differs* only when every seed gives that verdict and, where it rests on the kNN gain against "
+        f"{LEARN_FRACTION:g} x the baseline's, the interval of that margin excludes 0; *inconclusive* otherwise "
+        "(always so for such verdicts with one seed).", "",
         "| variant | change | kNN top-1 | z_std (x 1/sqrt(d)) | final loss | collapsed | our outcome | paper | source | vs paper |",
         "|---|---|---:|---:|---:|:-:|---|---|---|---|",
     ]
@@ -106,13 +124,13 @@ def report_markdown(recipe: Recipe, results: list[VariantResult], study_findings
         collapsed = "-" if r.collapsed is None else ("yes" if r.collapsed else "no")
         name = r.name + (f" (= {r.same_as})" if r.same_as else "")
         outcome = r.outcome + (f" at epoch {r.epochs_done + 1}" if r.status == "failed" else "")
-        lines.append(f"| {name} | {r.change} | {_num(r.last('knn_top1'))} | {zcell} | {_num(r.last('loss'))} | "
+        lines.append(f"| {name} | {r.change} | {_knn_cell(r)} | {zcell} | {_num(r.last('loss'))} | "
                      f"{collapsed} | {outcome} | {r.paper.reported} | {r.paper.source} | {_agree(r)} |")
     lines += ["", CAVEAT, "", "![z_std per epoch](zstd.png)", "", "![loss per epoch](loss.png)", "",
               "## The paper's five findings", ""]
     for i, f in enumerate(study_findings, 1):
         lines.append(f"{i}. **{f.claim}** ({f.source}): **{f.verdict}**. {f.evidence}.")
-    differ = [r for r in results if r.agrees is False]
+    differ = [r for r in results if r.decision == "differs"]
     lines += ["", "## Where our outcome differs from the paper's", ""]
     if differ:
         lines += [f"- **{r.name}**: the paper reports {r.paper.reported} ({r.paper.source}); ours {r.outcome}: {r.why}"
@@ -120,7 +138,11 @@ def report_markdown(recipe: Recipe, results: list[VariantResult], study_findings
                      if r.proj_bn == "all" and r.paper.expected == COLLAPSES else "") + "."
                   for r in differ]
     else:
-        lines.append("Every variant that ran agrees with the paper's outcome.")
+        lines.append("No variant is decided as differing from the paper's outcome.")
+    unsure = [r for r in results if r.decision == "inconclusive"]
+    if unsure:
+        lines += ["", "Inconclusive (the seeds disagree, or the kNN interval does not decide): "
+                  + ", ".join(f"{r.name} ({r.outcome})" for r in unsure) + "."]
     pinned = [r.name for r in results if r.proj_bn == "all" and not r.same_as]
     if pinned:
         notes = [*notes, OUTPUT_BN_NOTE.format(names=", ".join(pinned))]
@@ -183,8 +205,8 @@ def print_summary(out_dir: Path, results: list[VariantResult], study_findings: l
         table.add_column(column, overflow="fold")
     for r in results:
         collapsed = "-" if r.collapsed is None else ("yes" if r.collapsed else "no")
-        agrees = "-" if r.agrees is None else ("yes" if r.agrees else "NO")
-        table.add_row(r.name + (f" (={r.same_as})" if r.same_as else ""), _num(r.last("knn_top1")),
+        agrees = {"": "-", "agrees": "yes", "differs": "NO"}.get(r.decision, r.decision)
+        table.add_row(r.name + (f" (={r.same_as})" if r.same_as else ""), _knn_cell(r),
                       _num(r.last("z_std"), 4), collapsed, r.outcome, r.paper.expected, agrees)
     console.print(table)
     for i, f in enumerate(study_findings, 1):
