@@ -124,6 +124,8 @@ def evaluate(
     shot: Annotated[int, typer.Option("--shot", help="Support images per class (K).")] = 1,
     query: Annotated[int, typer.Option("--query", help="Query images per class.")] = 15,
     episodes: Annotated[int, typer.Option("--episodes", help="Episodes (the mean and its 95% CI are reported).")] = 600,
+    within_group: Annotated[bool, typer.Option("--within-group", help="Also report episodes whose classes share one group "
+                                               "(first folder of the class, or a CSV 'group' column), as in Lake et al.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of episodes, pairs and t-SNE.")] = 0,
     out: Annotated[Optional[Path], typer.Option("--out", help="Folder for eval.json and the figures (default: the checkpoint's).")] = None,
     device: DeviceOpt = None,
@@ -133,7 +135,7 @@ def evaluate(
     from toolkit.evaluate.job import EpisodeSpec
     from toolkit.evaluate.job import evaluate as run_evaluate
 
-    run_evaluate(checkpoint, data=data, spec=EpisodeSpec(way, shot, query, episodes), out=out, sets=set_ or [],
+    run_evaluate(checkpoint, data=data, spec=EpisodeSpec(way, shot, query, episodes, within_group), out=out, sets=set_ or [],
                  device=device, seed=seed)
 
 

@@ -107,3 +107,37 @@ def test_not_a_checkpoint(tmp_path: Path) -> None:
     (tmp_path / "x.pt").write_bytes(b"junk")
     result = invoke("evaluate", str(tmp_path / "x.pt"))
     assert result.exit_code == 2 and "not a readable toolkit checkpoint" in result.output
+
+
+def _alphabet_folder(root: Path) -> Path:
+    """Digits saved as PNGs under two "alphabets": G1/{0..4} and G2/{5..9}, 12 images each."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    for label in range(10):
+        folder = root / ("G1" if label < 5 else "G2") / str(label)
+        folder.mkdir(parents=True)
+        for i, image in enumerate(digits.images[digits.target == label][:12]):
+            Image.fromarray((image * 255 / 16).astype(np.uint8)).save(folder / f"{i}.png")
+    return root
+
+
+def test_within_group_episodes_in_eval_json(pretrain_run: Path, tmp_path: Path) -> None:
+    from toolkit.evaluate.job import EpisodeSpec, evaluate
+
+    data = _alphabet_folder(tmp_path / "alphabets")
+    report = evaluate(pretrain_run, data=str(data), spec=EpisodeSpec(way=4, shot=1, query=3, episodes=20, within_group=True),
+                      out=tmp_path, sets=["data.test_fraction=0"], plots=False)
+    within = report["fewshot"]["within_group"]
+    assert set(report["fewshot"]) == FEWSHOT_KEYS | {"within_group"}
+    for rule in ("prototype", "nearest"):
+        assert set(within[rule]) == set(report["fewshot"][rule]) == {"mean", "ci95"}
+    assert within["groups"] == ["G1", "G2"] and within["skipped_groups"] == []
+
+
+def test_within_group_without_a_large_enough_group_is_one_line(pretrain_run: Path, tmp_path: Path) -> None:
+    result = invoke("evaluate", str(pretrain_run), "--out", str(tmp_path), "--query", "5", "--within-group")  # digits: one class per group
+    assert result.exit_code == 2, result.output
+    assert "error: --within-group: no group has 5 classes (the largest has 1)" in result.output
+    assert not (tmp_path / "eval.json").exists()

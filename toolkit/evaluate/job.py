@@ -52,6 +52,7 @@ class EpisodeSpec:
     shot: int = 1
     query: int = 15
     episodes: int = 600
+    within_group: bool = False  # also draw episodes whose classes share one group (Lake et al. 2015)
 
 
 def evaluation_recipe(ckpt: dict[str, Any], data: str | None = None, sets: list[str] | tuple[str, ...] = (),
@@ -110,6 +111,20 @@ def classify(reference: tuple[np.ndarray, np.ndarray] | None, test_emb: np.ndarr
     return result, notes, np.stack([query_labels, knn_pred])
 
 
+def within_group_fewshot(embeddings: np.ndarray, labels: np.ndarray, class_names: list[str], data_path: str,
+                         spec: EpisodeSpec, seed: int) -> dict[str, Any]:
+    """``fewshot.within_group``: the same episodes' shape, each episode's classes from one group."""
+    from toolkit.data.groups import class_groups
+    from toolkit.evaluate.within_group import run_within_group_episodes
+
+    groups_of_class, group_names = class_groups(class_names, data_path)
+    result = run_within_group_episodes(embeddings, labels, groups_of_class, group_names, spec.way, spec.shot,
+                                       spec.query, spec.episodes, seed=seed)
+    info(f"within-group episodes: {len(result['groups'])} groups with >= {spec.way} classes"
+         + (f", {len(result['skipped_groups'])} skipped" if result["skipped_groups"] else ""))
+    return result
+
+
 def verify(embeddings: np.ndarray, labels: np.ndarray, pairs: int, seed: int) -> dict[str, float]:
     """ROC AUC, EER and the EER threshold of cosine similarity on sampled same/different pairs."""
     a, b, same = sample_pairs(labels, pairs, seed=seed)
@@ -166,6 +181,11 @@ def evaluate(checkpoint_path: str | Path, data: str | None = None, spec: Episode
     class_names = list(loaded.train.class_names)
     assert loaded.train.labels is not None and evaluated.labels is not None
     check_episodes(evaluated.labels, spec.way, spec.shot, spec.query, class_names)
+    if spec.within_group:
+        from toolkit.data.groups import class_groups
+        from toolkit.evaluate.within_group import check_within_group
+
+        check_within_group(evaluated.labels, class_groups(class_names, recipe.data.path)[0], spec.way)
     info(f"{loaded.describe()}; evaluating the {split_name} split")
 
     test_labels = evaluated.labels
@@ -182,6 +202,8 @@ def evaluate(checkpoint_path: str | Path, data: str | None = None, spec: Episode
              f"{split_name} class and score the other half")
     fewshot = run_episodes(test_emb, test_labels, spec.way, spec.shot, spec.query, spec.episodes, seed=seed,
                            class_names=class_names)
+    if spec.within_group:
+        fewshot["within_group"] = within_group_fewshot(test_emb, test_labels, class_names, recipe.data.path, spec, seed)
     classification, protocol, truth_pred = classify(reference, test_emb, test_labels, class_names,
                                                     recipe.train.knn_k, recipe.train.knn_t)
     verification = verify(test_emb, test_labels, VERIFICATION_PAIRS, seed)

@@ -25,6 +25,10 @@ def fewshot_table(fewshot: dict[str, Any]) -> Table:
     table.add_column("95% CI", justify="right")
     for key, name in (("prototype", "nearest prototype"), ("nearest", "1-nearest neighbour")):
         table.add_row(name, _pct(fewshot[key]["mean"]), f"+- {_pct(fewshot[key]['ci95'])}")
+    within = fewshot.get("within_group")
+    if within is not None:  # episodes whose classes share one group (toolkit.evaluate.within_group)
+        for key, name in (("prototype", "nearest prototype, within group"), ("nearest", "1-NN, within group")):
+            table.add_row(name, _pct(within[key]["mean"]), f"+- {_pct(within[key]['ci95'])}")
     return table
 
 
