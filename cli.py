@@ -92,7 +92,7 @@ def pretrain(
 @user_errors
 def finetune(
     recipe: RecipeArg = None,
-    loss: Annotated[Optional[str], typer.Option("--loss", help="contrastive or triplet (shortcut for --set finetune.loss=...).")] = None,
+    loss: Annotated[Optional[str], typer.Option("--loss", help="contrastive, triplet or proto (shortcut for --set finetune.loss=...).")] = None,
     init: Annotated[Optional[str], typer.Option("--init", help="Pretrain checkpoint or run folder to start from; 'none' = random "
                                                 "weights (default: the newest pretrain run under runs/).")] = None,
     data: DataOpt = None,
@@ -102,7 +102,7 @@ def finetune(
     set_: SetOpt = None,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue the run in this folder.")] = None,
 ) -> None:
-    """Fine-tune the twin encoder with a contrastive or triplet loss on labelled images."""
+    """Fine-tune the twin encoder with a contrastive, triplet or prototypical loss on labelled images."""
     from toolkit.finetune import finetune as run_finetune
     from toolkit.engine.run_start import start_run
 
