@@ -77,6 +77,13 @@ class AugmentConfig:
     hue: float = 0.1
     grayscale_p: float = 0.2
     blur_p: float = 0.0
+    # Small random affine distortions of strokes (Koch et al. 2015, Sec. 4.3); all 0/1 = off.
+    affine_rotation: float = 0.0  # degrees, drawn uniformly in [-r, r]
+    affine_shear: float = 0.0  # degrees along x, drawn uniformly in [-s, s]
+    affine_scale_min: float = 1.0  # scale drawn uniformly in [min, max]
+    affine_scale_max: float = 1.0
+    affine_translate: float = 0.0  # fraction of the side, drawn uniformly in [-t, t] on each axis
+    affine_fill: int = 0  # pixel value of the uncovered area (255 for dark strokes on white)
 
 
 def _finetune_augment() -> AugmentConfig:
