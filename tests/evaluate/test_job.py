@@ -35,9 +35,13 @@ def test_eval_json_of_a_pretrain_checkpoint(pretrain_run: Path, tmp_path: Path) 
         assert set(fewshot[rule]) == {"mean", "ci95"} and 0 <= fewshot[rule]["mean"] <= 1 and fewshot[rule]["ci95"] >= 0
 
     classification = report["classification"]
-    assert set(classification) == METRIC_KEYS | {"knn", "prototype"}
-    assert set(classification["knn"]) == METRIC_KEYS and set(classification["prototype"]) == METRIC_KEYS
-    assert {k: classification[k] for k in METRIC_KEYS} == classification["knn"]  # kNN at the top level
+    assert set(classification) == METRIC_KEYS | {"rule", "knn", "knn_balanced", "prototype"}
+    for rule in ("knn", "knn_balanced", "prototype"):
+        assert set(classification[rule]) == METRIC_KEYS
+    validation = report["protocol"]["rule_validation_balanced_accuracy"]
+    assert set(validation) == {"knn", "knn_balanced", "prototype"}
+    assert validation[classification["rule"]] == max(validation.values())
+    assert {k: classification[k] for k in METRIC_KEYS} == classification[classification["rule"]]  # at the top level
     recalls = classification["per_class_recall"]
     assert sorted(recalls) == [str(d) for d in range(10)]
     assert classification["balanced_accuracy"] == pytest.approx(np.mean(list(recalls.values())))
