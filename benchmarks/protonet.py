@@ -11,6 +11,7 @@ every 2000 episodes (Sec. 3.1). Evaluation uses the same rule on the same episod
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 
@@ -95,7 +96,7 @@ def train_protonet(store: ImageStore, normalizer: Normalizer, settings: ProtoNet
         recent.append(float(accuracy))
         if log_every and episode % log_every == 0:
             print(f"protonet episode {episode}/{settings.episodes}: train accuracy {np.mean(recent):.4f}, "
-                  f"{time.perf_counter() - tic:.0f} s", flush=True)
+                  f"{time.perf_counter() - tic:.0f} s", file=sys.stderr, flush=True)  # stdout is the benchmark's JSON
             recent = []
     return net.eval(), time.perf_counter() - tic
 
