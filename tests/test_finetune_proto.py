@@ -52,6 +52,7 @@ def test_proto_finetune_runs_and_trains(tmp_path: Path) -> None:
     assert "5-way 2-shot episodes with 2 queries per class" in result.output
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [0, 1] and np.isfinite(records[-1]["loss"])
+    assert records[0]["proto_scale"] == pytest.approx(10.0) and records[-1]["proto_scale"] != pytest.approx(10.0)
     ckpt = checkpoint.load(run)
     assert ckpt["recipe"]["finetune"]["loss"] == "proto" and ckpt["embedding_dim"] == 16
 

@@ -96,7 +96,10 @@ class FinetuneObjective(Objective):
         labels = labels.to(embeddings.device)
         weights = self.weights.to(embeddings.device)[labels] if self.weights is not None else None
         out = self.loss(embeddings, labels, weights)
-        return StepOutput(out.loss, {"active_fraction": torch.tensor(float(out.active_fraction))})
+        stats = {"active_fraction": torch.tensor(float(out.active_fraction))}
+        if getattr(self.loss, "log_scale", None) is not None:  # the cosine proto loss's learned temperature
+            stats["proto_scale"] = self.loss.log_scale.detach().exp()
+        return StepOutput(out.loss, stats)
 
     def param_groups(self) -> list[ParamGroup]:
         model: Encoder = self.model  # type: ignore[assignment]
