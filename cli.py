@@ -97,7 +97,7 @@ def pretrain(
 @user_errors
 def finetune(
     recipe: RecipeArg = None,
-    loss: Annotated[Optional[str], typer.Option("--loss", help="contrastive or triplet (shortcut for --set finetune.loss=...).")] = None,
+    loss: Annotated[Optional[str], typer.Option("--loss", help="contrastive, triplet or proto (shortcut for --set finetune.loss=...).")] = None,
     init: Annotated[Optional[str], typer.Option("--init", help="Pretrain checkpoint or run folder to start from; 'none' = random "
                                                 "weights (default: the newest pretrain run under runs/).")] = None,
     data: DataOpt = None,
@@ -107,7 +107,7 @@ def finetune(
     set_: SetOpt = None,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue the run in this folder.")] = None,
 ) -> None:
-    """Fine-tune the twin encoder with a contrastive or triplet loss on labelled images."""
+    """Fine-tune the twin encoder with a contrastive, triplet or prototypical loss on labelled images."""
     from toolkit.finetune import finetune as run_finetune
     from toolkit.engine.run_start import start_run
 
@@ -129,6 +129,8 @@ def evaluate(
     shot: Annotated[int, typer.Option("--shot", help="Support images per class (K).")] = 1,
     query: Annotated[int, typer.Option("--query", help="Query images per class.")] = 15,
     episodes: Annotated[int, typer.Option("--episodes", help="Episodes (the mean and its 95% CI are reported).")] = 600,
+    within_group: Annotated[bool, typer.Option("--within-group", help="Also report episodes whose classes share one group "
+                                               "(first folder of the class, or a CSV 'group' column), as in Lake et al.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of episodes, pairs and t-SNE.")] = 0,
     out: Annotated[Optional[Path], typer.Option("--out", help="Folder for eval.json and the figures (default: the checkpoint's).")] = None,
     far: Annotated[float, typer.Option("--far", help="Target false-accept rate of the calibrated pair threshold (TAR@FAR).")] = 0.001,
@@ -139,8 +141,8 @@ def evaluate(
     from toolkit.evaluate.job import EpisodeSpec
     from toolkit.evaluate.job import evaluate as run_evaluate
 
-    run_evaluate(checkpoint, data=data, spec=EpisodeSpec(way, shot, query, episodes), out=out, sets=set_ or [],
-                 device=device, seed=seed, far=far)
+    run_evaluate(checkpoint, data=data, spec=EpisodeSpec(way, shot, query, episodes, within_group), out=out,
+                 sets=set_ or [], device=device, seed=seed, far=far)
 
 
 # --- export / embed / score (issue 3) ---

@@ -7,12 +7,17 @@ of five alphabets, evaluate on three held-out alphabets (Korean, Sanskrit, Tagal
   2. SimSiam            ``toolkit pretrain omniglot``
   3. SimSiam + contrastive   ``toolkit finetune omniglot_contrastive --init <2>``
   4. SimSiam + triplet       ``toolkit finetune omniglot_triplet --init <2>``
-  5. Prototypical Network    trained from scratch episodically (Snell et al. 2017), its own rule
+  5. SimSiam + proto         ``toolkit finetune omniglot_proto --init <2>`` (prototypical episodes)
+  6. Prototypical Network    trained from scratch episodically (Snell et al. 2017), its own rule
 Each is scored on the same 600 seeded episodes per setting (5-way 1-shot, 5-way 5-shot,
-20-way 1-shot, 15 queries per class), mean accuracy and 95% CI.
+20-way 1-shot, 15 queries per class), mean accuracy and 95% CI, in two kinds: episodes mixing
+alphabets, and within-alphabet episodes (every episode's classes from one alphabet, Lake et al.
+2015; ``toolkit evaluate --within-group``).
 
-CIFAR-10-LT (imbalance ratio 100): balanced accuracy of the kNN classifier after triplet
-fine-tuning with the class-balanced sampler and with plain shuffled batches.
+CIFAR-10-LT (imbalance ratio 100): balanced accuracy of kNN, class-balanced kNN and prototypes
+after triplet fine-tuning with the class-balanced sampler and with plain shuffled batches, and
+of the supervised baseline (cross-entropy, class-balanced sampler, same backbone) given the
+same CPU time as the class-balanced pipeline (``benchmarks/supervised.py``).
 
 Runs the library the CLI runs (same recipes, same code); each stage's run folder is kept under
 ``--work`` and reused when complete, so an interrupted benchmark continues where it stopped.
@@ -95,8 +100,10 @@ def timed_stage(name: str, run_dir: Path, epochs: int, train: Any, timings: dict
 def fewshot_numbers(ckpt_path: Path, data_path: str) -> dict[str, Any]:
     """Embed the held-out test split once with ``toolkit evaluate``'s code; score every setting."""
     from toolkit.engine import checkpoint
+    from toolkit.data.groups import class_groups
     from toolkit.evaluate.episodes import run_episodes
     from toolkit.evaluate.job import embed, evaluation_recipe
+    from toolkit.evaluate.within_group import run_within_group_episodes
     from toolkit.data.store import load_data
 
     ckpt = checkpoint.load(ckpt_path)
@@ -104,7 +111,13 @@ def fewshot_numbers(ckpt_path: Path, data_path: str) -> dict[str, Any]:
     test = load_data(recipe.data).test
     assert test is not None and test.labels is not None
     (emb,) = embed(ckpt, recipe, test)
-    return {f"{w}-way {s}-shot": run_episodes(emb, test.labels, w, s, QUERY, EPISODES, seed=0) for w, s in SETTINGS}
+    groups, names = class_groups(test.class_names, data_path)
+    out = {}
+    for w, s in SETTINGS:
+        out[f"{w}-way {s}-shot"] = run_episodes(emb, test.labels, w, s, QUERY, EPISODES, seed=0)
+        out[f"{w}-way {s}-shot"]["within_group"] = run_within_group_episodes(emb, test.labels, groups, names, w, s,
+                                                                              QUERY, EPISODES, seed=0)
+    return out
 
 
 def omniglot(args: argparse.Namespace, work: Path, timings: dict[str, float]) -> dict[str, Any]:
@@ -115,7 +128,7 @@ def omniglot(args: argparse.Namespace, work: Path, timings: dict[str, float]) ->
     manifest, images, characters = omniglot_manifest(Path(args.omniglot).expanduser(), work / "omniglot.csv")
     print(f"omniglot: {images} images of {characters} characters -> {manifest}", file=sys.stderr)
     data = {"data.path": str(manifest)}
-    names = ["random_init", "simsiam", "simsiam_contrastive", "simsiam_triplet"]
+    names = ["random_init", "simsiam", "simsiam_contrastive", "simsiam_triplet", "simsiam_proto"]
     if args.scratch_triplet:
         names.insert(1, "scratch_triplet")
     runs = {name: work / name for name in names}
@@ -150,6 +163,7 @@ def protonet(args: argparse.Namespace, manifest: str, timings: dict[str, float])
     import torch
 
     from toolkit.config import load_recipe
+    from toolkit.data.groups import class_groups
     from toolkit.data.store import default_normalization, load_data
     from toolkit.data.preprocess import Normalizer
     from benchmarks.protonet import ProtoNetSettings, embed_raw, euclidean_episodes, train_protonet
@@ -163,31 +177,67 @@ def protonet(args: argparse.Namespace, manifest: str, timings: dict[str, float])
     net, seconds = train_protonet(loaded.train, normalizer, settings)
     timings["protonet"] = seconds
     emb = embed_raw(net, loaded.test, normalizer)
-    return {f"{w}-way {s}-shot": euclidean_episodes(emb, loaded.test.labels, w, s, QUERY, EPISODES, seed=0)
-            for w, s in SETTINGS} | {"training": {"way": settings.way, "shot": settings.shot,
-                                                   "query": settings.query, "episodes": settings.episodes}}
+    groups, _ = class_groups(loaded.test.class_names, manifest)
+    out: dict[str, Any] = {}
+    for w, s in SETTINGS:
+        out[f"{w}-way {s}-shot"] = euclidean_episodes(emb, loaded.test.labels, w, s, QUERY, EPISODES, seed=0)
+        within = euclidean_episodes(emb, loaded.test.labels, w, s, QUERY, EPISODES, seed=0, groups_of_class=groups)
+        out[f"{w}-way {s}-shot"]["within_group"] = {k: within[k] for k in ("prototype", "nearest")}
+    return out | {"training": {"way": settings.way, "shot": settings.shot, "query": settings.query,
+                               "episodes": settings.episodes}}
 
 
 def cifar_long_tail(args: argparse.Namespace, work: Path, timings: dict[str, float]) -> dict[str, Any]:
-    """kNN balanced accuracy after triplet fine-tuning, class-balanced sampler vs shuffled batches."""
+    """Balanced accuracy of every classification rule after triplet fine-tuning (class-balanced sampler vs
+    shuffled batches), and of the supervised cross-entropy baseline given the balanced pipeline's CPU time."""
     from toolkit.config import load_recipe
     from toolkit.evaluate.job import EpisodeSpec, evaluate
     from toolkit.finetune import finetune
 
     out: dict[str, Any] = {}
+    cpu: dict[str, float] = {}
+    keys = ("accuracy", "balanced_accuracy", "macro_f1", "per_class_recall")
     for sampler in ("balanced", "random"):
         run_dir = work / f"cifar10_lt_{sampler}"
+        # workers 0: all CPU time is this process's, so it compares with the baseline's process time
         recipe = load_recipe("cifar10_lt_triplet", {
             "data.path": str(Path(args.cifar).expanduser()), "finetune.init": "none",
             "finetune.sampler": sampler, "finetune.epochs": args.cifar_epochs,
-            "model.backbone": args.cifar_backbone, "train.knn_every": args.cifar_epochs, "train.workers": 1})
+            "model.backbone": args.cifar_backbone, "train.knn_every": args.cifar_epochs, "train.workers": 0})
+        tic = time.process_time()
         timed_stage(f"cifar10_lt_{sampler}", run_dir, args.cifar_epochs, lambda r=recipe, d=run_dir: finetune(r, d), timings)
+        cpu[sampler] = time.process_time() - tic if f"cifar10_lt_{sampler}" in timings else 0.0  # 0: reused
         result = evaluate(run_dir, spec=EpisodeSpec(5, 1, QUERY, EPISODES), plots=False)
-        out[sampler] = {k: result["classification"][k] for k in ("accuracy", "balanced_accuracy", "macro_f1",
-                                                                  "per_class_recall")}
+        c = result["classification"]
+        out[sampler] = {k: c[k] for k in keys} | {"rule": c["rule"]} | {
+            rule: {k: c[rule][k] for k in keys[:3]} for rule in ("knn", "knn_balanced", "prototype")}
+    out["supervised"] = supervised_baseline(args, recipe, cpu["balanced"] or args.supervised_seconds, timings)
     out["settings"] = {"imbalance_ratio": 100, "backbone": args.cifar_backbone, "epochs": args.cifar_epochs,
-                       "init": "random"}
+                       "init": "random", "pipeline_cpu_seconds": cpu}
     return out
+
+
+def supervised_baseline(args: argparse.Namespace, recipe: Any, seconds: float, timings: dict[str, float]) -> dict[str, Any]:
+    """Cross-entropy + class-balanced sampler, same backbone and data, ``seconds`` of CPU time."""
+    import torch
+
+    from benchmarks.supervised import SupervisedSettings, predict, train_supervised
+    from toolkit.data.preprocess import Normalizer
+    from toolkit.data.store import default_normalization, load_data
+    from toolkit.metrics.classification import classification_metrics
+
+    loaded = load_data(recipe.data)
+    assert loaded.test is not None and loaded.test.labels is not None
+    mean, std = default_normalization(recipe.data.channels, recipe.data.mean, recipe.data.std)
+    normalizer = Normalizer(mean, std, torch.device("cpu"))
+    settings = SupervisedSettings(seconds=seconds, batch_size=recipe.finetune.batch_size,
+                                  m_per_class=recipe.finetune.m_per_class)
+    tic = time.perf_counter()
+    net, stats = train_supervised(recipe, loaded.train, normalizer, settings)
+    timings["cifar10_lt_supervised"] = time.perf_counter() - tic
+    metrics = classification_metrics(loaded.test.labels, predict(net, loaded.test, normalizer, recipe.data.image_size),
+                                     loaded.train.class_names)
+    return metrics | {"training": stats}
 
 
 def summary_line(numbers: dict[str, Any]) -> str:
@@ -196,7 +246,8 @@ def summary_line(numbers: dict[str, Any]) -> str:
 
 
 NAMES = {"random_init": "random init", "scratch_triplet": "triplet from random init", "simsiam": "SimSiam only", "simsiam_contrastive": "SimSiam + contrastive",
-         "simsiam_triplet": "SimSiam + triplet", "protonet": "Prototypical Network (from scratch)"}
+         "simsiam_triplet": "SimSiam + triplet", "simsiam_proto": "SimSiam + proto",
+         "protonet": "Prototypical Network (from scratch)"}
 
 
 def markdown(results: dict[str, Any], timings: dict[str, float]) -> str:
@@ -204,22 +255,27 @@ def markdown(results: dict[str, Any], timings: dict[str, float]) -> str:
     lines = []
     if "omniglot" in results:
         keys = [f"{w}-way {s}-shot" for w, s in SETTINGS]
-        lines += ["| Omniglot, held-out alphabets | " + " | ".join(keys) + " |",
-                  "|---|" + "---:|" * len(keys)]
-        for name, label in NAMES.items():
-            if name not in results["omniglot"]:
-                continue
-            row = results["omniglot"][name]
-            cells = [f"{100 * row[k]['prototype']['mean']:.2f} ± {100 * row[k]['prototype']['ci95']:.2f}" for k in keys]
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        for kind, pick in (("mixed alphabets", lambda cell: cell), ("within one alphabet", lambda cell: cell["within_group"])):
+            lines += [f"| Omniglot, held-out alphabets, {kind} | " + " | ".join(keys) + " |",
+                      "|---|" + "---:|" * len(keys)]
+            for name, label in NAMES.items():
+                if name not in results["omniglot"]:
+                    continue
+                row = {k: pick(results["omniglot"][name][k]) for k in keys}
+                cells = [f"{100 * row[k]['prototype']['mean']:.2f} ± {100 * row[k]['prototype']['ci95']:.2f}" for k in keys]
+                lines.append(f"| {label} | " + " | ".join(cells) + " |")
+            lines.append("")
     if "cifar10_lt" in results:
         c = results["cifar10_lt"]
-        lines += ["", "| CIFAR-10-LT (ratio 100), triplet | kNN accuracy | kNN balanced accuracy | macro-F1 |",
-                  "|---|---:|---:|---:|"]
-        for sampler, label in (("random", "shuffled batches"), ("balanced", "class-balanced sampler")):
+        lines += ["", "| CIFAR-10-LT (ratio 100), balanced accuracy | kNN | class-balanced kNN | prototype | "
+                      "chosen on validation |", "|---|---:|---:|---:|---|"]
+        for sampler, label in (("random", "triplet, shuffled batches"), ("balanced", "triplet, class-balanced sampler")):
             m = c[sampler]
-            lines.append(f"| {label} | {100 * m['accuracy']:.2f} | {100 * m['balanced_accuracy']:.2f} | "
-                         f"{100 * m['macro_f1']:.2f} |")
+            lines.append(f"| {label} | " + " | ".join(f"{100 * m[r]['balanced_accuracy']:.2f}" for r in
+                                                     ("knn", "knn_balanced", "prototype")) + f" | {m['rule']} |")
+        sup = c["supervised"]
+        lines.append(f"| supervised cross-entropy, class-balanced sampler (same CPU time) | | | | "
+                     f"{100 * sup['balanced_accuracy']:.2f} (argmax) |")
     if timings:
         lines += ["", "Stage wall times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items())]
     return "\n".join(lines)
@@ -238,6 +294,8 @@ def main() -> None:
                         help="also fine-tune with the triplet loss from random weights (what SimSiam buys)")
     parser.add_argument("--cifar-epochs", type=int, default=8)
     parser.add_argument("--cifar-backbone", default="convnet", help="the CPU budget's backbone (the recipe has resnet18)")
+    parser.add_argument("--supervised-seconds", type=float, default=240.0,
+                        help="CPU seconds of the supervised baseline when the pipeline run was reused (not timed)")
     args = parser.parse_args()
     if not args.omniglot and not args.cifar:
         parser.error("give --omniglot and/or --cifar")

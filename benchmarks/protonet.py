@@ -11,6 +11,7 @@ every 2000 episodes (Sec. 3.1). Evaluation uses the same rule on the same episod
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from toolkit.evaluate.episodes import check_episodes, sample_episodes, summarize
+from toolkit.evaluate.within_group import sample_within_group_episodes
 from toolkit.data.store import ImageStore
 from toolkit.models.backbones import ConvNet
 from toolkit.engine.precision import autocast_context, autocast_dtype
@@ -94,7 +96,7 @@ def train_protonet(store: ImageStore, normalizer: Normalizer, settings: ProtoNet
         recent.append(float(accuracy))
         if log_every and episode % log_every == 0:
             print(f"protonet episode {episode}/{settings.episodes}: train accuracy {np.mean(recent):.4f}, "
-                  f"{time.perf_counter() - tic:.0f} s", flush=True)
+                  f"{time.perf_counter() - tic:.0f} s", file=sys.stderr, flush=True)  # stdout is the benchmark's JSON
             recent = []
     return net.eval(), time.perf_counter() - tic
 
@@ -107,16 +109,23 @@ def embed_raw(net: nn.Module, store: ImageStore, normalizer: Normalizer, batch_s
 
 
 def euclidean_episodes(embeddings: np.ndarray, labels: np.ndarray, way: int, shot: int, query: int,
-                       episodes: int = 600, seed: int = 0) -> dict:
+                       episodes: int = 600, seed: int = 0, groups_of_class: np.ndarray | None = None) -> dict:
     """Episode accuracy of the ProtoNet rule (nearest mean by squared Euclidean distance), with 95% CI.
+
+    With ``groups_of_class`` (a group id per label), every episode's classes share one group, as in
+    ``toolkit evaluate --within-group`` (same labels, groups and seed give the same episodes).
 
     Returns:
         The ``fewshot`` dict of ``toolkit.evaluate.episodes.run_episodes``, with ``prototype`` = the
         ProtoNet rule and ``nearest`` = 1-NN by Euclidean distance.
     """
     check_episodes(labels, way, shot, query)
+    if groups_of_class is None:
+        drawn = sample_episodes(np.asarray(labels), way, shot, query, episodes, seed)
+    else:
+        drawn = sample_within_group_episodes(np.asarray(labels), groups_of_class, way, shot, query, episodes, seed)
     proto_acc, nearest_acc = [], []
-    for ep in sample_episodes(np.asarray(labels), way, shot, query, episodes, seed):
+    for ep in drawn:
         support = embeddings[ep.support]  # way x shot x D
         queries = embeddings[ep.query.reshape(-1)]  # (way * query) x D
         truth = np.repeat(np.arange(way), query)

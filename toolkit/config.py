@@ -34,7 +34,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.pred_bn": BN_PLACEMENTS,
     "model.predictor": ("learned", "fixed_random", "none"),
     "train.precision": ("auto", "bf16", "fp16", "fp32"),
-    "finetune.loss": ("triplet", "contrastive"),
+    "finetune.loss": ("triplet", "contrastive", "proto"),
+    "finetune.proto_distance": ("euclidean", "cosine"),
     "finetune.mining": ("all", "hard", "semihard"),
     "finetune.distance": ("euclidean", "cosine"),
     "finetune.pairs": ("all", "balanced"),
@@ -78,6 +79,13 @@ class AugmentConfig:
     hue: float = 0.1
     grayscale_p: float = 0.2
     blur_p: float = 0.0
+    # Small random affine distortions of strokes (Koch et al. 2015, Sec. 4.3); all 0/1 = off.
+    affine_rotation: float = 0.0  # degrees, drawn uniformly in [-r, r]
+    affine_shear: float = 0.0  # degrees along x, drawn uniformly in [-s, s]
+    affine_scale_min: float = 1.0  # scale drawn uniformly in [min, max]
+    affine_scale_max: float = 1.0
+    affine_translate: float = 0.0  # fraction of the side, drawn uniformly in [-t, t] on each axis
+    affine_fill: int = 0  # pixel value of the uncovered area (255 for dark strokes on white)
 
 
 def _finetune_augment() -> AugmentConfig:
@@ -140,7 +148,7 @@ class FinetuneConfig:
     """Metric fine-tuning of the twin encoder (``toolkit finetune``)."""
 
     init: str = ""  # pretrain checkpoint or run folder; "" = newest pretrain run under runs/, "none" = random
-    loss: str = "triplet"  # triplet | contrastive
+    loss: str = "triplet"  # triplet | contrastive | proto
     embedding_dim: int = 128
     triplet_margin: float = 0.2
     contrastive_margin: float = 1.0
@@ -150,6 +158,10 @@ class FinetuneConfig:
     sampler: str = "balanced"  # balanced (M per class) | random
     m_per_class: int = 4
     class_weights: bool = False  # inverse-frequency weights on the loss terms
+    way: int = 20  # proto: classes per training episode (Snell et al. 2017 train with more than they test)
+    shot: int = 1  # proto: support images per class; the batch is way x (shot + query), batch_size is unused
+    query: int = 5  # proto: query images per class
+    proto_distance: str = "euclidean"  # proto: euclidean (squared, Snell et al.) | cosine (learned temperature)
     epochs: int = 20
     batch_size: int = 128
     base_lr: float = 0.05

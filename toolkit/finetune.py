@@ -28,7 +28,9 @@ from toolkit.engine.distributed import DistEnv, init_distributed, seed_everythin
 from toolkit.errors import ToolkitError
 from toolkit.data.store import ImageStore, load_data
 from toolkit.data.loaders import OneViewDataset, Plan, keyed_plan, shuffled_plan
+from toolkit.data.episodic import EpisodeBatchSampler
 from toolkit.losses.contrastive import ContrastiveLoss
+from toolkit.losses.prototypical import PrototypicalLoss
 from toolkit.losses.triplet import TripletLoss
 from toolkit.models.encoder import Encoder
 from toolkit.data.preprocess import Normalizer
@@ -45,11 +47,19 @@ def metric_loss(recipe: Recipe) -> nn.Module:
     ft = recipe.finetune
     if ft.loss == "contrastive":
         return ContrastiveLoss(margin=ft.contrastive_margin, pairs=ft.pairs)
+    if ft.loss == "proto":
+        return PrototypicalLoss(shot=ft.shot, query=ft.query, distance=ft.proto_distance)
     return TripletLoss(margin=ft.triplet_margin, distance=ft.distance, mining=ft.mining)
 
 
+def global_batch(recipe: Recipe) -> int:
+    """Images per step: ``way x (shot + query)`` for proto episodes, else ``finetune.batch_size``."""
+    ft = recipe.finetune
+    return ft.way * (ft.shot + ft.query) if ft.loss == "proto" else ft.batch_size
+
+
 class FinetuneObjective(Objective):
-    """One augmented view per image -> encoder -> contrastive or triplet loss within the batch."""
+    """One augmented view per image -> encoder -> contrastive, triplet or prototypical loss within the batch."""
 
     kind = "finetune"
     lr_key = "finetune.base_lr"
@@ -62,10 +72,13 @@ class FinetuneObjective(Objective):
         self.model = checkpoint.build_training_model(recipe, "finetune")
         self.embedding_dim = ft.embedding_dim
         self.transform = view_transform(ft.augment, recipe.data.image_size, recipe.data.channels)
-        self.loss = metric_loss(recipe)
+        self.loss = metric_loss(recipe).to(env.device)  # the cosine proto loss has a learned temperature
         self.weights = (inverse_frequency_weights(store.labels, len(store.class_names)) if ft.class_weights else None)
-        self.sampler = None
-        if ft.sampler == "balanced":
+        self.sampler: ClassBalancedBatchSampler | None = None
+        if ft.loss == "proto":  # N-way K-shot episodes (Snell et al. 2017, Algorithm 1)
+            self.sampler = EpisodeBatchSampler(store.labels, ft.way, ft.shot, ft.query, seed=recipe.train.seed,
+                                               world_size=env.world_size)
+        elif ft.sampler == "balanced":
             # The global batch is drawn once and sliced per rank, so every rank holds whole classes.
             self.sampler = ClassBalancedBatchSampler(store.labels, ft.m_per_class, ft.batch_size, seed=recipe.train.seed)
 
@@ -78,7 +91,7 @@ class FinetuneObjective(Objective):
             return shuffled_plan(len(self.store), ft.batch_size, seed, epoch, self.env.rank, self.env.world_size)
         self.sampler.set_epoch(epoch)
         batches = keyed_plan(list(self.sampler), seed, epoch)
-        per_rank = ft.batch_size // self.env.world_size
+        per_rank = global_batch(self.recipe) // self.env.world_size
         lo = self.env.rank * per_rank
         return [batch[lo:lo + per_rank] for batch in batches]
 
@@ -88,7 +101,10 @@ class FinetuneObjective(Objective):
         labels = labels.to(embeddings.device)
         weights = self.weights.to(embeddings.device)[labels] if self.weights is not None else None
         out = self.loss(embeddings, labels, weights)
-        return StepOutput(out.loss, {"active_fraction": torch.tensor(float(out.active_fraction))})
+        stats = {"active_fraction": torch.tensor(float(out.active_fraction))}
+        if getattr(self.loss, "log_scale", None) is not None:  # the cosine proto loss's learned temperature
+            stats["proto_scale"] = self.loss.log_scale.detach().exp()
+        return StepOutput(out.loss, stats)
 
     def param_groups(self) -> list[ParamGroup]:
         model: Encoder = self.model  # type: ignore[assignment]
@@ -97,7 +113,7 @@ class FinetuneObjective(Objective):
             ParamGroup("backbone", [p for p in model.backbone.parameters() if p.requires_grad],
                        lr_scale=ft.backbone_lr_scale, frozen_epochs=ft.freeze_backbone_epochs),
             ParamGroup("head", [p for p in model.head.parameters() if p.requires_grad]),
-        ]
+        ] + ([ParamGroup("loss", list(self.loss.parameters()))] if list(self.loss.parameters()) else [])
 
     def monitor_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)  # the embedding itself: what evaluation and export will use
@@ -187,6 +203,11 @@ def check_batches(recipe: Recipe, store: ImageStore, env: DistEnv) -> None:
     """One-line errors for batch settings the sampler or the loss cannot serve."""
     ft = recipe.finetune
     assert store.labels is not None
+    if ft.loss == "proto":
+        classes = len(set(store.labels.tolist()))
+        if ft.way > classes:
+            raise ToolkitError(f"finetune.way={ft.way} is larger than the {classes} training classes; use way <= {classes}")
+        return  # the episode sampler checks way, shot, query and the processes
     if ft.batch_size % env.world_size:
         raise ToolkitError(f"finetune.batch_size={ft.batch_size} must be divisible by the {env.world_size} processes")
     if ft.sampler == "random":
@@ -235,11 +256,14 @@ def finetune(recipe: Recipe, run_dir: Path, resume: dict[str, Any] | None = None
     if init is not None:
         load_backbone(objective.model, init)  # type: ignore[arg-type]
     ft = recipe.finetune
-    info(f"loss: {ft.loss}" + (f" (mining {ft.mining}, {ft.distance}, margin {ft.triplet_margin:g})" if ft.loss == "triplet"
-                               else f" (pairs {ft.pairs}, margin {ft.contrastive_margin:g})")
-         + f"; sampler {ft.sampler}" + (f" ({ft.batch_size // ft.m_per_class} classes x {ft.m_per_class})" if ft.sampler == "balanced" else "")
-         + ("; inverse-frequency class weights" if ft.class_weights else ""))
-    settings = LoopSettings(ft.epochs, ft.batch_size, ft.base_lr, recipe.optim.momentum, ft.weight_decay, ft.warmup_epochs)
+    if ft.loss == "proto":
+        info(f"loss: proto ({ft.proto_distance}); {ft.way}-way {ft.shot}-shot episodes with {ft.query} queries per class")
+    else:
+        info(f"loss: {ft.loss}" + (f" (mining {ft.mining}, {ft.distance}, margin {ft.triplet_margin:g})" if ft.loss == "triplet"
+                                   else f" (pairs {ft.pairs}, margin {ft.contrastive_margin:g})")
+             + f"; sampler {ft.sampler}" + (f" ({ft.batch_size // ft.m_per_class} classes x {ft.m_per_class})" if ft.sampler == "balanced" else "")
+             + ("; inverse-frequency class weights" if ft.class_weights else ""))
+    settings = LoopSettings(ft.epochs, global_batch(recipe), ft.base_lr, recipe.optim.momentum, ft.weight_decay, ft.warmup_epochs)
     # The monitor, early stopping and the kept checkpoint read the validation split only: the
     # test split stays unseen until toolkit evaluate reports on it.
     best = None

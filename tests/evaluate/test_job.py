@@ -35,9 +35,13 @@ def test_eval_json_of_a_pretrain_checkpoint(pretrain_run: Path, tmp_path: Path) 
         assert set(fewshot[rule]) == {"mean", "ci95"} and 0 <= fewshot[rule]["mean"] <= 1 and fewshot[rule]["ci95"] >= 0
 
     classification = report["classification"]
-    assert set(classification) == METRIC_KEYS | {"knn", "prototype"}
-    assert set(classification["knn"]) == METRIC_KEYS and set(classification["prototype"]) == METRIC_KEYS
-    assert {k: classification[k] for k in METRIC_KEYS} == classification["knn"]  # kNN at the top level
+    assert set(classification) == METRIC_KEYS | {"rule", "knn", "knn_balanced", "prototype"}
+    for rule in ("knn", "knn_balanced", "prototype"):
+        assert set(classification[rule]) == METRIC_KEYS
+    validation = report["protocol"]["rule_validation_balanced_accuracy"]
+    assert set(validation) == {"knn", "knn_balanced", "prototype"}
+    assert validation[classification["rule"]] == max(validation.values())
+    assert {k: classification[k] for k in METRIC_KEYS} == classification[classification["rule"]]  # at the top level
     recalls = classification["per_class_recall"]
     assert sorted(recalls) == [str(d) for d in range(10)]
     assert classification["balanced_accuracy"] == pytest.approx(np.mean(list(recalls.values())))
@@ -107,3 +111,37 @@ def test_not_a_checkpoint(tmp_path: Path) -> None:
     (tmp_path / "x.pt").write_bytes(b"junk")
     result = invoke("evaluate", str(tmp_path / "x.pt"))
     assert result.exit_code == 2 and "not a readable toolkit checkpoint" in result.output
+
+
+def _alphabet_folder(root: Path) -> Path:
+    """Digits saved as PNGs under two "alphabets": G1/{0..4} and G2/{5..9}, 12 images each."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    for label in range(10):
+        folder = root / ("G1" if label < 5 else "G2") / str(label)
+        folder.mkdir(parents=True)
+        for i, image in enumerate(digits.images[digits.target == label][:12]):
+            Image.fromarray((image * 255 / 16).astype(np.uint8)).save(folder / f"{i}.png")
+    return root
+
+
+def test_within_group_episodes_in_eval_json(pretrain_run: Path, tmp_path: Path) -> None:
+    from toolkit.evaluate.job import EpisodeSpec, evaluate
+
+    data = _alphabet_folder(tmp_path / "alphabets")
+    report = evaluate(pretrain_run, data=str(data), spec=EpisodeSpec(way=4, shot=1, query=3, episodes=20, within_group=True),
+                      out=tmp_path, sets=["data.test_fraction=0"], plots=False)
+    within = report["fewshot"]["within_group"]
+    assert set(report["fewshot"]) == FEWSHOT_KEYS | {"within_group"}
+    for rule in ("prototype", "nearest"):
+        assert set(within[rule]) == set(report["fewshot"][rule]) == {"mean", "ci95"}
+    assert within["groups"] == ["G1", "G2"] and within["skipped_groups"] == []
+
+
+def test_within_group_without_a_large_enough_group_is_one_line(pretrain_run: Path, tmp_path: Path) -> None:
+    result = invoke("evaluate", str(pretrain_run), "--out", str(tmp_path), "--query", "5", "--within-group")  # digits: one class per group
+    assert result.exit_code == 2, result.output
+    assert "error: --within-group: no group has 5 classes (the largest has 1)" in result.output
+    assert not (tmp_path / "eval.json").exists()

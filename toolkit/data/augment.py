@@ -5,6 +5,10 @@ The views follow SimSiam's Appendix A (the MoCo v2 recipe): RandomResizedCrop wi
 (sigma 0.1-2, p=0.5 on ImageNet; off for CIFAR, Appendix D) and a horizontal flip. Transforms
 stay in uint8; normalisation happens on whole batches on the training device
 (``toolkit.data.preprocess``), which is cheaper than per image.
+
+For strokes and characters, an optional small random affine distortion (rotation, shear, scale,
+translation: Koch et al. 2015, "Siamese Neural Networks for One-shot Image Recognition", Sec.
+4.3) comes first, on the decoded image; it is off unless a recipe sets one of ``affine_*``.
 """
 
 from __future__ import annotations
@@ -13,13 +17,16 @@ import torch
 from torchvision.transforms import v2
 
 from toolkit.config import AugmentConfig
+from toolkit.errors import ToolkitError
 
 
 def view_transform(cfg: AugmentConfig, size: int, channels: int) -> v2.Compose:
     """One random view of an image (apply twice for SimSiam's two views)."""
-    ops: list[torch.nn.Module] = [
-        v2.RandomResizedCrop(size, scale=(cfg.crop_min_scale, cfg.crop_max_scale), antialias=True)
-    ]
+    ops: list[torch.nn.Module] = []
+    affine = affine_transform(cfg)
+    if affine is not None:
+        ops.append(affine)
+    ops.append(v2.RandomResizedCrop(size, scale=(cfg.crop_min_scale, cfg.crop_max_scale), antialias=True))
     if cfg.jitter_p > 0:
         if channels == 3:
             jitter = v2.ColorJitter(cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue)
@@ -34,6 +41,23 @@ def view_transform(cfg: AugmentConfig, size: int, channels: int) -> v2.Compose:
     if cfg.hflip > 0:
         ops.append(v2.RandomHorizontalFlip(p=cfg.hflip))
     return v2.Compose(ops)
+
+
+def affine_transform(cfg: AugmentConfig) -> v2.RandomAffine | None:
+    """The random affine distortion of ``cfg.affine_*`` (bilinear), or None when every setting is off."""
+    if not (0 < cfg.affine_scale_min <= cfg.affine_scale_max):
+        raise ToolkitError(f"augment.affine_scale_min={cfg.affine_scale_min} and affine_scale_max={cfg.affine_scale_max}: "
+                           "need 0 < min <= max")
+    if not 0 <= cfg.affine_translate <= 1 or cfg.affine_rotation < 0 or cfg.affine_shear < 0:
+        raise ToolkitError("augment.affine_rotation and affine_shear must be >= 0 degrees and affine_translate in [0, 1]; "
+                           f"got {cfg.affine_rotation}, {cfg.affine_shear}, {cfg.affine_translate}")
+    scale = (cfg.affine_scale_min, cfg.affine_scale_max)
+    if cfg.affine_rotation == 0 and cfg.affine_shear == 0 and cfg.affine_translate == 0 and scale == (1.0, 1.0):
+        return None
+    return v2.RandomAffine(degrees=cfg.affine_rotation,
+                           translate=(cfg.affine_translate, cfg.affine_translate) if cfg.affine_translate else None,
+                           scale=scale, shear=cfg.affine_shear or None,
+                           interpolation=v2.InterpolationMode.BILINEAR, fill=cfg.affine_fill)
 
 
 def eval_transform(size: int) -> v2.Compose:

@@ -9,8 +9,10 @@ them together and writes ``eval.json``, ``confusion.png`` and ``embeddings.png``
 Protocol:
 - Episodes are drawn from the evaluated split (the test split; the train split when the data
   has none), seeded, so two checkpoints evaluated on the same data see the same episodes.
-- Classification: kNN (``train.knn_k``, ``train.knn_t``) and nearest prototype built from the
-  train split and scored on the test split. When the test split holds classes the train split
+- Classification: kNN (``train.knn_k``, ``train.knn_t``), class-balanced kNN (votes divided by
+  each class's share of the memory bank) and nearest prototype built from the train split and
+  scored on the test split; ``classification.rule`` names the one reported at the top level,
+  chosen by balanced accuracy on a per-class validation split of the reference. When the test split holds classes the train split
   lacks (held-out classes for few-shot work), the classifiers are built from the first half of
   each test class and scored on the other half (``toolkit.metrics.knn_monitor.halve_per_class``).
 - Verification: balanced same/different pairs of the evaluated split scored by cosine
@@ -35,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from toolkit.engine import checkpoint
+from toolkit.metrics.balanced_knn import balanced_knn_predict, choose_rule
 from toolkit.metrics.classification import classification_metrics, confusion, knn_predict, prototype_predict
 from toolkit.config import Recipe, replace, with_sets
 from toolkit.console import info, warn
@@ -49,6 +52,7 @@ from toolkit.metrics.knn_monitor import halve_per_class
 from toolkit.data.preprocess import Normalizer
 from toolkit.metrics.verification import sample_pairs, verification_metrics
 
+VALIDATION_FRACTION = 0.2  # share of each reference class that chooses classification.rule
 VERIFICATION_PAIRS = 20000  # half same-class, half different-class
 TSNE_POINTS = 3000  # embeddings.png maps a seeded subsample of the evaluated split
 
@@ -61,6 +65,7 @@ class EpisodeSpec:
     shot: int = 1
     query: int = 15
     episodes: int = 600
+    within_group: bool = False  # also draw episodes whose classes share one group (Lake et al. 2015)
 
 
 def evaluation_recipe(ckpt: dict[str, Any], data: str | None = None, sets: list[str] | tuple[str, ...] = (),
@@ -93,15 +98,17 @@ def embed(ckpt: dict[str, Any], recipe: Recipe, *stores: ImageStore) -> list[np.
 
 
 def classify(reference: tuple[np.ndarray, np.ndarray] | None, test_emb: np.ndarray, test_labels: np.ndarray,
-             class_names: list[str], k: int, temperature: float) -> tuple[dict[str, Any], dict[str, Any], np.ndarray]:
-    """kNN and nearest-prototype metrics; the kNN numbers also at the top level.
+             class_names: list[str], k: int, temperature: float,
+             seed: int = 0) -> tuple[dict[str, Any], dict[str, Any], np.ndarray]:
+    """kNN, class-balanced kNN and nearest-prototype metrics; the rule chosen on validation also at the top level.
 
     Args:
         reference: train embeddings and labels to build the classifiers from, or None to build
             them from the first half of each test class and score the other half.
+        seed: seeds the validation split of the reference that chooses ``classification.rule``.
 
     Returns:
-        The ``classification`` dict, the protocol notes, and the kNN predictions' (true, predicted)
+        The ``classification`` dict, the protocol notes, and the chosen rule's (true, predicted)
         labels stacked as a 2 x M array (for the confusion matrix).
     """
     if reference is not None:
@@ -110,13 +117,41 @@ def classify(reference: tuple[np.ndarray, np.ndarray] | None, test_emb: np.ndarr
     else:
         bank, bank_labels, queries, query_labels = halve_per_class(test_emb, test_labels)
         built_from = "first half of each evaluated class"
-    knn_pred = knn_predict(bank, bank_labels, queries, k=k, temperature=temperature)
-    knn = classification_metrics(query_labels, knn_pred, class_names)
-    proto = classification_metrics(query_labels, prototype_predict(bank, bank_labels, queries), class_names)
-    result = {**knn, "knn": knn, "prototype": proto}
+    predictions = {"knn": knn_predict(bank, bank_labels, queries, k=k, temperature=temperature),
+                   "knn_balanced": balanced_knn_predict(bank, bank_labels, queries, k=k, temperature=temperature),
+                   "prototype": prototype_predict(bank, bank_labels, queries)}
+    rule, validation = choose_rule_on_validation(bank, bank_labels, k, temperature, seed)
+    metrics = {name: classification_metrics(query_labels, pred, class_names) for name, pred in predictions.items()}
+    result = {**metrics[rule], "rule": rule, **metrics}
     notes = {"classifiers_built_from": built_from, "knn_k": min(k, len(bank)), "knn_t": temperature,
-             "reference_images": int(len(bank)), "scored_images": int(len(queries))}
-    return result, notes, np.stack([query_labels, knn_pred])
+             "reference_images": int(len(bank)), "scored_images": int(len(queries)),
+             "rule_chosen_on": f"validation: {VALIDATION_FRACTION:.0%} of each class of the {built_from} "
+                               f"(seed {seed}), by balanced accuracy",
+             "rule_validation_balanced_accuracy": validation}
+    return result, notes, np.stack([query_labels, predictions[rule]])
+
+
+def choose_rule_on_validation(bank: np.ndarray, bank_labels: np.ndarray, k: int, temperature: float,
+                              seed: int) -> tuple[str, dict[str, float]]:
+    """The rule ``classification`` reports, chosen on a per-class validation split of the reference.
+
+    One place to point at a recipe's own validation split once the data has one.
+    """
+    return choose_rule(bank, bank_labels, k, temperature, fraction=VALIDATION_FRACTION, seed=seed)
+
+
+def within_group_fewshot(embeddings: np.ndarray, labels: np.ndarray, class_names: list[str], data_path: str,
+                         spec: EpisodeSpec, seed: int) -> dict[str, Any]:
+    """``fewshot.within_group``: the same episodes' shape, each episode's classes from one group."""
+    from toolkit.data.groups import class_groups
+    from toolkit.evaluate.within_group import run_within_group_episodes
+
+    groups_of_class, group_names = class_groups(class_names, data_path)
+    result = run_within_group_episodes(embeddings, labels, groups_of_class, group_names, spec.way, spec.shot,
+                                       spec.query, spec.episodes, seed=seed)
+    info(f"within-group episodes: {len(result['groups'])} groups with >= {spec.way} classes"
+         + (f", {len(result['skipped_groups'])} skipped" if result["skipped_groups"] else ""))
+    return result
 
 
 def verify(embeddings: np.ndarray, labels: np.ndarray, pairs: int, seed: int) -> dict[str, float]:
@@ -182,6 +217,11 @@ def evaluate(checkpoint_path: str | Path, data: str | None = None, spec: Episode
     class_names = list(loaded.train.class_names)
     assert loaded.train.labels is not None and evaluated.labels is not None
     check_episodes(evaluated.labels, spec.way, spec.shot, spec.query, class_names)
+    if spec.within_group:
+        from toolkit.data.groups import class_groups
+        from toolkit.evaluate.within_group import check_within_group
+
+        check_within_group(evaluated.labels, class_groups(class_names, recipe.data.path)[0], spec.way)
     info(f"{loaded.describe()}; evaluating the {split_name} split")
 
     test_labels = evaluated.labels
@@ -198,8 +238,10 @@ def evaluate(checkpoint_path: str | Path, data: str | None = None, spec: Episode
              f"{split_name} class and score the other half")
     fewshot = run_episodes(test_emb, test_labels, spec.way, spec.shot, spec.query, spec.episodes, seed=seed,
                            class_names=class_names)
+    if spec.within_group:
+        fewshot["within_group"] = within_group_fewshot(test_emb, test_labels, class_names, recipe.data.path, spec, seed)
     classification, protocol, truth_pred = classify(reference, test_emb, test_labels, class_names,
-                                                    recipe.train.knn_k, recipe.train.knn_t)
+                                                    recipe.train.knn_k, recipe.train.knn_t, seed)
     verification = verify(test_emb, test_labels, VERIFICATION_PAIRS, seed)
     calibration = _calibration(ckpt, recipe, loaded.val, test_emb, test_labels, split_name, spec, seed, far)
     verification["threshold"] = calibration["threshold_eer"]

@@ -25,26 +25,36 @@ def fewshot_table(fewshot: dict[str, Any]) -> Table:
     table.add_column("95% CI", justify="right")
     for key, name in (("prototype", "nearest prototype"), ("nearest", "1-nearest neighbour")):
         table.add_row(name, _pct(fewshot[key]["mean"]), f"+- {_pct(fewshot[key]['ci95'])}")
+    within = fewshot.get("within_group")
+    if within is not None:  # episodes whose classes share one group (toolkit.evaluate.within_group)
+        for key, name in (("prototype", "nearest prototype, within group"), ("nearest", "1-NN, within group")):
+            table.add_row(name, _pct(within[key]["mean"]), f"+- {_pct(within[key]['ci95'])}")
     return table
 
 
 def classification_table(classification: dict[str, Any], protocol: dict[str, Any]) -> Table:
     """Accuracy, balanced accuracy, macro-F1 and the lowest per-class recall of kNN and nearest prototype."""
-    table = Table(title=f"classification (built from the {protocol['classifiers_built_from']})", header_style="bold")
+    table = Table(title=f"classification (built from the {protocol['classifiers_built_from']}; * = chosen on validation)",
+                  header_style="bold")
     for column in ("classifier", "accuracy", "balanced acc.", "macro-F1", "min recall"):
         table.add_column(column, justify="left" if column == "classifier" else "right")
-    for key, name in (("knn", f"kNN (k={protocol['knn_k']})"), ("prototype", "nearest prototype")):
+    rows = (("knn", f"kNN (k={protocol['knn_k']})"), ("knn_balanced", f"class-balanced kNN (k={protocol['knn_k']})"),
+            ("prototype", "nearest prototype"))
+    for key, name in rows:
+        if key not in classification:
+            continue
         m = classification[key]
+        name += " *" if classification.get("rule") == key else ""
         table.add_row(name, _pct(m["accuracy"]), _pct(m["balanced_accuracy"]), _pct(m["macro_f1"]),
                       _pct(min(m["per_class_recall"].values())))
     return table
 
 
-def recall_table(recalls: dict[str, float]) -> Table:
-    """Per-class recall of kNN: every class when few, else the lowest ``RECALL_ROWS``."""
+def recall_table(recalls: dict[str, float], rule: str = "knn") -> Table:
+    """Per-class recall of the reported rule: every class when few, else the lowest ``RECALL_ROWS``."""
     items = sorted(recalls.items(), key=lambda item: item[1])
     shown = items if len(items) <= RECALL_ROWS else items[:RECALL_ROWS]
-    title = "kNN recall per class" if len(shown) == len(items) else f"kNN recall: the {len(shown)} lowest of {len(items)} classes"
+    title = f"{rule} recall per class" if len(shown) == len(items) else f"{rule} recall: the {len(shown)} lowest of {len(items)} classes"
     table = Table(title=title, header_style="bold")
     table.add_column("class")
     table.add_column("recall", justify="right")
@@ -88,7 +98,7 @@ def print_tables(result: dict[str, Any]) -> None:
     protocol = result["protocol"]
     console.print(fewshot_table(result["fewshot"]))
     console.print(classification_table(result["classification"], protocol))
-    console.print(recall_table(result["classification"]["per_class_recall"]))
+    console.print(recall_table(result["classification"]["per_class_recall"], result["classification"].get("rule", "knn")))
     console.print(verification_table(result["verification"], protocol["verification_pairs"]))
     if "calibration" in result:
         console.print(calibration_table(result))
