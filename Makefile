@@ -15,13 +15,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The GPU extra: onnxruntime-gpu replaces onnxruntime (they share one import name and must
-# never be installed together), plus TensorRT from NVIDIA's index.
+# The GPU extra: onnxruntime-gpu replaces onnxruntime and faiss-gpu-cu12 replaces faiss-cpu
+# (each pair shares one import name and must never be installed together), plus TensorRT.
 install-gpu: $(STAMP)
 	$(BIN)/python -m pip uninstall --yes onnxruntime onnxruntime-gpu
 	$(BIN)/python -m pip install --quiet -e '.[gpu,dev]'
 	$(BIN)/python -m pip uninstall --yes onnxruntime
 	$(BIN)/python -m pip install --quiet --force-reinstall --no-deps onnxruntime-gpu
+	$(BIN)/python -m pip uninstall --yes faiss-cpu
+	$(BIN)/python -m pip install --quiet --force-reinstall --no-deps faiss-gpu-cu12
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

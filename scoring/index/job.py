@@ -49,7 +49,7 @@ class IndexSummary:
 
 
 def _mib(size: int) -> str:
-    return f"{size / 2**20:.1f} MiB"
+    return f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size / 2**10:.1f} KiB"
 
 
 def _write_index(index: Any, path: Path) -> None:

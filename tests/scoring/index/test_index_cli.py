@@ -40,7 +40,7 @@ def test_flat_index_search_equals_brute_force_gallery_mode(onnx_model: Path, ima
     built = invoke("index", "build", str(onnx_model), str(images), "--out", str(index), "--kind", "flat",
                    "--shard-size", "5", *FAST)
     assert built.exit_code == 0, built.output
-    assert "recall@10" in built.output and "MiB" in built.output
+    assert "recall@10" in built.output and "memory" in built.output
     assert len(list((index / "shards").glob("shard-*.npy"))) == 4  # 18 images in shards of 5
 
     via_index = tmp_path / "index.csv"
