@@ -160,12 +160,14 @@ def export(
     calib_data: Annotated[Optional[Path], typer.Option("--calib-data", help="Images to calibrate int8 on (folder, CSV, list).")] = None,
     data: Annotated[Optional[Path], typer.Option("--data", help="Real images for the parity check (folder, CSV, list).")] = None,
     threads: ThreadsOpt = None,
+    triton: Annotated[Optional[Path], typer.Option("--triton", help="Also write a Triton Inference Server model repository here.")] = None,
+    triton_name: Annotated[str, typer.Option("--triton-name", help="The model's name in the Triton repository.")] = "encoder",
 ) -> None:
-    """Export the encoder to ONNX (validated, parity-checked), optionally int8 and TensorRT."""
+    """Export the encoder to ONNX (validated, parity-checked), optionally int8, TensorRT and a Triton repository."""
     from exporters.export import export_checkpoint
 
     export_checkpoint(checkpoint, out, trt=trt, fp16=fp16, opset=opset, max_batch=max_batch, int8=int8,
-                      calib_data=calib_data, data=data, threads=threads)
+                      calib_data=calib_data, data=data, threads=threads, triton=triton, triton_name=triton_name)
 
 
 @app.command()

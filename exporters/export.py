@@ -8,7 +8,10 @@ Steps, each printed as it finishes:
    export fails;
 3. ``encoder.json`` (the same metadata as in the ONNX);
 4. optionally ``encoder.int8.onnx`` (``--int8 --calib-data DIR``, ``exporters.int8``);
-5. optionally ``encoder.engine`` (``--trt``, ``exporters.tensorrt_engine.build_engine``). Without
+5. optionally a Triton Inference Server model repository (``--triton REPO``,
+   ``exporters.triton_repository``): ``REPO/<name>`` for ONNX Runtime, and ``REPO/<name>_trt``
+   beside it when ``--trt`` built an engine;
+6. optionally ``encoder.engine`` (``--trt``, ``exporters.tensorrt_engine.build_engine``). Without
    TensorRT or a CUDA device this step fails with exit code 2 and says the ONNX was written.
 
 The default output folder is ``<the checkpoint's folder>/export``: for a run folder
@@ -69,7 +72,8 @@ def _check_options(trt: bool, fp16: bool, int8: bool, calib_data: str | Path | N
 def export_checkpoint(checkpoint_path: str | Path, out: str | Path | None = None, *, trt: bool = False,
                       fp16: bool = False, opset: int = DEFAULT_OPSET, max_batch: int = DEFAULT_MAX_BATCH,
                       int8: bool = False, calib_data: str | Path | None = None, data: str | Path | None = None,
-                      threads: int | None = None) -> ExportResult:
+                      threads: int | None = None, triton: str | Path | None = None,
+                      triton_name: str = "encoder") -> ExportResult:
     """Exports a pretrain or finetune checkpoint; see the module docstring for the steps.
 
     Args:
@@ -83,6 +87,8 @@ def export_checkpoint(checkpoint_path: str | Path, out: str | Path | None = None
         calib_data: folder, CSV or list of calibration images.
         data: folder, CSV or list of images for the parity check on real images.
         threads: ONNX Runtime / torch CPU threads for the checks (None = all cores).
+        triton: also write a Triton model repository in this folder.
+        triton_name: the model's name (folder) in the repository.
 
     Raises:
         ToolkitError: bad options, not a toolkit checkpoint, a failed export, validation or
@@ -114,9 +120,21 @@ def export_checkpoint(checkpoint_path: str | Path, out: str | Path | None = None
     if int8:
         result.int8 = _export_int8(onnx_path, out_dir / "encoder.int8.onnx", info, calib_data, threads)
         result.files.append(result.int8.path)
+    if triton is not None:
+        from exporters.triton_repository import write_onnx_model
+
+        folder = write_onnx_model(triton, triton_name, onnx_path, max(max_batch, 2))
+        result.files.append(folder / "config.pbtxt")
+        say(f"wrote Triton model {folder} (onnxruntime_onnx, max_batch_size {max(max_batch, 2)}, dynamic batching)")
     if trt:
         result.engine = _build_trt(onnx_path, out_dir, fp16, max_batch)
         result.files.append(out_dir / "encoder.engine")
+        if triton is not None:
+            from exporters.triton_repository import write_tensorrt_model
+
+            folder = write_tensorrt_model(triton, f"{triton_name}_trt", out_dir / "encoder.engine", onnx_path, max_batch)
+            result.files.append(folder / "config.pbtxt")
+            say(f"wrote Triton model {folder} (tensorrt_plan, max_batch_size {max_batch})")
     return result
 
 
