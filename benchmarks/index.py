@@ -52,12 +52,13 @@ SIGMA = 0.06
 SWEEP_QUERIES = 1000
 
 
-def clustered(n: int, centres: np.ndarray, rng: np.random.Generator, chunk: int = 100_000) -> np.ndarray:
-    """[n, d] unit float32 points around random ``centres``."""
+def clustered(n: int, centres: np.ndarray, rng: np.random.Generator, sigma: float = SIGMA,
+              chunk: int = 100_000) -> np.ndarray:
+    """[n, d] unit float32 points around random ``centres``, noise ``sigma`` per coordinate."""
     out = np.empty((n, centres.shape[1]), dtype=np.float32)
     for start in range(0, n, chunk):
         m = min(chunk, n - start)
-        x = centres[rng.integers(0, len(centres), m)] + rng.standard_normal((m, centres.shape[1]), dtype=np.float32) * SIGMA
+        x = centres[rng.integers(0, len(centres), m)] + rng.standard_normal((m, centres.shape[1]), dtype=np.float32) * sigma
         out[start:start + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
     return out
 
@@ -97,6 +98,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--clusters", type=int, default=0, help="gaussian clusters (default n / 50)")
+    parser.add_argument("--sigma", type=float, default=SIGMA, help="per-coordinate noise (larger: overlapping clusters)")
     parser.add_argument("--queries", type=int, default=10_000)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
@@ -110,7 +112,7 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     centres = rng.standard_normal((clusters, args.dim), dtype=np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    gallery, queries = clustered(args.n, centres, rng), clustered(args.queries, centres, rng)
+    gallery, queries = clustered(args.n, centres, rng, args.sigma), clustered(args.queries, centres, rng, args.sigma)
     rows = []
 
     start = time.perf_counter()
@@ -161,7 +163,7 @@ def main() -> None:
         r["speedup_vs_brute_force"] = round(r["queries_per_s"] / base, 2)
     fast = [by[m] for m in ("ivf", "hnsw") if by[m]["recall_at_10"] >= 0.95]
     report = {
-        "benchmark": "index", "n": args.n, "dim": args.dim, "clusters": clusters, "sigma": SIGMA,
+        "benchmark": "index", "n": args.n, "dim": args.dim, "clusters": clusters, "sigma": args.sigma,
         "queries": args.queries, "k": K, "threads": args.threads, "faiss": faiss.__version__,
         "torch": torch.__version__, "cpu": platform.processor() or platform.machine(), "results": rows,
         "targets": {
