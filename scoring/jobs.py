@@ -245,9 +245,9 @@ def _score_index(model: str | Path, index: Path, queries: list[str], out: Path, 
                  settings: Settings) -> ScoreRun:
     from scoring.index.run import index_search
 
-    start = time.perf_counter()
-    res, embedding_seconds = index_search(model, index, queries, out, top_k=top_k, device=device, settings=settings)
-    run = ScoreRun(out, "index", res.rows_written, res.failed_rows, time.perf_counter() - start, embedding_seconds)
+    res, embedding_seconds, seconds = index_search(model, index, queries, out, top_k=top_k, device=device,
+                                                   settings=settings)
+    run = ScoreRun(out, "index", res.rows_written, res.failed_rows, seconds, embedding_seconds)
     say(f"top {res.top_k} of {res.gallery_size} indexed images for {res.queries} queries -> {out} "
         f"({res.rows_written} rows; {_stages(run)})")
     _report_failures(res.image_errors, res.failed_rows, res.queries, "query images", settings.strict, out)

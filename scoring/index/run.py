@@ -43,11 +43,15 @@ def index_add(folder: str | Path, images: str | Path, settings: Settings = Setti
 
 
 def index_search(model: str | Path, folder: str | Path, query_paths: list[str], out: Path, *, top_k: int,
-                 device: str, settings: Settings) -> tuple[job.IndexSearchResult, float]:
-    """``toolkit score MODEL --query Q --index DIR``; returns the result and the embedding seconds."""
+                 device: str, settings: Settings) -> tuple[job.IndexSearchResult, float, float]:
+    """``toolkit score MODEL --query Q --index DIR``; returns the result, the embedding seconds and the
+    seconds after the model was loaded and fingerprinted."""
+    import time
+
     backend = _open(model, settings)
     EmbeddingStore(folder).check_fingerprint(fingerprint_of(backend), str(model))
     timed = _TimedEmbedder(backend, settings)
+    start = time.perf_counter()
     result = job.search(folder, query_paths, out, timed, fingerprint_of(backend), source=str(model), top_k=top_k,
                         device=device)
-    return result, timed.seconds
+    return result, timed.seconds, time.perf_counter() - start
