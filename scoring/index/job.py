@@ -98,7 +98,8 @@ def build_from_store(folder: Path, kind: str, nprobe: int | None = None, device:
         raise ToolkitError(f"{folder}: no image of the gallery could be embedded; nothing to index")
     params = faiss_index.resolve_params(kind, len(vectors), vectors.shape[1], nprobe)
     rows = faiss_index.held_out_rows(len(vectors), RECALL_QUERIES)
-    train = np.delete(vectors, rows, axis=0) if len(vectors) - len(rows) >= max(params.nlist, 1) * 39 else vectors
+    held_out = len(vectors) - len(rows) >= max(params.nlist, 1) * 39  # else too few points to train without them
+    train = np.delete(vectors, rows, axis=0) if held_out else vectors
     start = time.perf_counter()
     index = faiss_index.build_index(vectors, params, train_sample=train)
     seconds = time.perf_counter() - start
@@ -106,7 +107,7 @@ def build_from_store(folder: Path, kind: str, nprobe: int | None = None, device:
     searched = faiss_index.to_device(index, device)
     recall = faiss_index.recall_at_k(searched, vectors, rows, recall_k)
     _write_index(index, folder / "index.faiss")
-    recall_dict = {"k": recall.k, "queries": recall.queries, "recall": recall.recall,
+    recall_dict = {"k": recall.k, "queries": recall.queries, "recall": recall.recall, "held_out": held_out,
                    "queries_per_second": recall.queries / max(recall.seconds, 1e-9)}
     _write_meta(folder, {"kind": kind, "params": params.to_dict(), "vectors": int(index.ntotal),
                          "dim": int(vectors.shape[1]), "build_seconds": seconds, "index_bytes": size,
@@ -116,7 +117,7 @@ def build_from_store(folder: Path, kind: str, nprobe: int | None = None, device:
              "hnsw": f", M {params.hnsw_m}, efSearch {params.ef_search}"}.get(kind, "")
     say(f"built {kind} index{tuned} over {index.ntotal} vectors of dim {vectors.shape[1]} in {seconds:.2f} s; "
         f"memory {_mib(size)} (flat would be {_mib(vectors.nbytes)}); recall@{recall.k} vs exact search "
-        f"{recall.recall:.4f} on {recall.queries} held-out gallery vectors -> {folder / 'index.faiss'}")
+        f"{recall.recall:.4f} on {recall.queries} {'held-out ' if held_out else ''}gallery vectors -> {folder / 'index.faiss'}")
     return summary(folder)
 
 
@@ -184,7 +185,8 @@ def print_info(folder: str | Path) -> IndexSummary:
         f"{s.failed_images} image(s) failed; memory {_mib(s.index_bytes)}; built in {s.build_seconds:.2f} s")
     say(f"params {json.dumps(s.params)}")
     if recall:
-        say(f"recall@{recall['k']} vs exact search {recall['recall']:.4f} on {recall['queries']} held-out vectors")
+        held = "held-out " if recall.get("held_out") else ""
+        say(f"recall@{recall['k']} vs exact search {recall['recall']:.4f} on {recall['queries']} {held}gallery vectors")
     say(f"model {manifest['source_model']} fingerprint {manifest['fingerprint'][:16]} ({manifest['model'][:22]}...), "
         f"preprocessing {json.dumps(manifest['preprocessing'])}")
     return s
