@@ -172,3 +172,12 @@ def test_cuda_device_moves_the_index_or_says_why_not(onnx_model: Path, images: P
         assert res.exit_code == 2 and "error: --device cuda: this faiss has no GPU support" in res.output
         pytest.skip("no faiss GPU build or no GPU here: checked the one-line error only")
     assert res.exit_code == 0, res.output
+
+
+def test_an_unreadable_gallery_image_is_reported_not_fatal(onnx_model: Path, images: Path, tmp_path: Path) -> None:
+    listing = tmp_path / "g.txt"
+    listing.write_text("".join(f"{images / n}\n" for n in ALL[:6]) + f"{tmp_path / 'missing.png'}\n")
+    index = tmp_path / "index"
+    assert invoke("index", "build", str(onnx_model), str(listing), "--out", str(index), *FAST).exit_code == 0
+    info = invoke("index", "info", str(index))
+    assert "6 vectors" in info.output and "1 image(s) failed" in info.output
