@@ -194,6 +194,8 @@ def score_images(model: str | Path, *, pairs: Path | None = None, query: Path | 
     """
     mode = _mode(pairs, query, gallery, support, index)
     out = Path(out or DEFAULT_OUT[mode])
+    if device != "cpu" and mode != "index":
+        raise ToolkitError(f"--device {device}: moves a faiss index; it applies with --index only")
     if html is not None and mode == "pairs":
         raise ToolkitError("--html reports the gallery, index and support modes, not --pairs")
     if mode in ("top_k", "index") and top_k < 1:
