@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO   := runs/demo
 
-.PHONY: install install-gpu demo test clean
+.PHONY: install install-gpu demo test clean browser-test
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,13 +15,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The GPU extra: onnxruntime-gpu replaces onnxruntime (they share one import name and must
-# never be installed together), plus TensorRT from NVIDIA's index.
+# The GPU extra: onnxruntime-gpu replaces onnxruntime and faiss-gpu-cu12 replaces faiss-cpu
+# (each pair shares one import name and must never be installed together), plus TensorRT.
 install-gpu: $(STAMP)
 	$(BIN)/python -m pip uninstall --yes onnxruntime onnxruntime-gpu
 	$(BIN)/python -m pip install --quiet -e '.[gpu,dev]'
 	$(BIN)/python -m pip uninstall --yes onnxruntime
 	$(BIN)/python -m pip install --quiet --force-reinstall --no-deps onnxruntime-gpu
+	$(BIN)/python -m pip uninstall --yes faiss-cpu
+	$(BIN)/python -m pip install --quiet --force-reinstall --no-deps faiss-gpu-cu12
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -43,3 +45,8 @@ demo: $(STAMP)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+# The HTML report of `toolkit score --html` checked in a real browser: Debian's chromium, headless.
+browser-test: $(STAMP)
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+	$(BIN)/python -m pytest -q tests/scoring/test_report_html.py

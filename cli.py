@@ -172,13 +172,15 @@ def export(
     int8_min_cosine: Annotated[float, typer.Option("--int8-min-cosine", help="Reject int8 below this min cosine to fp32 "
                                                    "on held-out images.")] = 0.999,
     int8_accept: Annotated[bool, typer.Option("--int8-accept", help="Keep an int8 model that fails the gate.")] = False,
+    triton: Annotated[Optional[Path], typer.Option("--triton", help="Also write a Triton Inference Server model repository here.")] = None,
+    triton_name: Annotated[str, typer.Option("--triton-name", help="The model's name in the Triton repository.")] = "encoder",
 ) -> None:
-    """Export the encoder to ONNX (validated, parity-checked), optionally int8 and TensorRT."""
+    """Export the encoder to ONNX (validated, parity-checked), optionally int8, TensorRT and a Triton repository."""
     from exporters.export import export_checkpoint
 
     export_checkpoint(checkpoint, out, trt=trt, fp16=fp16, opset=opset, max_batch=max_batch, int8=int8,
                       calib_data=calib_data, data=data, threads=threads, force=force,
-                      int8_min_cosine=int8_min_cosine, int8_accept=int8_accept)
+                      int8_min_cosine=int8_min_cosine, int8_accept=int8_accept, triton=triton, triton_name=triton_name)
 
 
 @app.command()
@@ -207,7 +209,8 @@ def score(
     query: Annotated[Optional[Path], typer.Option("--query", help="Query images (folder, CSV, list).")] = None,
     gallery: Annotated[Optional[Path], typer.Option("--gallery", help="Gallery images: top-k matches per query.")] = None,
     support: Annotated[Optional[Path], typer.Option("--support", help="Folder of class folders: classify queries.")] = None,
-    top_k: Annotated[int, typer.Option("--top-k", help="Matches per query (with --gallery).")] = 5,
+    index: Annotated[Optional[Path], typer.Option("--index", help="Index folder (toolkit index build): top-k matches per query.")] = None,
+    top_k: Annotated[int, typer.Option("--top-k", help="Matches per query (with --gallery or --index).")] = 5,
     out: Annotated[Optional[Path], typer.Option("--out", help="Output CSV (default scores.csv, matches.csv or predictions.csv).")] = None,
     threshold: Annotated[Optional[float], typer.Option("--threshold", help="Cosine for same / unknown (default: the model's).")] = None,
     backend: BackendOpt = None,
@@ -215,12 +218,69 @@ def score(
     workers: WorkersOpt = None,
     threads: ThreadsOpt = None,
     strict: StrictOpt = False,
+    device: Annotated[str, typer.Option("--device", help="Where the faiss index searches (with --index): cpu or cuda.")] = "cpu",
+    html: Annotated[Optional[Path], typer.Option("--html", help="Also write a self-contained HTML report (gallery, index, support).")] = None,
 ) -> None:
-    """Score image pairs, rank a gallery per query, or classify queries by a support set."""
+    """Score image pairs, rank a gallery (or an index) per query, or classify queries by a support set."""
     from scoring.jobs import Settings, score_images
 
     score_images(model, pairs=pairs, query=query, gallery=gallery, support=support, top_k=top_k, out=out,
-                 threshold=threshold, settings=Settings(backend, batch_size, workers, threads, strict))
+                 threshold=threshold, settings=Settings(backend, batch_size, workers, threads, strict),
+                 index=index, device=device, html=html)
+
+
+# --- index (issue 12) ---
+index_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                        help="A faiss index over a sharded embedding store, for galleries of millions.")
+app.add_typer(index_app, name="index")
+
+
+@index_app.command("build")
+@user_errors
+def index_build(
+    model: ModelArg,
+    gallery: Annotated[Path, typer.Argument(help="Gallery images: folder, CSV with a path column, or .txt list.")],
+    out: Annotated[Path, typer.Option("--out", help="Index folder (a killed build resumes with the same command).")],
+    kind: Annotated[str, typer.Option("--kind", help="flat (exact), ivf, hnsw or ivfpq.")] = "flat",
+    nprobe: Annotated[Optional[int], typer.Option("--nprobe", help="IVF cells searched per query (ivf, ivfpq).")] = None,
+    shard_size: Annotated[int, typer.Option("--shard-size", help="Images per embedding shard.")] = 50_000,
+    device: Annotated[str, typer.Option("--device", help="Where the recall check searches: cpu or cuda.")] = "cpu",
+    backend: BackendOpt = None,
+    batch_size: BatchOpt = 64,
+    workers: WorkersOpt = None,
+    threads: ThreadsOpt = None,
+) -> None:
+    """Embed a gallery once into shards and build a faiss index; prints build time, memory and recall@10."""
+    from scoring.index.run import index_build as run_build
+    from scoring.jobs import Settings
+
+    run_build(model, gallery, out, kind=kind, nprobe=nprobe, shard_size=shard_size, device=device,
+              settings=Settings(backend, batch_size, workers, threads))
+
+
+@index_app.command("add")
+@user_errors
+def index_add(
+    folder: Annotated[Path, typer.Argument(help="Index folder from toolkit index build.")],
+    images: Annotated[Path, typer.Argument(help="More images: folder, CSV with a path column, or .txt list.")],
+    batch_size: BatchOpt = 64,
+    workers: WorkersOpt = None,
+    threads: ThreadsOpt = None,
+) -> None:
+    """Embed more images with the index's own model and append them to the index."""
+    from scoring.index.run import index_add as run_add
+    from scoring.jobs import Settings
+
+    run_add(folder, images, Settings(None, batch_size, workers, threads))
+
+
+@index_app.command("info")
+@user_errors
+def index_info(folder: Annotated[Path, typer.Argument(help="Index folder from toolkit index build.")]) -> None:
+    """Print what an index holds: kind, vectors, shards, memory, recall, model fingerprint."""
+    from scoring.index.job import print_info
+
+    print_info(folder)
 
 
 # --- study (issue 4) ---

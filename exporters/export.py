@@ -11,7 +11,10 @@ Steps, each printed as it finishes:
    its minimum cosine to the fp32 embeddings on held-out images is below ``--int8-min-cosine``
    (default 0.999) the int8 file is renamed ``encoder.int8.onnx.rejected`` and the export fails
    (exit 2; the fp32 model stays), unless ``--int8-accept``;
-5. optionally ``encoder.engine`` (``--trt``, ``exporters.tensorrt_engine.build_engine``). Without
+5. optionally a Triton Inference Server model repository (``--triton REPO``,
+   ``exporters.triton_repository``): ``REPO/<name>`` for ONNX Runtime, and ``REPO/<name>_trt``
+   beside it when ``--trt`` built an engine;
+6. optionally ``encoder.engine`` (``--trt``, ``exporters.tensorrt_engine.build_engine``). Without
    TensorRT or a CUDA device this step fails with exit code 2 and says the ONNX was written.
 
 The default output folder is ``<the checkpoint's folder>/export``: for a run folder
@@ -76,7 +79,8 @@ def export_checkpoint(checkpoint_path: str | Path, out: str | Path | None = None
                       fp16: bool = False, opset: int = DEFAULT_OPSET, max_batch: int = DEFAULT_MAX_BATCH,
                       int8: bool = False, calib_data: str | Path | None = None, data: str | Path | None = None,
                       threads: int | None = None, force: bool = False, int8_min_cosine: float = INT8_MIN_COSINE,
-                      int8_accept: bool = False) -> ExportResult:
+                      int8_accept: bool = False, triton: str | Path | None = None,
+                      triton_name: str = "encoder") -> ExportResult:
     """Exports a pretrain or finetune checkpoint; see the module docstring for the steps.
 
     Args:
@@ -93,6 +97,8 @@ def export_checkpoint(checkpoint_path: str | Path, out: str | Path | None = None
         force: replace an ``encoder.onnx`` in ``out`` that was exported from another checkpoint.
         int8_min_cosine: the int8 gate's minimum cosine to fp32 (see the module docstring).
         int8_accept: keep an int8 model that fails the gate (with a warning).
+        triton: also write a Triton model repository in this folder.
+        triton_name: the model's name (folder) in the repository.
 
     Raises:
         ToolkitError: bad options, not a toolkit checkpoint, a failed export, validation or
@@ -131,9 +137,21 @@ def export_checkpoint(checkpoint_path: str | Path, out: str | Path | None = None
         result.int8 = _export_int8(onnx_path, out_dir / "encoder.int8.onnx", info, calib_data, threads)
         _int8_gate(result.int8, int8_min_cosine, int8_accept)
         result.files.append(result.int8.path)
+    if triton is not None:
+        from exporters.triton_repository import write_onnx_model
+
+        folder = write_onnx_model(triton, triton_name, onnx_path, max(max_batch, 2))
+        result.files.append(folder / "config.pbtxt")
+        say(f"wrote Triton model {folder} (onnxruntime_onnx, max_batch_size {max(max_batch, 2)}, dynamic batching)")
     if trt:
         result.engine = _build_trt(onnx_path, out_dir, fp16, max_batch)
         result.files.append(out_dir / "encoder.engine")
+        if triton is not None:
+            from exporters.triton_repository import write_tensorrt_model
+
+            folder = write_tensorrt_model(triton, f"{triton_name}_trt", out_dir / "encoder.engine", onnx_path, max_batch)
+            result.files.append(folder / "config.pbtxt")
+            say(f"wrote Triton model {folder} (tensorrt_plan, max_batch_size {max_batch})")
     return result
 
 

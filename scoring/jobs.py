@@ -183,8 +183,13 @@ class ScoreRun:
         return max(self.seconds - self.embedding_seconds, 0.0)
 
 
-def _mode(pairs: Path | None, query: Path | None, gallery: Path | None, support: Path | None) -> str:
-    usage = "choose one mode: --pairs CSV | --query Q --gallery G [--top-k K] | --support S --query Q"
+def _mode(pairs: Path | None, query: Path | None, gallery: Path | None, support: Path | None,
+          index: Path | None = None) -> str:
+    usage = "choose one mode: --pairs CSV | --query Q --gallery G [--top-k K] | --query Q --index DIR | --support S --query Q"
+    if index is not None:
+        if pairs or gallery or support or query is None:
+            raise ToolkitError(f"--index searches with --query only; {usage}")
+        return "index"
     if pairs is not None:
         if query or gallery or support:
             raise ToolkitError(f"--pairs cannot be combined with --query/--gallery/--support; {usage}")
@@ -196,18 +201,23 @@ def _mode(pairs: Path | None, query: Path | None, gallery: Path | None, support:
     raise ToolkitError(usage)
 
 
-DEFAULT_OUT = {"pairs": "scores.csv", "top_k": "matches.csv", "support": "predictions.csv"}
+DEFAULT_OUT = {"pairs": "scores.csv", "top_k": "matches.csv", "index": "matches.csv", "support": "predictions.csv"}
 
 
 def score_images(model: str | Path, *, pairs: Path | None = None, query: Path | None = None,
                  gallery: Path | None = None, support: Path | None = None, top_k: int = 5,
-                 out: Path | None = None, threshold: float | None = None, settings: Settings = Settings()) -> ScoreRun:
+                 out: Path | None = None, threshold: float | None = None, settings: Settings = Settings(),
+                 index: Path | None = None, device: str = "cpu", html: Path | None = None) -> ScoreRun:
     """``toolkit score`` in one of its three modes (see ``scoring.score``).
 
     Raises:
         ToolkitError: a bad model, mode or input file; ``FailedImages`` with ``strict`` and failures.
     """
-    mode = _mode(pairs, query, gallery, support)
+    mode = _mode(pairs, query, gallery, support, index)
+    if device != "cpu" and mode != "index":
+        raise ToolkitError(f"--device {device}: moves a faiss index; it applies with --index only")
+    if html is not None and mode == "pairs":
+        raise ToolkitError("--html reports the gallery, index and support modes, not --pairs")
     if top_k < 1:
         raise ToolkitError(f"--top-k {top_k}: must be 1 or more")
     if threshold is not None and not (math.isfinite(threshold) and -1.0 <= threshold <= 1.0):
@@ -219,6 +229,10 @@ def score_images(model: str | Path, *, pairs: Path | None = None, query: Path | 
     queries = score.read_image_list(query) if query is not None else []
     gallery_paths = score.read_image_list(gallery) if gallery is not None else []
     support_set = score.read_support_folder(support) if support is not None else None
+    if mode == "index":
+        run = _score_index(model, index, queries, out, top_k, device, settings)  # type: ignore[arg-type]
+        _html(html, mode, out, top_k, _indexed_paths(index))  # type: ignore[arg-type]
+        return run
     backend = _open(model, settings)
     timed = _TimedEmbedder(backend, settings)
     start = time.perf_counter()
@@ -248,7 +262,30 @@ def score_images(model: str | Path, *, pairs: Path | None = None, query: Path | 
             warn(f"classes without any readable support image, never predicted: {', '.join(res.classes_without_support)}")
         _report_failures(res.image_errors, res.failed_rows + res.failed_support,
                          res.rows_written + len(support_set.paths), "query/support images", settings.strict, out)
+    _html(html, mode, out, top_k, gallery_paths if mode == "top_k" else support_set)
     return run
+
+
+def _score_index(model: str | Path, index: Path, queries: list[str], out: Path, top_k: int, device: str,
+                 settings: Settings) -> ScoreRun:
+    from scoring.index.run import index_search
+
+    res, embedding_seconds, seconds = index_search(model, index, queries, out, top_k=top_k, device=device,
+                                                   settings=settings)
+    run = ScoreRun(out, "index", res.rows_written, res.failed_rows, seconds, embedding_seconds)
+    say(f"top {res.top_k} of {res.gallery_size} indexed images for {res.queries} queries -> {out} "
+        f"({res.rows_written} rows; {_stages(run)})")
+    _report_failures(res.image_errors, res.failed_rows, res.queries, "query images", settings.strict, out)
+    return run
+
+
+def _html(html: Path | None, mode: str, out: Path, top_k: int, gallery: object) -> None:
+    if html is None:
+        return
+    from scoring.report_html import write_report
+
+    report = write_report(html, mode, out, top_k=top_k, gallery=gallery)
+    say(f"wrote {html} ({report})")
 
 
 def _stages(run: ScoreRun) -> str:
@@ -264,3 +301,9 @@ def _summarise_pairs(result: score.PairScoreResult, run: ScoreRun) -> None:
             f"ROC AUC {result.roc_auc:.4f}, EER {result.eer:.4f} at threshold {result.eer_threshold:.4f}")
     elif result.labelled_rows:
         say(f"labelled pairs: {result.labelled_rows}, but AUC/EER need both same and different pairs")
+
+
+def _indexed_paths(index: Path) -> list[str]:
+    from scoring.index.store import EmbeddingStore
+
+    return EmbeddingStore(index).ok_paths()

@@ -1,0 +1,7 @@
+"""Galleries of millions: a sharded embedding store and a faiss index over it (``toolkit index``).
+
+* ``fingerprint``: what identifies a model's embedding space (graph or weights + preprocessing);
+* ``store``: float32 ``.npy`` shards + their paths, written resumably, one shard at a time;
+* ``faiss_index``: flat / IVF / HNSW / IVF-PQ indexes over l2-normalised vectors (cosine);
+* ``job``: ``toolkit index build|add|info`` and ``toolkit score --index``.
+"""

@@ -1,0 +1,57 @@
+"""The model side of ``toolkit index``: open the backend, fingerprint it, bind the embedder, call ``job``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from exporters.runtime import Backend
+from scoring.index import job
+from scoring.index.fingerprint import model_fingerprint
+from scoring.index.store import DEFAULT_SHARD_SIZE, EmbeddingStore
+from scoring.jobs import Settings, _open, _TimedEmbedder
+from toolkit.errors import ToolkitError
+
+
+def fingerprint_of(backend: Backend) -> dict[str, Any]:
+    """The backend's fingerprint plus its kind (so ``index add`` can reopen the same model)."""
+    return {**model_fingerprint(backend), "backend": backend.name}
+
+
+def index_build(model: str | Path, gallery: str | Path, out: str | Path, *, kind: str = "flat",
+                nprobe: int | None = None, shard_size: int = DEFAULT_SHARD_SIZE, device: str = "cpu",
+                settings: Settings = Settings()) -> job.IndexSummary:
+    """``toolkit index build MODEL GALLERY --out DIR``."""
+    paths = job.read_gallery(gallery)
+    backend = _open(model, settings)
+    return job.build(out, paths, _TimedEmbedder(backend, settings), fingerprint_of(backend),
+                     source=str(Path(backend.source).resolve()), kind=kind, nprobe=nprobe, shard_size=shard_size,
+                     device=device)
+
+
+def index_add(folder: str | Path, images: str | Path, settings: Settings = Settings()) -> job.IndexSummary:
+    """``toolkit index add DIR MORE_IMAGES``: embeds with the model that built the store (checked by fingerprint)."""
+    manifest = EmbeddingStore(folder).manifest()
+    paths = job.read_gallery(images)
+    model = manifest["source_model"]
+    if not Path(model).exists():
+        raise ToolkitError(f"{folder}: the model that built it, {model}, no longer exists")
+    backend = _open(model, Settings(manifest.get("backend"), settings.batch_size, settings.workers, settings.threads,
+                                    settings.strict, settings.progress))
+    EmbeddingStore(folder).check_fingerprint(fingerprint_of(backend), model)
+    return job.add(folder, paths, _TimedEmbedder(backend, settings))
+
+
+def index_search(model: str | Path, folder: str | Path, query_paths: list[str], out: Path, *, top_k: int,
+                 device: str, settings: Settings) -> tuple[job.IndexSearchResult, float, float]:
+    """``toolkit score MODEL --query Q --index DIR``; returns the result, the embedding seconds and the
+    seconds after the model was loaded and fingerprinted."""
+    import time
+
+    backend = _open(model, settings)
+    EmbeddingStore(folder).check_fingerprint(fingerprint_of(backend), str(model))
+    timed = _TimedEmbedder(backend, settings)
+    start = time.perf_counter()
+    result = job.search(folder, query_paths, out, timed, fingerprint_of(backend), source=str(model), top_k=top_k,
+                        device=device)
+    return result, timed.seconds, time.perf_counter() - start
