@@ -1,8 +1,8 @@
 """The Ray engine of `toolkit embed` / `toolkit score` (``--engine ray``): images embedded on a cluster.
 
 Ray Data's documented pattern for offline batch inference: a dataset of image paths, and
-``map_batches`` over an actor pool of model replicas (``concurrency=N``, ``num_gpus`` per
-replica). Each replica opens the model once in ``__init__`` (``exporters.runtime.open_backend``:
+``map_batches`` over an actor pool of model replicas (``compute=ActorPoolStrategy(size=N)``, the
+spelling of ``concurrency=N`` that Ray 2.51+ does not deprecate; ``num_gpus`` per replica). Each replica opens the model once in ``__init__`` (``exporters.runtime.open_backend``:
 ONNX Runtime, TensorRT or torch) and, per batch, reads and decodes its images with the local
 engine's own code (``scoring.images.ImageFiles``: ``load_image`` -> ``decode_image``), normalises
 them with the same ``Normalizer`` and runs the model, so pixels and model input are identical
@@ -20,7 +20,8 @@ What is gathered where:
   the driver, in the chunks ``toolkit.metrics.similarity`` bounds (``PAIR_CHUNK_BYTES``,
   ``TOPK_CHUNK_BYTES``), and the driver writes the same ``.npz`` / CSV as the local engine.
 
-Fault tolerance: the actor pool runs with ``max_restarts=-1`` and ``max_task_retries=-1``, so a
+Fault tolerance: Ray Data runs actor pools with ``max_restarts=-1`` and ``max_task_retries=-1``
+(its defaults, see ``ActorPoolMapOperator``), so a
 replica that dies (OOM-killed, node lost) is restarted and its batch is run again; every image
 keeps its row because the driver places results by their index and checks that none is missing.
 
@@ -241,6 +242,8 @@ def embed_paths_ray(model: str | Path, paths: list[str], *, backend: str | None 
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = progress
         context.print_on_execution_start = False
+        if not progress:  # Ray Data's per-job INFO lines (plan, "execution finished") go with the bars
+            logging.getLogger("ray.data").setLevel(logging.WARNING)
         device = "cuda" if options.gpus_per_replica > 0 else "cpu"
         say(f"Ray: {replicas} replica(s) of {Path(model_file).name} ({options.cpus_per_replica:g} CPU"
             f"{f', {options.gpus_per_replica:g} GPU' if options.gpus_per_replica else ''} each) over {len(paths)} images")
@@ -248,10 +251,9 @@ def embed_paths_ray(model: str | Path, paths: list[str], *, backend: str | None 
             EmbedReplica,
             fn_constructor_kwargs={"model": model_file, "backend": backend, "device": device,
                                    "threads": threads or max(1, int(options.cpus_per_replica))},
-            batch_size=batch_size, batch_format="numpy", concurrency=replicas,
+            batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=replicas),
             num_cpus=options.cpus_per_replica, num_gpus=options.gpus_per_replica or None,
-            max_restarts=-1, max_task_retries=-1,
-        )
+        )  # Ray Data gives actor pools max_restarts=-1 and max_task_retries=-1 unless told otherwise
         try:
             return _gather(embedded, paths, info.embedding_dim)
         except ToolkitError:
