@@ -41,7 +41,15 @@ def images_under(folder: Path) -> list[str]:
     return [str(p) for p in files]
 
 
+def is_uri(entry: str) -> bool:
+    """True for ``scheme://...`` entries (s3://, gs://, hdfs://, file://): read through pyarrow's filesystems."""
+    scheme, sep, _ = entry.partition("://")
+    return bool(sep) and scheme.isidentifier() and len(scheme) > 1  # not a Windows drive letter
+
+
 def resolve(entry: str, base: Path) -> str:
+    if is_uri(entry):
+        return entry
     path = Path(entry).expanduser()
     return str(path if path.is_absolute() else base / path)
 

@@ -209,7 +209,10 @@ def _dataset(ray: Any, paths: list[str], batch_size: int) -> Any:
     """Absolute paths (the workers' working folders differ) with their index, in blocks of whole batches."""
     import pyarrow as pa
 
-    table = pa.table({"index": np.arange(len(paths), dtype=np.int64), "path": [os.path.abspath(p) for p in paths]})
+    from scoring.image_lists import is_uri
+
+    absolute = [p if is_uri(p) else os.path.abspath(p) for p in paths]
+    table = pa.table({"index": np.arange(len(paths), dtype=np.int64), "path": absolute})
     rows = batch_size * max(1, math.ceil(len(paths) / (batch_size * MAX_BLOCKS)))
     return ray.data.from_arrow([table.slice(start, rows) for start in range(0, len(paths), rows)])
 

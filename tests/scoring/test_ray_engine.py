@@ -44,11 +44,12 @@ def crash_marker(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def image_list(images: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
-    """A list of the 18 images with a missing and a corrupt file among them."""
+    """A list of the 18 images with a missing and a corrupt file among them; the first as a file:// URI."""
     folder = tmp_path_factory.mktemp("lists")
     (folder / "corrupt.png").write_bytes(b"not an image")
     paths = sorted(str(p) for p in images.rglob("*.png"))
-    listed = paths[:5] + [str(folder / "gone.png")] + paths[5:11] + [str(folder / "corrupt.png")] + paths[11:]
+    listed = [f"file://{paths[0]}"] + paths[1:5] + [str(folder / "gone.png")] + paths[5:11] + \
+        [str(folder / "corrupt.png")] + paths[11:]
     (folder / "list.txt").write_text("\n".join(listed) + "\n")
     return folder / "list.txt", paths
 
@@ -73,7 +74,7 @@ def test_embed_on_ray_equals_the_local_engine_with_bad_images_and_a_killed_repli
     remote = _embed(model, listed, tmp_path / "ray.npz", *RAY)
 
     assert not crash_marker.exists()  # a replica really did exit mid-job; Ray restarted it and reran its batch
-    assert remote["paths"].tolist() == local["paths"].tolist() == paths
+    assert remote["paths"].tolist() == local["paths"].tolist() == [f"file://{paths[0]}", *paths[1:]]
     assert remote["failed_paths"].tolist() == local["failed_paths"].tolist() == [
         str(listed.parent / "gone.png"), str(listed.parent / "corrupt.png")]
     assert remote["errors"].tolist() == local["errors"].tolist()
@@ -107,6 +108,7 @@ def test_every_score_mode_on_ray_writes_the_local_rows(crash_marker: Path, expor
 
     local, remote = _score_both(model, tmp_path / "top", "--query", str(listed), "--gallery", str(images), "--top-k", "3")
     assert remote == local and len(remote) == 3 * len(paths) + 2
+    assert [r["gallery"] for r in remote if r["query"] == f"file://{paths[0]}"][0] == paths[0]  # the URI finds its file
 
     support = images  # images/<class>/<file>: a support set of 3 classes
     local, remote = _score_both(model, tmp_path / "support", "--support", str(support), "--query", str(listed))
