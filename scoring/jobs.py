@@ -71,7 +71,8 @@ def _open(model: str | Path, settings: Settings) -> Backend | Any:
     """The local backend, opened; with ``--engine ray`` the Ray embedder (the model opens in its replicas)."""
     settings.check()
     if settings.engine == "ray":
-        from scoring.ray_engine import RayEmbedder, RayOptions
+        from scoring.ray_cluster import RayOptions
+        from scoring.ray_engine import RayEmbedder
 
         options = RayOptions(settings.address, settings.replicas, settings.gpus_per_replica)
         return RayEmbedder(model, backend=settings.backend, batch_size=settings.batch_size, threads=settings.threads,

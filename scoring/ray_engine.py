@@ -1,13 +1,14 @@
 """The Ray engine of `toolkit embed` / `toolkit score` (``--engine ray``): images embedded on a cluster.
 
 Ray Data's documented pattern for offline batch inference: a dataset of image paths, and
-``map_batches`` over an actor pool of model replicas (``compute=ActorPoolStrategy(size=N)``, the
-spelling of ``concurrency=N`` that Ray 2.51+ does not deprecate; ``num_gpus`` per replica). Each replica opens the model once in ``__init__`` (``exporters.runtime.open_backend``:
-ONNX Runtime, TensorRT or torch) and, per batch, reads and decodes its images with the local
-engine's own code (``scoring.images.ImageFiles``: ``load_image`` -> ``decode_image``), normalises
-them with the same ``Normalizer`` and runs the model, so pixels and model input are identical
-to the local engine's. Decoding lives in the replica rather than in a separate task stage:
-on CPU nodes decoding and the model share the same cores anyway, and one stage moves no
+``map_batches`` over an actor pool of model replicas (``compute=ActorPoolStrategy(size=N)``,
+the spelling of ``concurrency=N`` that Ray 2.51+ does not deprecate; ``num_gpus`` per replica).
+Each replica opens the model once in ``__init__`` (``exporters.runtime.open_backend``: ONNX
+Runtime, TensorRT or torch) and, per batch, reads and decodes its images with the local
+engine's own code (``scoring.images.ImageFiles``: ``load_image`` -> ``decode_image``),
+normalises them with the same ``Normalizer`` and runs the model, so pixels and model input are
+identical to the local engine's. Decoding lives in the replica rather than in a separate task
+stage: on CPU nodes decoding and the model share the same cores anyway, and one stage moves no
 decoded pixels through the object store.
 
 What is gathered where:
@@ -21,9 +22,9 @@ What is gathered where:
   ``TOPK_CHUNK_BYTES``), and the driver writes the same ``.npz`` / CSV as the local engine.
 
 Fault tolerance: Ray Data runs actor pools with ``max_restarts=-1`` and ``max_task_retries=-1``
-(its defaults, see ``ActorPoolMapOperator``), so a
-replica that dies (OOM-killed, node lost) is restarted and its batch is run again; every image
-keeps its row because the driver places results by their index and checks that none is missing.
+(its defaults, see ``ActorPoolMapOperator``), so a replica that dies (OOM-killed, node lost) is
+restarted and its batch is run again; every image keeps its row because the driver places
+results by their index and checks that each comes back exactly once.
 
 ``embed_paths_ray`` is the ``(paths) -> (embeddings, ok_paths, errors)`` contract of
 ``scoring.image_lists.EmbedPaths``, so any job that embeds a list of paths (score, embed, an
@@ -32,12 +33,9 @@ index build) can run on Ray by calling it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,94 +45,14 @@ import torch
 from exporters import metadata
 from exporters.metadata import ModelInfo
 from exporters.runtime import open_backend, resolve_model
+from scoring.ray_cluster import RayOptions, default_replicas, import_ray, ray_cluster
 from toolkit.console import info as say
 from toolkit.errors import ToolkitError
 
-INSTALL_HINT = "pip install -e '.[ray]'"
 # Fault injection for the tests: when this names an existing file, the first replica to reach a
 # batch deletes the file and kills its own process (os._exit), as an OOM kill would.
 CRASH_ONCE_ENV = "TOOLKIT_RAY_CRASH_ONCE"
 MAX_BLOCKS = 4096  # more blocks spread work and make retries cheap; too many cost scheduling time
-
-
-@dataclass(frozen=True)
-class RayOptions:
-    """Where and how wide the Ray engine runs: ``--address``, ``--replicas``, ``--gpus-per-replica``.
-
-    Attributes:
-        address: "auto" (the cluster this machine belongs to, else a local one started for the
-            job), or a cluster address such as "ray://head:10001" or "10.0.0.1:6379".
-        replicas: model replicas (actors); None = as many as the cluster has CPUs (GPUs with
-            ``gpus_per_replica``) for them.
-        gpus_per_replica: GPUs each replica reserves (0 = CPU replicas; fractions share a GPU).
-        cpus_per_replica: CPUs each replica reserves (also its model's thread count by default).
-    """
-
-    address: str = "auto"
-    replicas: int | None = None
-    gpus_per_replica: float = 0.0
-    cpus_per_replica: float = 1.0
-
-    def check(self) -> None:
-        if self.replicas is not None and self.replicas < 1:
-            raise ToolkitError(f"--replicas {self.replicas}: must be 1 or more")
-        if self.gpus_per_replica < 0:
-            raise ToolkitError(f"--gpus-per-replica {self.gpus_per_replica}: must be 0 or more")
-        if not self.address.strip():
-            raise ToolkitError("--address is empty; use 'auto' or a cluster address such as 10.0.0.1:6379")
-
-
-def import_ray() -> Any:
-    """The ``ray`` module with Ray Data, or a one-line error saying how to install it."""
-    try:
-        import ray
-        import ray.data  # noqa: F401 - the engine needs Ray Data, not only Ray Core
-    except ImportError:
-        raise ToolkitError(f"--engine ray needs Ray (with Ray Data), which is not installed: {INSTALL_HINT}") from None
-    return ray
-
-
-@contextlib.contextmanager
-def ray_cluster(address: str = "auto") -> Iterator[Any]:
-    """Connects to a Ray cluster for the length of a job; says which one in one info line.
-
-    ``auto``: the running cluster this machine belongs to (``ray start``, or ``RAY_ADDRESS``),
-    else a local one started for the job and stopped after it. A process already connected
-    (``ray.init`` done by the caller, as in the tests) keeps its connection.
-
-    Raises:
-        ToolkitError: Ray is not installed, or a given address has no cluster.
-    """
-    ray = import_ray()
-    if ray.is_initialized():
-        say(f"Ray: using the cluster this process is connected to ({_cpus(ray)})")
-        yield ray
-        return
-    quiet = {"logging_level": logging.WARNING, "configure_logging": True}
-    if address == "auto":
-        try:
-            ray.init(address="auto", **quiet)
-            say(f"Ray: joined the running cluster ({_cpus(ray)})")
-        except ConnectionError:
-            ray.init(include_dashboard=False, **quiet)
-            say(f"Ray: no running cluster found; started a local one for this job ({_cpus(ray)})")
-    else:
-        try:
-            ray.init(address=address, **quiet)
-        except Exception as exc:  # noqa: BLE001 - ConnectionError, ValueError, RuntimeError by address kind
-            reason = " ".join(str(exc).split())[:200]
-            raise ToolkitError(f"--address {address}: cannot connect to a Ray cluster ({type(exc).__name__}: {reason})") from None
-        say(f"Ray: connected to the cluster at {address} ({_cpus(ray)})")
-    try:
-        yield ray
-    finally:
-        ray.shutdown()  # stops a local cluster we started; only disconnects from a running one
-
-
-def _cpus(ray: Any) -> str:
-    resources = ray.cluster_resources()
-    gpus = int(resources.get("GPU", 0))
-    return f"{len(ray.nodes())} node(s), {int(resources.get('CPU', 0))} CPUs" + (f", {gpus} GPUs" if gpus else "")
 
 
 def model_info(model: str | Path, backend: str | None = None) -> ModelInfo:
@@ -197,14 +115,6 @@ def _crash_once_if_asked() -> None:
         os._exit(1)
 
 
-def default_replicas(ray: Any, options: RayOptions) -> int:
-    """As many replicas as the cluster's CPUs (or GPUs, for GPU replicas) make room for."""
-    resources = ray.cluster_resources()
-    if options.gpus_per_replica > 0:
-        return max(1, int(resources.get("GPU", 0) // options.gpus_per_replica))
-    return max(1, int(resources.get("CPU", 1) // options.cpus_per_replica))
-
-
 def _dataset(ray: Any, paths: list[str], batch_size: int) -> Any:
     """Absolute paths (the workers' working folders differ) with their index, in blocks of whole batches."""
     import pyarrow as pa
@@ -239,7 +149,10 @@ def embed_paths_ray(model: str | Path, paths: list[str], *, backend: str | None 
     """
     options.check()
     info = model_info(model, backend)
-    model_file = str(resolve_model(model, backend)[1].resolve())
+    kind, model_path = resolve_model(model, backend)
+    if kind == "tensorrt" and options.gpus_per_replica <= 0:
+        raise ToolkitError(f"{model_path}: a TensorRT engine runs on a GPU; give --gpus-per-replica (1, or a fraction to share one)")
+    model_file = str(model_path.resolve())
     with ray_cluster(options.address) as ray:
         replicas = options.replicas or default_replicas(ray, options)
         context = ray.data.DataContext.get_current()

@@ -124,3 +124,15 @@ def test_without_ray_the_engine_is_a_one_line_error(exported_run: Path, image_li
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == ["error: --engine ray needs Ray (with Ray Data), which is not "
                                                   "installed: pip install -e '.[ray]'"]
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (("--engine", "spark"), "error: --engine spark: valid are local, ray"),
+    (("--engine", "ray", "--replicas", "0"), "error: --replicas 0: must be 1 or more"),
+    (("--engine", "ray", "--gpus-per-replica", "-1"), "error: --gpus-per-replica -1.0: must be 0 or more"),
+])
+def test_bad_engine_settings_are_one_line_errors(exported_run: Path, image_list, tmp_path: Path, flags, message) -> None:
+    listed, _ = image_list
+    result = invoke("embed", str(exported_run / "export" / "encoder.onnx"), str(listed), *flags,
+                    "--out", str(tmp_path / "e.npz"))
+    assert result.exit_code == 2 and result.output.strip().splitlines() == [message]
