@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -81,6 +82,7 @@ def ray_cluster(address: str = "auto") -> Iterator[Any]:
             ray.init(include_dashboard=False, **quiet)
             say(f"Ray: no running cluster found; started a local one for this job ({_cpus(ray)})")
     else:
+        _check_reachable(address)
         try:
             ray.init(address=address, **quiet)
         except Exception as exc:  # noqa: BLE001 - ConnectionError, ValueError, RuntimeError by address kind
@@ -91,6 +93,22 @@ def ray_cluster(address: str = "auto") -> Iterator[Any]:
         yield ray
     finally:
         ray.shutdown()  # stops a local cluster we started; only disconnects from a running one
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """A quick TCP probe of ``[ray://]host:port``: Ray itself retries an absent head for minutes.
+
+    Raises:
+        ToolkitError: nothing accepts connections there.
+    """
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        raise ToolkitError(f"--address {address}: expected auto, HOST:PORT (e.g. 10.0.0.1:6379) or ray://HOST:10001")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ToolkitError(f"--address {address}: no Ray cluster answers there ({exc.strerror or type(exc).__name__}); "
+                           "start one with `ray start --head`, or use --address auto") from None
 
 
 def _cpus(ray: Any) -> str:

@@ -136,3 +136,18 @@ def test_bad_engine_settings_are_one_line_errors(exported_run: Path, image_list,
     result = invoke("embed", str(exported_run / "export" / "encoder.onnx"), str(listed), *flags,
                     "--out", str(tmp_path / "e.npz"))
     assert result.exit_code == 2 and result.output.strip().splitlines() == [message]
+
+
+@pytest.mark.parametrize(("address", "message"), [
+    ("127.0.0.1:1", "error: --address 127.0.0.1:1: no Ray cluster answers there ("),
+    ("headnode", "error: --address headnode: expected auto, HOST:PORT"),
+])
+def test_an_address_without_a_cluster_is_a_quick_one_line_error(exported_run: Path, image_list, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch, address: str,
+                                                                 message: str) -> None:
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # as in a fresh `toolkit` process
+    listed, _ = image_list
+    result = invoke("embed", str(exported_run / "export" / "encoder.onnx"), str(listed), "--engine", "ray",
+                    "--address", address, "--out", str(tmp_path / "e.npz"))
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith(message)
