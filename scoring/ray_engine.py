@@ -136,7 +136,7 @@ def embed_paths_ray(model: str | Path, paths: list[str], *, backend: str | None 
         model: a checkpoint, ``.onnx`` or TensorRT engine on a path every node sees.
         paths: image files on a path every node sees; duplicates are embedded each time.
         backend: torch, onnx or tensorrt (default: by the model's suffix).
-        batch_size: images per model call in a replica.
+        batch_size: images per model call in a replica (smaller when the list is shorter than replicas x batch).
         threads: model threads per replica (default: its ``cpus_per_replica``).
         options: the cluster address and the replicas.
         progress: show Ray Data's progress bars.
@@ -160,7 +160,10 @@ def embed_paths_ray(model: str | Path, paths: list[str], *, backend: str | None 
         context.print_on_execution_start = False
         if not progress:  # Ray Data's per-job INFO lines (plan, "execution finished") go with the bars
             logging.getLogger("ray.data").setLevel(logging.WARNING)
+            logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "Progress bars disabled"
         device = "cuda" if options.gpus_per_replica > 0 else "cpu"
+        # A list shorter than replicas x batch is split over every replica rather than left to one.
+        batch_size = max(1, min(batch_size, math.ceil(len(paths) / replicas)))
         say(f"Ray: {replicas} replica(s) of {Path(model_file).name} ({options.cpus_per_replica:g} CPU"
             f"{f', {options.gpus_per_replica:g} GPU' if options.gpus_per_replica else ''} each) over {len(paths)} images")
         embedded = _dataset(ray, paths, batch_size).map_batches(
