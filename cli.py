@@ -145,7 +145,7 @@ BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per model ca
 WorkersOpt = Annotated[Optional[int], typer.Option("--workers", help="Image decoding processes (default: cores - 1; 0 = none).")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads of the model (default: all cores).")]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Exit 1 when any image fails (the output is still written).")]
-EngineOpt = Annotated[str, typer.Option("--engine", help="local (this machine) or ray (a Ray cluster; pip install -e '.[ray]').")]
+EngineOpt = Annotated[str, typer.Option("--engine", help="local (this machine) or ray (a Ray cluster; pip install -e '.\\[ray]').")]
 AddressOpt = Annotated[str, typer.Option("--address", help="With --engine ray: the cluster address; auto = the cluster this "
                                          "machine belongs to, or a local one started for the job.")]
 ReplicasOpt = Annotated[Optional[int], typer.Option("--replicas", help="With --engine ray: model replicas (default: one "
