@@ -153,6 +153,12 @@ BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per model ca
 WorkersOpt = Annotated[Optional[int], typer.Option("--workers", help="Image decoding processes (default: cores - 1; 0 = none).")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads of the model (default: all cores).")]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Exit 1 when any image fails (the output is still written).")]
+EngineOpt = Annotated[str, typer.Option("--engine", help="local (this machine) or ray (a Ray cluster; pip install -e '.\\[ray]').")]
+AddressOpt = Annotated[str, typer.Option("--address", help="With --engine ray: the cluster address; auto = the cluster this "
+                                         "machine belongs to, or a local one started for the job.")]
+ReplicasOpt = Annotated[Optional[int], typer.Option("--replicas", help="With --engine ray: model replicas (default: one "
+                                                    "per CPU, or per --gpus-per-replica GPUs, of the cluster).")]
+GpusOpt = Annotated[float, typer.Option("--gpus-per-replica", help="With --engine ray: GPUs per replica (0 = CPU).")]
 
 
 @app.command()
@@ -194,11 +200,16 @@ def embed(
     workers: WorkersOpt = None,
     threads: ThreadsOpt = None,
     strict: StrictOpt = False,
+    engine: EngineOpt = "local",
+    address: AddressOpt = "auto",
+    replicas: ReplicasOpt = None,
+    gpus_per_replica: GpusOpt = 0.0,
 ) -> None:
     """Embed images with a checkpoint, an ONNX model or a TensorRT engine."""
     from scoring.jobs import Settings, embed_images
 
-    embed_images(model, images, out, Settings(backend, batch_size, workers, threads, strict))
+    embed_images(model, images, out, Settings(backend, batch_size, workers, threads, strict, engine=engine,
+                                              address=address, replicas=replicas, gpus_per_replica=gpus_per_replica))
 
 
 @app.command()
@@ -220,12 +231,18 @@ def score(
     strict: StrictOpt = False,
     device: Annotated[str, typer.Option("--device", help="Where the faiss index searches (with --index): cpu or cuda.")] = "cpu",
     html: Annotated[Optional[Path], typer.Option("--html", help="Also write a self-contained HTML report (gallery, index, support).")] = None,
+    engine: EngineOpt = "local",
+    address: AddressOpt = "auto",
+    replicas: ReplicasOpt = None,
+    gpus_per_replica: GpusOpt = 0.0,
 ) -> None:
     """Score image pairs, rank a gallery (or an index) per query, or classify queries by a support set."""
     from scoring.jobs import Settings, score_images
 
+    settings = Settings(backend, batch_size, workers, threads, strict, engine=engine, address=address,
+                        replicas=replicas, gpus_per_replica=gpus_per_replica)
     score_images(model, pairs=pairs, query=query, gallery=gallery, support=support, top_k=top_k, out=out,
-                 threshold=threshold, settings=Settings(backend, batch_size, workers, threads, strict),
+                 threshold=threshold, settings=settings,
                  index=index, device=device, html=html)
 
 

@@ -27,6 +27,11 @@ scoring stage's pairs/s. The target: scoring < 5% of the total.
     python benchmarks/inference.py --images ~/.cache/toolkit-data/cifar10/test
     python benchmarks/inference.py --models resnet18-32 --batches 1,4 --repeats 2 --pairs 2000 --unique 50
 
+``--engine ray`` instead compares ``toolkit embed --engine ray`` with the local engine on the
+same cores and estimates N-node throughput (``benchmarks/ray_throughput.py``):
+
+    python benchmarks/inference.py --engine ray --unique 2000 --json benchmarks/results/inference_ray.json
+
 Prints one JSON object (also written to ``--json``).
 """
 
@@ -49,6 +54,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import ray_throughput  # noqa: E402
 from scoring.images import load_image  # noqa: E402
 from exporters.metadata import ModelInfo  # noqa: E402
 from exporters.parity import normalise  # noqa: E402
@@ -242,7 +248,18 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=1_000_000, help="pairs for the scoring benchmark (0 = skip)")
     parser.add_argument("--unique", type=int, default=10_000, help="distinct images of the scoring benchmark")
     parser.add_argument("--json", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="ray: compare toolkit embed's Ray engine with the local one instead (ray_throughput.py)")
+    ray_throughput.add_arguments(parser)
     args = parser.parse_args()
+    if args.engine == "ray":
+        with tempfile.TemporaryDirectory(prefix="toolkit-ray-") as tmp:
+            text = json.dumps({"settings": {k: str(v) for k, v in vars(args).items()},
+                               "engines": ray_throughput.compare_engines(args, Path(tmp))}, indent=2)
+        print(text)
+        if args.json is not None:
+            args.json.write_text(text + "\n")
+        return
     args.batches = [int(b) for b in args.batches.split(",")]
     models = [m for m in args.models.split(",") if m] + (["checkpoint"] if args.checkpoint else [])
     unknown = [m for m in models if m not in MODELS and m != "checkpoint"]

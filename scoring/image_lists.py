@@ -43,8 +43,16 @@ def images_under(folder: Path) -> list[str]:
     return [str(p) for p in files]
 
 
+def is_uri(entry: str) -> bool:
+    """True for ``scheme://...`` entries (s3://, gs://, hdfs://, file://): read through pyarrow's filesystems."""
+    scheme, sep, _ = entry.partition("://")
+    return bool(sep) and scheme.isidentifier() and len(scheme) > 1  # not a Windows drive letter
+
+
 def resolve(entry: str, base: Path) -> str:
-    """A list entry as a path string: ``~`` expanded, relative entries against ``base``."""
+    """A list entry as a path string: URIs as they are, ``~`` expanded, relative entries against ``base``."""
+    if is_uri(entry):
+        return entry
     return str(resolve_entry(entry, base))
 
 

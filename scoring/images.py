@@ -10,6 +10,7 @@ cannot be decoded is reported with its reason and never stops the other images.
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import time
@@ -23,10 +24,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from exporters.metadata import ModelInfo
 from exporters.runtime import Backend
+from scoring.image_lists import is_uri
 from scoring.score import EmbedPaths
 from toolkit.console import console
 from toolkit.data.store import decode_image
 from toolkit.data.preprocess import Normalizer
+from toolkit.errors import ToolkitError
 
 
 def default_workers() -> int:
@@ -34,9 +37,27 @@ def default_workers() -> int:
     return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
+def open_uri(uri: str) -> io.BytesIO:
+    """The bytes of ``scheme://...`` through pyarrow's filesystems (S3, GCS, HDFS, local ``file://``).
+
+    Raises:
+        FileNotFoundError: no such object. ToolkitError: pyarrow is not installed.
+    """
+    try:
+        from pyarrow import fs
+    except ImportError:
+        raise ToolkitError(f"{uri}: reading URIs needs pyarrow (pip install pyarrow, or the ray extra)") from None
+    filesystem, path = fs.FileSystem.from_uri(uri)
+    if filesystem.get_file_info(path).type == fs.FileType.NotFound:
+        raise FileNotFoundError(uri)
+    with filesystem.open_input_file(path) as f:
+        return io.BytesIO(f.read())
+
+
 def load_image(path: str, info: ModelInfo) -> np.ndarray:
-    """One file as the model's uint8 input [C, S, S]: resize the shorter side, centre crop."""
-    array = decode_image(path, info.resize_size, info.channels)
+    """One file (or a ``scheme://`` URI, see ``open_uri``) as the model's uint8 input [C, S, S]:
+    resize the shorter side, centre crop."""
+    array = decode_image(open_uri(path) if is_uri(path) else path, info.resize_size, info.channels)  # type: ignore[arg-type]
     if info.resize_size != info.image_size:
         top = (array.shape[1] - info.image_size) // 2
         left = (array.shape[2] - info.image_size) // 2
@@ -45,7 +66,7 @@ def load_image(path: str, info: ModelInfo) -> np.ndarray:
 
 
 def _reason(path: str, exc: Exception) -> str:
-    if isinstance(exc, FileNotFoundError) or not os.path.exists(path):
+    if isinstance(exc, FileNotFoundError) or (not is_uri(path) and not os.path.exists(path)):
         return "no such file"
     if isinstance(exc, IsADirectoryError):
         return "is a folder, not an image"

@@ -20,6 +20,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +30,7 @@ from exporters.metadata import DEFAULT_THRESHOLD
 from scoring.image_lists import drop_non_finite
 from scoring.pairs import read_pairs_header
 from exporters.runtime import Backend, open_backend
+from toolkit.console import console
 from toolkit.console import info as say
 from toolkit.console import warn
 from toolkit.errors import ToolkitError
@@ -41,9 +43,13 @@ class FailedImages(ToolkitError):
     exit_code = 1
 
 
+ENGINES = ("local", "ray")
+
+
 @dataclass(frozen=True)
 class Settings:
-    """How to run the model: ``--backend``, ``--batch-size``, ``--workers``, ``--threads``, ``--strict``."""
+    """How to run the model: ``--backend``, ``--batch-size``, ``--workers``, ``--threads``, ``--strict``;
+    ``--engine ray`` with ``--address``, ``--replicas``, ``--gpus-per-replica`` (``scoring.ray_engine``)."""
 
     backend: str | None = None
     batch_size: int = 64
@@ -51,8 +57,14 @@ class Settings:
     threads: int | None = None
     strict: bool = False
     progress: bool = True
+    engine: str = "local"
+    address: str = "auto"
+    replicas: int | None = None
+    gpus_per_replica: float = 0.0
 
     def check(self) -> None:
+        if self.engine not in ENGINES:
+            raise ToolkitError(f"--engine {self.engine}: valid are {', '.join(ENGINES)}")
         if self.batch_size < 1:
             raise ToolkitError(f"--batch-size {self.batch_size}: must be 1 or more")
         if self.workers is not None and self.workers < 0:
@@ -61,19 +73,34 @@ class Settings:
             raise ToolkitError(f"--threads {self.threads}: must be 1 or more")
 
 
-def _open(model: str | Path, settings: Settings) -> Backend:
+def _open(model: str | Path, settings: Settings) -> Backend | Any:
+    """The local backend, opened; with ``--engine ray`` the Ray embedder (the model opens in its replicas)."""
     settings.check()
+    if settings.engine == "ray":
+        from scoring.ray_cluster import RayOptions
+        from scoring.ray_engine import RayEmbedder
+
+        options = RayOptions(settings.address, settings.replicas, settings.gpus_per_replica)
+        return RayEmbedder(model, backend=settings.backend, batch_size=settings.batch_size, threads=settings.threads,
+                           options=options, progress=settings.progress and console.is_terminal)
     backend = open_backend(model, settings.backend, threads=settings.threads)
     say(f"model {backend.source} on {backend.description}")
     return backend
 
 
 class _TimedEmbedder:
-    """The ``embed_paths`` callable of ``scoring.score``, timing the embedding stage."""
+    """The ``embed_paths`` callable of ``scoring.score``, timing the embedding stage.
 
-    def __init__(self, backend: Backend, settings: Settings) -> None:
-        workers = default_workers() if settings.workers is None else settings.workers
-        self.embed = embedder(backend, batch_size=settings.batch_size, workers=workers, progress=settings.progress)
+    ``backend`` is an opened local backend, or a ``scoring.ray_engine.RayEmbedder`` (which
+    embeds on a Ray cluster); both carry the model's metadata as ``info``.
+    """
+
+    def __init__(self, backend: Backend | Any, settings: Settings) -> None:
+        if settings.engine == "ray":
+            self.embed = backend
+        else:
+            workers = default_workers() if settings.workers is None else settings.workers
+            self.embed = embedder(backend, batch_size=settings.batch_size, workers=workers, progress=settings.progress)
         self.seconds = 0.0
 
     def __call__(self, paths: list[str]) -> tuple[np.ndarray, list[str], dict[str, str]]:
@@ -133,7 +160,7 @@ def embed_images(model: str | Path, images: str | Path, out: str | Path = "embed
 # ----------------------------------------------------------------------------- score
 
 
-def resolve_threshold(threshold: float | None, backend: Backend, support: bool = False) -> float:
+def resolve_threshold(threshold: float | None, backend: Backend | Any, support: bool = False) -> float:
     """``--threshold``, else the model's stored one, else the default; says which.
 
     With ``support`` the stored one is the unknown (prototype) threshold; a model without one
