@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -32,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from scoring.images import load_image
 from exporters.metadata import INPUT_NAME, ModelInfo
 from exporters.parity import normalise
-from scoring.score import read_image_list
+from toolkit.data.image_files import load_image, read_image_list
+from toolkit.engine.run_folder import atomic_path
 from toolkit.errors import ToolkitError
 
 QUANTIZED_OPS = ["Conv", "Gemm", "MatMul"]
@@ -72,7 +71,7 @@ def _load(paths: list[str], info: ModelInfo) -> list[np.ndarray]:
     images = []
     for path in paths:
         try:
-            images.append(load_image(path, info))
+            images.append(load_image(path, info.resize_size, info.image_size, info.channels))
         except Exception:  # noqa: BLE001 - unreadable calibration images are just left out
             continue
     return images
@@ -142,8 +141,8 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path, calibration: np.n
         model = onnx.load(str(staged))
         del model.metadata_props[:]
         model.metadata_props.extend(onnx.load(str(onnx_path), load_external_data=False).metadata_props)
-        onnx.save_model(model, str(staged))
-        os.replace(staged, out_path)
+        with atomic_path(out_path) as final:
+            onnx.save_model(model, str(final))
     return out_path
 
 

@@ -21,10 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from scoring.images import load_image
 from exporters.metadata import ModelInfo
 from exporters.runtime import Backend
-from scoring.score import read_image_list
+from toolkit.data.image_files import load_image, read_image_list
 from toolkit.errors import ToolkitError
 from toolkit.data.preprocess import Normalizer
 
@@ -80,7 +79,7 @@ def parity_batches(info: ModelInfo, data: str | Path | None = None, seed: int = 
         images = []
         for path in picked:
             try:
-                images.append(load_image(path, info))
+                images.append(load_image(path, info.resize_size, info.image_size, info.channels))
             except Exception:  # noqa: BLE001 - an unreadable image just is not used
                 continue
         if not images:

@@ -106,11 +106,11 @@ class TorchBackend(Backend):
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, **kwargs: object) -> TorchBackend:
-        from toolkit.engine import checkpoint
+        from toolkit.engine.checkpoint import Checkpoint
 
-        ckpt = checkpoint.load(path)
+        ckpt = Checkpoint.load(path)
         info = metadata.info_from_checkpoint(ckpt)
-        return cls(checkpoint.encoder_from_checkpoint(ckpt), info, source=ckpt["path"], **kwargs)  # type: ignore[arg-type]
+        return cls(ckpt.encoder(), info, source=str(ckpt.path), **kwargs)  # type: ignore[arg-type]
 
     @torch.inference_mode()
     def _run(self, images: np.ndarray) -> np.ndarray:

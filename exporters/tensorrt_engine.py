@@ -14,9 +14,7 @@ it, and the tests around it run on CPU.
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -27,6 +25,7 @@ import numpy as np
 import onnx
 import torch
 
+from toolkit.engine.run_folder import atomic_write
 from toolkit.errors import ToolkitError
 
 INPUT_NAME = "images"
@@ -50,16 +49,9 @@ def tensorrt_unavailable_reason() -> str | None:
 
 
 def _write_bytes_atomic(path: Path, data: bytes | memoryview) -> None:
-    """Writes to a temporary file beside ``path`` and renames it, so no half-written file stays."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``toolkit.engine.run_folder.atomic_write``: no half-written file ever stays under ``path``."""
+    with atomic_write(path, "wb") as handle:
+        handle.write(data)
 
 
 def onnx_input_chw(onnx_path: str | Path, input_name: str = INPUT_NAME) -> tuple[int, int, int]:

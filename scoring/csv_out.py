@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
@@ -29,19 +27,8 @@ def write_atomic(path: Path, fill: Callable[[TextIO], int]) -> int:
     Returns:
         What ``fill`` returned (the number of data rows).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            count = fill(f)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return count
+    with atomic_write(path, "w", newline="") as f:
+        return fill(f)
 
 
 def write_csv_atomic(path: Path, header: Sequence[str], blocks: Iterable[Sequence[Sequence[object]]]) -> int:

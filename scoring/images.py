@@ -25,7 +25,7 @@ from exporters.metadata import ModelInfo
 from exporters.runtime import Backend
 from scoring.score import EmbedPaths
 from toolkit.console import console
-from toolkit.data.store import decode_image
+from toolkit.data.image_files import load_image as _load_image
 from toolkit.data.preprocess import Normalizer
 
 
@@ -35,13 +35,8 @@ def default_workers() -> int:
 
 
 def load_image(path: str, info: ModelInfo) -> np.ndarray:
-    """One file as the model's uint8 input [C, S, S]: resize the shorter side, centre crop."""
-    array = decode_image(path, info.resize_size, info.channels)
-    if info.resize_size != info.image_size:
-        top = (array.shape[1] - info.image_size) // 2
-        left = (array.shape[2] - info.image_size) // 2
-        array = array[:, top:top + info.image_size, left:left + info.image_size]
-    return np.ascontiguousarray(array)
+    """One file as the model's uint8 input [C, S, S] (``toolkit.data.image_files.load_image``)."""
+    return _load_image(path, info.resize_size, info.image_size, info.channels)
 
 
 def _reason(path: str, exc: Exception) -> str:

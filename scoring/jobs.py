@@ -12,7 +12,6 @@ beside a checkpoint, the ONNX ``metadata_props``, ``encoder.json`` beside an eng
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from scoring.pairs import read_pairs_header
 from exporters.runtime import Backend, open_backend
 from toolkit.console import info as say
 from toolkit.console import warn
+from toolkit.engine.run_folder import atomic_write
 from toolkit.errors import ToolkitError
 
 
@@ -107,12 +107,9 @@ def embed_images(model: str | Path, images: str | Path, out: str | Path = "embed
     timed = _TimedEmbedder(backend, settings)
     embeddings, ok_paths, errors = timed(paths)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as handle:  # a handle, so numpy does not append another .npz
+    with atomic_write(out, "wb") as handle:  # a handle, so numpy does not append another .npz
         np.savez(handle, embeddings=embeddings.astype(np.float32), paths=np.array(ok_paths, dtype=str),
                  failed_paths=np.array(list(errors), dtype=str), errors=np.array(list(errors.values()), dtype=str))
-    os.replace(tmp, out)
     rate = len(paths) / max(timed.seconds, 1e-9)
     say(f"embedded {len(ok_paths)} of {len(paths)} images -> {out} ([{len(ok_paths)}, {embeddings.shape[1]}] "
         f"float32; {timed.seconds:.2f} s, {rate:,.0f} img/s)")

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from tests.helpers import REPO, cli_env, run_cli, write_tiny_recipe
-from toolkit.engine import checkpoint
+from toolkit.engine.checkpoint import Checkpoint, build_training_model
 from toolkit.engine.distributed import GlobalBatchNorm
 
 
@@ -24,7 +24,7 @@ def test_two_process_gloo_run_keeps_identical_weights(tmp_path: Path) -> None:
     assert rank0.keys() == rank1.keys()
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
     # weights really changed, and rank 0's checkpoint holds them
-    saved = checkpoint.load(tmp_path / "run")["model"]
+    saved = Checkpoint.load(tmp_path / "run").weights
     assert all(torch.equal(saved[k], rank0[k]) for k in rank0)
 
 
@@ -33,7 +33,7 @@ def test_cli_nproc_launches_local_processes(tmp_path: Path) -> None:
     result = run_cli("pretrain", str(recipe), "--nproc", "2", "--out", str(tmp_path / "run"), "--epochs", "1")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "x2" in result.stderr  # "device cpu x2"
-    assert checkpoint.load(tmp_path / "run")["epoch"] == 1
+    assert Checkpoint.load(tmp_path / "run").epoch == 1
 
 
 def test_global_batchnorm_equals_batchnorm_on_the_whole_batch_alone() -> None:

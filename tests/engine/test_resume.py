@@ -11,11 +11,11 @@ from pathlib import Path
 import torch
 
 from tests.helpers import cli_env, run_cli, toolkit_cmd, write_tiny_recipe
-from toolkit.engine import checkpoint
+from toolkit.engine.checkpoint import Checkpoint, build_training_model
 
 
 def weights(run: Path) -> dict[str, torch.Tensor]:
-    return checkpoint.load(run)["model"]
+    return Checkpoint.load(run).weights
 
 
 def start_and_signal(recipe: Path, out: Path, sig: int) -> subprocess.Popen:
@@ -43,7 +43,7 @@ def test_kill9_in_second_epoch_then_resume_matches_uninterrupted(tmp_path: Path)
 
     killed = start_and_signal(recipe, tmp_path / "killed", signal.SIGKILL)
     assert killed.returncode == -signal.SIGKILL
-    assert checkpoint.load(tmp_path / "killed")["epoch"] < 3
+    assert Checkpoint.load(tmp_path / "killed").epoch < 3
     resumed = run_cli("pretrain", "--resume", str(tmp_path / "killed"))
     assert resumed.returncode == 0, resumed.stderr
 
@@ -64,8 +64,8 @@ def test_ctrl_c_saves_mid_epoch_and_resume_matches(tmp_path: Path) -> None:
     err = stopped.stderr.read()
     assert stopped.returncode == 130, err
     assert "checkpoint saved" in err and "Traceback" not in err
-    saved = checkpoint.load(tmp_path / "stopped")
-    assert saved["epoch"] < 3
+    saved = Checkpoint.load(tmp_path / "stopped")
+    assert saved.epoch < 3
     resumed = run_cli("pretrain", "--resume", str(tmp_path / "stopped"))
     assert resumed.returncode == 0, resumed.stderr
     expected, got = weights(tmp_path / "full"), weights(tmp_path / "stopped")
@@ -78,4 +78,4 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path: Path) -> None
                      "--set", "train.precision=fp32")
     assert result.returncode == 3, result.stderr
     assert "loss became nan" in result.stderr and "Traceback" not in result.stderr
-    assert checkpoint.load(tmp_path / "nan")["epoch"] == 0  # the last good one, from initialisation
+    assert Checkpoint.load(tmp_path / "nan").epoch == 0  # the last good one, from initialisation

@@ -19,25 +19,23 @@ Protocol:
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from toolkit.engine import checkpoint
+from toolkit.engine.checkpoint import Checkpoint
 from toolkit.metrics.classification import classification_metrics, confusion, knn_predict, prototype_predict
 from toolkit.config import Recipe, replace, with_sets
 from toolkit.console import info
 from toolkit.engine.distributed import resolve_device
 from toolkit.evaluate.episodes import check_episodes, run_episodes
 from toolkit.errors import ToolkitError
-from toolkit.engine.embed import embed_store
+from toolkit.engine.embed import embed_checkpoint
+from toolkit.engine.run_folder import RunFolder, write_json_atomic
 from toolkit.data.store import ImageStore, load_data
 from toolkit.metrics.knn_monitor import halve_per_class
-from toolkit.data.preprocess import Normalizer
 from toolkit.metrics.verification import sample_pairs, verification_metrics
 
 VERIFICATION_PAIRS = 20000  # half same-class, half different-class
@@ -54,33 +52,28 @@ class EpisodeSpec:
     episodes: int = 600
 
 
-def evaluation_recipe(ckpt: dict[str, Any], data: str | None = None, sets: list[str] | tuple[str, ...] = (),
+def evaluation_recipe(ckpt: Checkpoint, data: str | None = None, sets: list[str] | tuple[str, ...] = (),
                       device: str | None = None) -> Recipe:
     """The checkpoint's own recipe, with ``--data`` (only ``data.path`` changes), ``--device`` and ``--set``.
 
     The input format (channels, image size, normalisation) belongs to the network, so it always
     comes from the checkpoint; a ``--set`` that contradicts it is an error.
     """
-    recipe = checkpoint.recipe_of(ckpt)
+    recipe = ckpt.recipe
     overrides = {k: v for k, v in (("data.path", data), ("train.device", device)) if v is not None}
     recipe = with_sets(replace(recipe, **overrides) if overrides else recipe, sets)
-    pre = ckpt["preprocess"]
-    if recipe.data.channels != pre["channels"] or recipe.data.image_size != pre["image_size"]:
-        raise ToolkitError(f"{ckpt['path']} takes {pre['channels']}-channel {pre['image_size']} px images; "
+    pre = ckpt.preprocessing
+    if pre is None:
+        raise ToolkitError(f"{ckpt.path}: the checkpoint records no preprocessing; it cannot be evaluated")
+    if recipe.data.channels != pre.channels or recipe.data.image_size != pre.image_size:
+        raise ToolkitError(f"{ckpt.path} takes {pre.channels}-channel {pre.image_size} px images; "
                            f"do not change data.channels or data.image_size")
-    return replace(recipe, **{"data.mean": list(pre["mean"]), "data.std": list(pre["std"])})
+    return replace(recipe, **{"data.mean": list(pre.mean), "data.std": list(pre.std)})
 
 
-def embed(ckpt: dict[str, Any], recipe: Recipe, *stores: ImageStore) -> list[np.ndarray]:
-    """fp32 embeddings (N x D, unit length) of every store, as the exported fp32 model computes them."""
-    import torch
-
-    device = resolve_device(recipe.train.device)
-    encoder = checkpoint.encoder_from_checkpoint(ckpt).to(device)
-    pre = ckpt["preprocess"]
-    normalizer = Normalizer(pre["mean"], pre["std"], device)
-    with torch.inference_mode():
-        return [embed_store(encoder, store, normalizer, pre["image_size"]) for store in stores]
+def embed(ckpt: Checkpoint, recipe: Recipe, *stores: ImageStore) -> list[np.ndarray]:
+    """fp32 embeddings (N x D, unit length) of every store on ``recipe``'s device."""
+    return embed_checkpoint(ckpt, resolve_device(recipe.train.device), *stores)
 
 
 def classify(reference: tuple[np.ndarray, np.ndarray] | None, test_emb: np.ndarray, test_labels: np.ndarray,
@@ -117,14 +110,6 @@ def verify(embeddings: np.ndarray, labels: np.ndarray, pairs: int, seed: int) ->
     return verification_metrics(scores, same)
 
 
-def write_json(payload: dict[str, Any], path: Path) -> None:
-    """Write JSON atomically: a reader (``toolkit score``) never sees a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def plot_confusion_of(truth_and_pred: np.ndarray, class_names: list[str], path: Path) -> None:
     """The confusion matrix over the classes that occur (not every class of the data)."""
     from toolkit.evaluate.plots import plot_confusion
@@ -155,9 +140,9 @@ def evaluate(checkpoint_path: str | Path, data: str | None = None, spec: Episode
     """
     from toolkit.evaluate.tables import print_tables
 
-    ckpt = checkpoint.load(checkpoint_path)
+    ckpt = Checkpoint.load(checkpoint_path)
     recipe = evaluation_recipe(ckpt, data, sets, device)
-    out_dir = Path(out) if out is not None else Path(ckpt["path"]).parent
+    out_dir = Path(out) if out is not None else Path(ckpt.path).parent
     loaded = load_data(recipe.data)
     if not loaded.train.labeled:
         raise ToolkitError(f"--data {recipe.data.path}: evaluation needs labeled images (class sub-folders or a CSV 'label' column)")
@@ -189,7 +174,7 @@ def evaluate(checkpoint_path: str | Path, data: str | None = None, spec: Episode
         "fewshot": fewshot,
         "classification": classification,
         "verification": verification,
-        "checkpoint": {"path": ckpt["path"], "kind": ckpt["kind"], "epoch": int(ckpt["epoch"]),
+        "checkpoint": {"path": str(ckpt.path), "kind": ckpt.kind, "epoch": ckpt.epoch,
                        "embedding_dim": int(test_emb.shape[1])},
         "data": {"source": loaded.source, "evaluated_split": split_name, "train_images": len(loaded.train),
                  "evaluated_images": len(evaluated), "evaluated_classes": int(len(np.unique(test_labels))),
@@ -197,7 +182,7 @@ def evaluate(checkpoint_path: str | Path, data: str | None = None, spec: Episode
         "protocol": {**protocol, "seed": seed, "verification_pairs": VERIFICATION_PAIRS,
                      "similarity": "cosine of l2-normalised embeddings", "precision": "fp32"},
     }
-    write_json(result, out_dir / "eval.json")
+    write_json_atomic(out_dir / RunFolder.EVAL, result)
     if plots:
         plot_confusion_of(truth_pred, class_names, out_dir / "confusion.png")
         from toolkit.evaluate.plots import plot_embeddings
