@@ -33,7 +33,7 @@ import numpy as np
 
 from exporters.metadata import INPUT_NAME, ModelInfo
 from exporters.parity import normalise
-from toolkit.data.image_files import load_image, read_image_list
+from toolkit.data.image_files import load_readable, read_image_list
 from toolkit.engine.run_folder import atomic_path
 from toolkit.errors import ToolkitError
 
@@ -68,13 +68,7 @@ class Int8Report:
 
 
 def _load(paths: list[str], info: ModelInfo) -> list[np.ndarray]:
-    images = []
-    for path in paths:
-        try:
-            images.append(load_image(path, info.resize_size, info.image_size, info.channels))
-        except Exception:  # noqa: BLE001 - unreadable calibration images are just left out
-            continue
-    return images
+    return load_readable(paths, info.resize_size, info.image_size, info.channels)
 
 
 def calibration_set(info: ModelInfo, calib_data: str | Path, limit: int = CALIBRATION_IMAGES

@@ -11,7 +11,7 @@ normalisation happen once, before the backend, from the model's metadata
 * ``OnnxBackend``: ``encoder.onnx`` (or ``encoder.int8.onnx``) on ONNX Runtime with the CUDA
   provider when present, else the CPU; the provider that really runs is read back from the
   session. IOBinding on CUDA keeps the output on the device until one copy back.
-* ``TensorRTBackend``: a serialized engine (``exporters.tensorrt_engine.TensorRTEncoder``).
+* ``TensorRTBackend``: a serialized engine (``exporters.tensorrt_runtime.TensorRTEncoder``).
 
 ``open_backend`` picks one by the model path's suffix; its ``backend`` argument overrides.
 """
@@ -205,7 +205,7 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
 
     def __init__(self, path: str | Path, *, info: ModelInfo | None = None) -> None:
-        from exporters.tensorrt_engine import TensorRTEncoder
+        from exporters.tensorrt_runtime import TensorRTEncoder
 
         path = Path(path)
         beside = path.parent / "encoder.json"

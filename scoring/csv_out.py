@@ -8,6 +8,8 @@ from itertools import islice
 from pathlib import Path
 from typing import TextIO
 
+from toolkit.engine.run_folder import atomic_write
+
 BLOCK_ROWS = 65_536  # rows handed to csv.writer.writerows at once: C-speed writing, bounded memory
 
 

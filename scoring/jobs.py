@@ -21,7 +21,7 @@ import numpy as np
 from scoring import score
 from scoring.images import default_workers, embedder
 from exporters.metadata import DEFAULT_THRESHOLD
-from scoring.pairs import read_pairs_header
+from scoring.pairs_csv import read_pairs_header
 from exporters.runtime import Backend, open_backend
 from toolkit.console import info as say
 from toolkit.console import warn

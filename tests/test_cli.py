@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from cli import app
 from tests.helpers import REPO, run_cli, write_tiny_recipe
-from toolkit.engine.checkpoint import Checkpoint, build_training_model
+from toolkit.engine.checkpoint import Checkpoint
 
 
 def invoke(*args: str):  # noqa: ANN201 - click's Result

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from tests.helpers import REPO, cli_env, run_cli, write_tiny_recipe
-from toolkit.engine.checkpoint import Checkpoint, build_training_model
+from toolkit.engine.checkpoint import Checkpoint
 from toolkit.engine.distributed import GlobalBatchNorm
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from tests.helpers import cli_env, run_cli, toolkit_cmd, write_tiny_recipe
-from toolkit.engine.checkpoint import Checkpoint, build_training_model
+from toolkit.engine.checkpoint import Checkpoint
 
 
 def weights(run: Path) -> dict[str, torch.Tensor]:

@@ -18,7 +18,7 @@ from exporters.onnx_export import export_onnx, read_info, validate
 from exporters.tensorrt_engine import tensorrt_unavailable_reason
 from tests.tiny_models import MEAN, STD, make_checkpoint
 from tests.test_cli import invoke
-from toolkit.engine.checkpoint import TOOLKIT_VERSION, Checkpoint, build_training_model
+from toolkit.engine.checkpoint import TOOLKIT_VERSION, Checkpoint
 from toolkit.errors import ToolkitError
 
 

@@ -14,7 +14,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from exporters import onnx_fp16
 from exporters import tensorrt_engine as trt_export
+from exporters.tensorrt_runtime import TensorRTEncoder
 from toolkit.errors import ToolkitError
 
 UNAVAILABLE = trt_export.tensorrt_unavailable_reason()
@@ -80,7 +82,7 @@ def test_reason_names_a_missing_cuda_device(monkeypatch: pytest.MonkeyPatch) -> 
 def test_encoder_and_build_raise_toolkit_error_with_the_reason(tmp_path: Path, tiny_onnx: Path) -> None:
     (tmp_path / "encoder.engine").write_bytes(b"not an engine")
     with pytest.raises(ToolkitError, match="cannot run the TensorRT engine") as e:
-        trt_export.TensorRTEncoder(tmp_path / "encoder.engine")
+        TensorRTEncoder(tmp_path / "encoder.engine")
     assert UNAVAILABLE in str(e.value)
     with pytest.raises(ToolkitError, match="cannot build a TensorRT engine") as e:
         trt_export.build_engine(tiny_onnx, tmp_path / "encoder.engine", **BUILD)
@@ -92,7 +94,7 @@ def test_encoder_and_build_raise_toolkit_error_with_the_reason(tmp_path: Path, t
 
 
 def test_input_shape_comes_from_the_onnx(tiny_onnx: Path) -> None:
-    assert trt_export.onnx_input_chw(tiny_onnx) == (3, 32, 32)
+    assert onnx_fp16.onnx_input_chw(tiny_onnx) == (3, 32, 32)
 
 
 def test_build_engine_rejects_bad_arguments_before_needing_tensorrt(tmp_path: Path, tiny_onnx: Path) -> None:
@@ -108,10 +110,10 @@ def test_build_engine_rejects_bad_arguments_before_needing_tensorrt(tmp_path: Pa
 def test_onnx_input_errors_name_the_problem(tmp_path: Path) -> None:
     renamed = export(TinyEncoder(), tmp_path / "renamed.onnx", input_name="x")
     with pytest.raises(ToolkitError, match=r"renamed.onnx: no input named 'images'; inputs are \['x'\]"):
-        trt_export.onnx_input_chw(renamed)
+        onnx_fp16.onnx_input_chw(renamed)
     fixed = export(TinyEncoder(), tmp_path / "fixed.onnx", dynamic=False)
     with pytest.raises(ToolkitError, match="fixed.onnx: input 'images' has a fixed batch of 2"):
-        trt_export.onnx_input_chw(fixed)
+        onnx_fp16.onnx_input_chw(fixed)
 
 
 # ----------------------------------------------------------------------------- trtexec command
@@ -162,7 +164,7 @@ def tensor_types(model: onnx.ModelProto) -> dict[str, int]:
 
 
 def test_mixed_fp16_keeps_io_and_normalisation_fp32_and_agrees_with_fp32(tmp_path: Path, tiny_onnx: Path) -> None:
-    out = trt_export.convert_to_mixed_fp16(tiny_onnx, tmp_path / "encoder.fp16.onnx")
+    out = onnx_fp16.convert_to_mixed_fp16(tiny_onnx, tmp_path / "encoder.fp16.onnx")
     model = onnx.load(str(out))
     onnx.checker.check_model(model, full_check=True)
     types_ = tensor_types(model)
@@ -171,7 +173,7 @@ def test_mixed_fp16_keeps_io_and_normalisation_fp32_and_agrees_with_fp32(tmp_pat
     assert {"ReduceL2", "Div", "Conv", "Gemm"} <= ops
     for node in model.graph.node:
         float_io = [types_[t] for t in [*node.input, *node.output] if t and types_.get(t) in (float32, float16)]
-        if node.op_type in trt_export.NORMALISATION_OPS:
+        if node.op_type in onnx_fp16.NORMALISATION_OPS:
             assert set(float_io) == {float32}, node.op_type
         if node.op_type in ("Conv", "Gemm"):  # the bulk of the work did move to fp16
             assert set(float_io) == {float16}, node.op_type
@@ -186,9 +188,9 @@ def test_mixed_fp16_keeps_io_and_normalisation_fp32_and_agrees_with_fp32(tmp_pat
 
 
 def test_converting_an_fp16_model_again_is_an_error(tmp_path: Path, tiny_onnx: Path) -> None:
-    once = trt_export.convert_to_mixed_fp16(tiny_onnx, tmp_path / "once.onnx")
+    once = onnx_fp16.convert_to_mixed_fp16(tiny_onnx, tmp_path / "once.onnx")
     with pytest.raises(ToolkitError, match="once.onnx: cannot convert to fp16"):
-        trt_export.convert_to_mixed_fp16(once, tmp_path / "twice.onnx")
+        onnx_fp16.convert_to_mixed_fp16(once, tmp_path / "twice.onnx")
 
 
 # ----------------------------------------------------------------------------- on a GPU with TensorRT
@@ -208,7 +210,7 @@ def test_engine_build_and_inference_agree_with_onnx_runtime(tmp_path: Path, tiny
     assert info["precision"] == ("fp16" if fp16 else "fp32") and info["gpu"]
     assert ("--fp16" in info["trtexec"]) == (fp16 and int(info["tensorrt_version"].split(".")[0]) < 11)
 
-    encoder = trt_export.TensorRTEncoder(engine)
+    encoder = TensorRTEncoder(engine)
     images = np.random.default_rng(0).standard_normal((19, 3, 32, 32)).astype(np.float32)  # 3 chunks of <= 8
     got, ref = encoder.embed(images), run_ort(tiny_onnx, images)
     assert got.shape == (19, 32) and got.dtype == np.float32

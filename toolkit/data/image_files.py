@@ -25,6 +25,17 @@ def load_image(path: str, resize_size: int, image_size: int, channels: int) -> n
     return np.ascontiguousarray(array)
 
 
+def load_readable(paths: list[str], resize_size: int, image_size: int, channels: int) -> list[np.ndarray]:
+    """``load_image`` of every path that can be read; unreadable images are left out (calibration, parity samples)."""
+    images = []
+    for path in paths:
+        try:
+            images.append(load_image(path, resize_size, image_size, channels))
+        except Exception:  # noqa: BLE001 - an unreadable image is just not used
+            continue
+    return images
+
+
 def images_under(folder: Path) -> list[str]:
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
     return [str(p) for p in files]
