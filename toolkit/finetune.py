@@ -222,7 +222,7 @@ def finetune(recipe: Recipe, run_dir: Path, resume: Checkpoint | None = None) ->
     """
     env = init_distributed(recipe.train.device)
     folder = RunFolder(run_dir)
-    with folder.writing(env.is_main):
+    with folder.writing(env.is_main, resuming=resume is not None):
         init = None
         if resume is None:
             recipe, init = resolve_init(recipe)

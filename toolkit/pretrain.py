@@ -89,7 +89,7 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: Checkpoint | None = None) ->
     """Pretrain with SimSiam and write the run folder. ``resume`` is a loaded checkpoint of this run."""
     env = init_distributed(recipe.train.device)
     folder = RunFolder(run_dir)
-    with folder.writing(env.is_main):
+    with folder.writing(env.is_main, resuming=resume is not None):
         data = load_data(recipe.data)
         info(data.describe())
         if data.test is None or not data.train.labeled:

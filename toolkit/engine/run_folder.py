@@ -218,21 +218,35 @@ class RunFolder:
             warn(f"removed {len(removed)} temporary file(s) left in {self.path} by a killed run")
 
     @contextlib.contextmanager
-    def writing(self, is_main: bool = True) -> Iterator[RunFolder]:
-        """Hold the lock (rank 0) while a run writes the folder; a run that never began leaves no folder."""
+    def writing(self, is_main: bool = True, resuming: bool = False) -> Iterator[RunFolder]:
+        """Hold the lock (rank 0) while a run writes the folder; a run that never began leaves no folder.
+
+        Raises:
+            ToolkitError: another process writes the folder, it cannot be written, or (for a new
+                run) it already holds another run's files.
+        """
         if not is_main:
             yield self
             return
         existed = self.path.is_dir()
         self.lock()
         try:
+            if not resuming:
+                self.refuse_other_run()
             yield self
         finally:
             self.unlock()
-            if not existed and [p.name for p in self.path.iterdir()] == [self.LOCK]:
+            if not existed and self.path.is_dir() and [p.name for p in self.path.iterdir()] == [self.LOCK]:
                 (self.path / self.LOCK).unlink(missing_ok=True)
                 with contextlib.suppress(OSError):
                     self.path.rmdir()
+
+    def refuse_other_run(self) -> None:
+        """A new run never overwrites another run's ``checkpoint.pt``, ``recipe.toml`` or ``metrics.jsonl``."""
+        found = [n for n in (self.CHECKPOINT, self.RECIPE, self.METRICS) if (self.path / n).exists()]
+        if found:
+            raise ToolkitError(f"--out {self.path} already holds a run ({', '.join(found)}); continue it with "
+                               f"--resume {self.path} or choose another --out")
 
     def unlock(self) -> None:
         if self._lock_fd is not None:
@@ -247,10 +261,7 @@ class RunFolder:
         """
         self.lock()
         if not resuming:
-            if self.holds_run():
-                found = ", ".join(n for n in (self.CHECKPOINT, self.RECIPE, self.METRICS) if (self.path / n).exists())
-                raise ToolkitError(f"--out {self.path} already holds a run ({found}); continue it with "
-                                   f"--resume {self.path} or choose another --out")
+            self.refuse_other_run()
             write_text_atomic(self.metrics, "")
         write_text_atomic(self.recipe, recipe_text)
 
