@@ -92,8 +92,6 @@ def finetune(
     from toolkit.engine.run_start import start_run
     from toolkit.finetune import finetune as run_finetune
 
-    if resume is not None and init is not None:
-        raise ToolkitError("--resume continues a run with the weights in its checkpoint; do not also give --init")
     shortcuts = {"finetune.loss": loss, "finetune.init": init, "finetune.epochs": epochs, "data.path": data,
                  "train.device": device}
     start = start_run("finetune", recipe, shortcuts, set_ or [], out, resume, run_name="{name}-finetune-{loss}")

@@ -101,6 +101,8 @@ def start_run(kind: str, recipe: str | None, shortcuts: Mapping[str, Any], sets:
         return RunStart(resolved, run_dir, None)
     if recipe is not None:
         raise ToolkitError(f"--resume continues a run with its own recipe.toml; do not also give RECIPE {recipe}")
+    if given.get("finetune.init") is not None:
+        raise ToolkitError("--resume continues a run with the weights in its checkpoint; do not also give --init")
     run_dir = Path(resume).parent if Path(resume).is_file() else Path(resume)
     if out is not None and Path(out).resolve() != run_dir.resolve():
         raise ToolkitError(f"--resume writes into {run_dir}; do not also give --out {out}")

@@ -117,10 +117,12 @@ def _run_variant(variant: Variant, out_dir: Path) -> VariantResult:
     except NonFiniteLoss as exc:  # bn_all or a high lr may diverge: that is an outcome, not a crash
         status, error = "failed", str(exc).split(";")[0]
         warn(f"variant {variant.name}: {error}; recorded as unstable, the study goes on")
-    except Interrupted:
+    except Interrupted as exc:
         _write_run_file(run_dir, {**state, "wall_s": state.get("wall_s", 0.0) + time.perf_counter() - tic})
-        raise Interrupted(f"study interrupted in variant {variant.name}, its checkpoint saved; rerun the same "
-                          f"toolkit study command with --out {out_dir} to continue (finished variants are reused)") from None
+        stopped = Interrupted(f"study interrupted in variant {variant.name}, its checkpoint saved; rerun the same "
+                              f"toolkit study command with --out {out_dir} to continue (finished variants are reused)")
+        stopped.exit_code = exc.exit_code  # 130 for Ctrl-C, 143 for SIGTERM
+        raise stopped from None
     wall = state.get("wall_s", 0.0) + time.perf_counter() - tic
     _write_run_file(run_dir, {"status": status, "error": error, "wall_s": round(wall, 1)})
     return _result(variant, out_dir, status, records=read_metrics(run_dir), error=error, wall_s=round(wall, 1))
