@@ -1,7 +1,7 @@
 """``toolkit evaluate``: few-shot episodes, imbalanced classification and pair verification of a checkpoint.
 
 Works on any checkpoint: after pretraining the embedding is the l2-normalised backbone feature,
-after fine-tuning the output of the embedding head (``checkpoint.encoder_from_checkpoint``), so
+after fine-tuning the output of the embedding head (``Checkpoint.encoder``), so
 users see what each stage bought them. The numbers come from ``toolkit.evaluate.episodes``,
 ``toolkit.metrics.classification`` and ``toolkit.metrics.verification``; this module embeds the splits, wires
 them together and writes ``eval.json``, ``confusion.png`` and ``embeddings.png``.
