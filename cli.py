@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -23,6 +20,8 @@ EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", help="Shortcut for
 OutOpt = Annotated[Optional[Path], typer.Option("--out", help="Run folder (default runs/<recipe>-<timestamp>).")]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a recipe key: section.key=value (repeatable).")]
+ResumeOpt = Annotated[Optional[Path], typer.Option("--resume", help="Continue the run in this folder (or its checkpoint.pt).")]
+NprocOpt = Annotated[int, typer.Option("--nproc", help="Local processes (DistributedDataParallel).")]
 
 
 @app.callback()
@@ -43,17 +42,11 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         except ToolkitError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # a second Ctrl-C, or one outside a training loop
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
 
     return run
-
-
-def _launch_local_processes(nproc: int, argv: list[str]) -> None:
-    """Re-run this command under torchrun with ``nproc`` local processes; exit with its status."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", __file__, *argv]
-    raise typer.Exit(subprocess.call(cmd))
 
 
 @app.command()
@@ -65,29 +58,20 @@ def pretrain(
     out: OutOpt = None,
     device: DeviceOpt = None,
     set_: SetOpt = None,
-    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue the run in this folder.")] = None,
-    nproc: Annotated[int, typer.Option("--nproc", help="Local processes (DistributedDataParallel).")] = 1,
+    resume: ResumeOpt = None,
+    nproc: NprocOpt = 1,
 ) -> None:
     """Pretrain an encoder with SimSiam (two views, predictor, stop-gradient)."""
-    from toolkit.pretrain import pretrain as run_pretrain
+    from toolkit.engine.distributed import launch_local_processes
     from toolkit.engine.run_start import start_run
+    from toolkit.pretrain import pretrain as run_pretrain
 
     if nproc < 1:
         raise ToolkitError(f"--nproc {nproc}: must be 1 or more")
     shortcuts = {"train.epochs": epochs, "data.path": data, "train.device": device}
     start = start_run("pretrain", recipe, shortcuts, set_ or [], out, resume)
-    run_dir = start.run_dir
-    if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        argv = ["pretrain", *([recipe] if recipe else []), "--out", str(run_dir)]
-        for flag, value in (("--data", data), ("--epochs", epochs), ("--device", device), ("--resume", resume)):
-            if value is not None:
-                argv += [flag, str(value)]
-        for item in set_ or []:
-            argv += ["--set", item]
-        if resume is not None:
-            argv.remove("--out"), argv.remove(str(run_dir))
-        _launch_local_processes(nproc, argv)
-    run_pretrain(start.recipe, run_dir, resume=start.resume)
+    launch_local_processes(nproc, __file__, start.run_dir, resuming=resume is not None)
+    run_pretrain(start.recipe, start.run_dir, resume=start.resume)
 
 
 # --- finetune / evaluate (issue 5) ---
@@ -105,17 +89,18 @@ def finetune(
     out: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default runs/<recipe>-finetune-<loss>-<timestamp>).")] = None,
     device: DeviceOpt = None,
     set_: SetOpt = None,
-    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue the run in this folder.")] = None,
+    resume: ResumeOpt = None,
+    nproc: NprocOpt = 1,
 ) -> None:
     """Fine-tune the twin encoder with a contrastive, triplet or prototypical loss on labelled images."""
-    from toolkit.finetune import finetune as run_finetune
+    from toolkit.engine.distributed import launch_local_processes
     from toolkit.engine.run_start import start_run
+    from toolkit.finetune import finetune as run_finetune
 
-    if resume is not None and init is not None:
-        raise ToolkitError("--resume continues a run with the weights in its checkpoint; do not also give --init")
     shortcuts = {"finetune.loss": loss, "finetune.init": init, "finetune.epochs": epochs, "data.path": data,
                  "train.device": device}
     start = start_run("finetune", recipe, shortcuts, set_ or [], out, resume, run_name="{name}-finetune-{loss}")
+    launch_local_processes(nproc, __file__, start.run_dir, resuming=resume is not None)
     run_finetune(start.recipe, start.run_dir, resume=start.resume)
 
 
@@ -318,14 +303,13 @@ def study(
                                                  "CI, verdicts only where the interval allows (default 1).")] = None,
 ) -> None:
     """Reproduce the SimSiam paper's ablations (Sec. 4) on a recipe: one pretraining run per variant, then report.md."""
-    from toolkit.config import load_recipe
-    from toolkit.engine.run_folder import default_run_dir
+    from toolkit.engine.run_start import start_run
     from toolkit.study.job import run_study
 
     shortcuts = {"train.epochs": epochs, "data.path": data, "train.device": device, "study.variants": only,
                  "study.seeds": seeds}
-    resolved = load_recipe(recipe, shortcuts, set_ or [])
-    run_study(resolved, out or default_run_dir(f"study-{resolved.name}"))
+    start = start_run("study", recipe, shortcuts, set_ or [], out, None, run_name="study-{name}")
+    run_study(start.recipe, start.run_dir)
 
 
 

@@ -74,14 +74,14 @@ def omniglot_manifest(root: Path, out: Path) -> tuple[Path, int, int]:
 
 def complete(run_dir: Path, epochs: int) -> bool:
     """True when ``run_dir`` holds a finished run of ``epochs`` epochs (reused instead of retrained)."""
-    from toolkit.engine import checkpoint
+    from toolkit.engine.checkpoint import Checkpoint
     from toolkit.errors import ToolkitError
 
     try:
-        ckpt = checkpoint.load(run_dir)
+        ckpt = Checkpoint.load(run_dir)
     except ToolkitError:
         return False
-    return int(ckpt["epoch"]) == epochs and not ckpt.get("partial")
+    return ckpt.epoch == epochs and not ckpt.training.mid_epoch
 
 
 def timed_stage(name: str, run_dir: Path, epochs: int, train: Any, timings: dict[str, float]) -> None:
@@ -99,14 +99,14 @@ def timed_stage(name: str, run_dir: Path, epochs: int, train: Any, timings: dict
 
 def fewshot_numbers(ckpt_path: Path, data_path: str) -> dict[str, Any]:
     """Embed the held-out test split once with ``toolkit evaluate``'s code; score every setting."""
-    from toolkit.engine import checkpoint
+    from toolkit.engine.checkpoint import Checkpoint
     from toolkit.data.groups import class_groups
     from toolkit.evaluate.episodes import run_episodes
     from toolkit.evaluate.job import embed, evaluation_recipe
     from toolkit.evaluate.within_group import run_within_group_episodes
     from toolkit.data.store import load_data
 
-    ckpt = checkpoint.load(ckpt_path)
+    ckpt = Checkpoint.load(ckpt_path)
     recipe = evaluation_recipe(ckpt, data=data_path)
     test = load_data(recipe.data).test
     assert test is not None and test.labels is not None
@@ -166,7 +166,8 @@ def protonet(args: argparse.Namespace, manifest: str, timings: dict[str, float])
     from toolkit.data.groups import class_groups
     from toolkit.data.store import default_normalization, load_data
     from toolkit.data.preprocess import Normalizer
-    from benchmarks.protonet import ProtoNetSettings, embed_raw, euclidean_episodes, train_protonet
+    from benchmarks.protonet import ProtoNetSettings, euclidean_episodes, train_protonet
+    from toolkit.engine.embed import embed_store
 
     recipe = load_recipe("omniglot", {"data.path": manifest})
     loaded = load_data(recipe.data)
@@ -176,7 +177,7 @@ def protonet(args: argparse.Namespace, manifest: str, timings: dict[str, float])
     settings = ProtoNetSettings(episodes=args.protonet_episodes)
     net, seconds = train_protonet(loaded.train, normalizer, settings)
     timings["protonet"] = seconds
-    emb = embed_raw(net, loaded.test, normalizer)
+    emb = embed_store(net, loaded.test, normalizer, loaded.test.images.shape[-1], batch_size=512, l2_normalise=False)
     groups, _ = class_groups(loaded.test.class_names, manifest)
     out: dict[str, Any] = {}
     for w, s in SETTINGS:

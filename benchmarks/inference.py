@@ -107,12 +107,12 @@ def prepare(name: str, args: argparse.Namespace) -> tuple[torch.nn.Module, Model
     """The encoder, its metadata and normalised calibration images: a checkpoint's, or a random one."""
     if name == "checkpoint":
         from exporters.metadata import info_from_checkpoint
-        from toolkit.engine import checkpoint
+        from toolkit.engine.checkpoint import Checkpoint
 
-        ckpt = checkpoint.load(args.checkpoint)
+        ckpt = Checkpoint.load(args.checkpoint)
         info = info_from_checkpoint(ckpt)
         calibration = normalise(image_source(args, info, args.calibration, seed=1), info)
-        return checkpoint.encoder_from_checkpoint(ckpt), info, calibration
+        return ckpt.encoder(), info, calibration
     size = MODELS[name][2]
     info = ModelInfo(size, size, 3, MEAN, STD, 0)
     calibration = normalise(image_source(args, info, args.calibration, seed=1), info)

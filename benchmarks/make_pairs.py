@@ -88,10 +88,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    from toolkit.engine.checkpoint import load, recipe_of
     from toolkit.data.sources import load_splits
+    from toolkit.engine.checkpoint import Checkpoint
 
-    splits = load_splits(recipe_of(load(args.checkpoint)).data)
+    splits = load_splits(Checkpoint.load(args.checkpoint).recipe.data)
     if splits.test is None or splits.test.labels is None or splits.train.labels is None:
         sys.exit(f"error: {args.checkpoint}: its data has no labelled test split to make pairs from")
     rng = np.random.default_rng(args.seed)

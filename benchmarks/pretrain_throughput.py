@@ -41,18 +41,18 @@ def _toolkit_side(args: argparse.Namespace) -> tuple[Any, Any]:
     from toolkit.engine.distributed import init_distributed, seed_everything
     from toolkit.data.store import load_data
     from toolkit.pretrain import SimSiamObjective
-    from toolkit.engine.loop import LoopSettings, Trainer
+    from toolkit.engine.loop import Trainer
+    from toolkit.engine.run_folder import RunFolder
 
     recipe = load_recipe("cifar10_resnet18", {
         "data.path": str(Path(args.data) / "train"), "data.train_limit": args.images, "data.test_fraction": 0.0,
-        "train.batch_size": args.batch, "train.workers": args.workers, "train.device": args.device})
+        "train.batch_size": args.batch, "train.workers": args.workers, "train.device": args.device,
+        "train.epochs": 10, "optim.warmup_epochs": 0.0})
     env = init_distributed(recipe.train.device)
     data = load_data(recipe.data)
     seed_everything(0)
-    objective = SimSiamObjective(recipe, data.train, env)
-    o = recipe.optim
-    settings = LoopSettings(10, recipe.train.batch_size, o.base_lr, o.momentum, o.weight_decay, 0.0)
-    trainer = Trainer(objective, recipe, settings, data.train, None, Path(tempfile.mkdtemp()), env)
+    objective = SimSiamObjective(recipe, data.train, env)  # its LoopSettings: 10 epochs, the recipe's SGD
+    trainer = Trainer(objective, recipe, data.train, None, RunFolder(tempfile.mkdtemp()), env)
     trainer.forward_model.train()
     epoch = [0]
 

@@ -102,12 +102,6 @@ def train_protonet(store: ImageStore, normalizer: Normalizer, settings: ProtoNet
 
 
 @torch.no_grad()
-def embed_raw(net: nn.Module, store: ImageStore, normalizer: Normalizer, batch_size: int = 512) -> np.ndarray:
-    """Unnormalised embeddings (N x D): ProtoNets compare raw vectors by Euclidean distance."""
-    chunks = [net(normalizer(store.images[i:i + batch_size])).float().cpu() for i in range(0, len(store), batch_size)]
-    return torch.cat(chunks).numpy()
-
-
 def euclidean_episodes(embeddings: np.ndarray, labels: np.ndarray, way: int, shot: int, query: int,
                        episodes: int = 600, seed: int = 0, groups_of_class: np.ndarray | None = None) -> dict:
     """Episode accuracy of the ProtoNet rule (nearest mean by squared Euclidean distance), with 95% CI.

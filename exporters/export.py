@@ -36,6 +36,7 @@ from exporters.int8 import Int8Report
 from exporters.runtime import OnnxBackend, TorchBackend
 from toolkit.console import info as say
 from toolkit.console import warn
+from toolkit.engine.run_folder import RunFolder, atomic_path
 from toolkit.errors import ToolkitError
 from toolkit.out_paths import ensure_out_dir, write_error
 
@@ -61,7 +62,7 @@ class ExportResult:
 def default_out_dir(checkpoint_path: str | Path) -> Path:
     """``<run folder>/export`` for a run folder or a checkpoint file inside one."""
     path = Path(checkpoint_path)
-    return (path if path.is_dir() else path.parent) / "export"
+    return RunFolder(path if path.is_dir() else path.parent).export_dir
 
 
 def _check_options(trt: bool, fp16: bool, int8: bool, calib_data: str | Path | None, max_batch: int) -> None:
@@ -104,24 +105,20 @@ def export_checkpoint(checkpoint_path: str | Path, out: str | Path | None = None
         ToolkitError: bad options, not a toolkit checkpoint, a failed export, validation or
             parity gate; TensorRT unavailable with ``trt`` (after the ONNX is written).
     """
-    from toolkit.engine import checkpoint
+    from toolkit.engine.checkpoint import Checkpoint
 
     _check_options(trt, fp16, int8, calib_data, max_batch)
-    ckpt = checkpoint.load(checkpoint_path)
+    ckpt = Checkpoint.load(checkpoint_path)
     info = metadata.info_from_checkpoint(ckpt)
-    encoder = checkpoint.encoder_from_checkpoint(ckpt)
+    encoder = ckpt.encoder()
     out_dir = ensure_out_dir(Path(out) if out is not None else default_out_dir(checkpoint_path))
     onnx_path = out_dir / "encoder.onnx"
     if not force:
-        _refuse_unrelated(onnx_path, Path(ckpt["path"]), out_dir == default_out_dir(checkpoint_path))
-    staged = out_dir / ".encoder.staged.onnx"
-    try:
+        _refuse_unrelated(onnx_path, Path(ckpt.path or checkpoint_path), out_dir == default_out_dir(checkpoint_path))
+    with atomic_path(onnx_path) as staged:  # renamed to encoder.onnx only once the parity gate passed
         info = export_onnx(encoder, info, staged, opset=opset, max_batch=max(max_batch, 2))
-        say(f"exported {ckpt['kind']} checkpoint {ckpt['path']} -> ONNX opset {opset}; checker and shape inference passed")
+        say(f"exported {ckpt.kind} checkpoint {ckpt.path} -> ONNX opset {opset}; checker and shape inference passed")
         cases = _parity_gate(encoder, info, staged, data, threads)
-        os.replace(staged, onnx_path)
-    finally:
-        staged.unlink(missing_ok=True)
     try:
         metadata.write_json(info, out_dir / "encoder.json")
     except OSError as exc:
@@ -195,7 +192,8 @@ def _parity_gate(encoder: nn.Module, info: ModelInfo, staged: Path, data: str | 
     failed = [c for c in cases if not c.passed]
     if failed:
         rejected = staged.parent / "encoder.rejected.onnx"
-        os.replace(staged, rejected)
+        with atomic_path(rejected) as tmp:
+            os.replace(staged, tmp)
         worst = min(failed, key=lambda c: c.min_cosine)
         raise ToolkitError(
             f"parity gate failed: ONNX Runtime vs PyTorch on {worst.name} images, batch {worst.batch}: min cosine "

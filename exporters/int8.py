@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -32,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from scoring.images import load_image
 from exporters.metadata import INPUT_NAME, ModelInfo
 from exporters.parity import normalise
-from scoring.score import read_image_list
+from toolkit.data.image_files import load_readable, read_image_list
+from toolkit.engine.run_folder import atomic_path
 from toolkit.errors import ToolkitError
 
 QUANTIZED_OPS = ["Conv", "Gemm", "MatMul"]
@@ -69,13 +68,7 @@ class Int8Report:
 
 
 def _load(paths: list[str], info: ModelInfo) -> list[np.ndarray]:
-    images = []
-    for path in paths:
-        try:
-            images.append(load_image(path, info))
-        except Exception:  # noqa: BLE001 - unreadable calibration images are just left out
-            continue
-    return images
+    return load_readable(paths, info.resize_size, info.image_size, info.channels)
 
 
 def calibration_set(info: ModelInfo, calib_data: str | Path, limit: int = CALIBRATION_IMAGES
@@ -145,8 +138,8 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path, calibration: np.n
         model = onnx.load(str(staged))
         del model.metadata_props[:]
         model.metadata_props.extend(onnx.load(str(onnx_path), load_external_data=False).metadata_props)
-        onnx.save_model(model, str(staged))
-        os.replace(staged, out_path)
+        with atomic_path(out_path) as final:
+            onnx.save_model(model, str(final))
     return out_path
 
 

@@ -2,7 +2,7 @@
 
 The same fields travel three ways, so every backend preprocesses identically:
 
-* from a checkpoint (``ckpt["preprocess"]``, the recipe's ``data.load_size``, ``eval.json``);
+* from a checkpoint (``Checkpoint.preprocessing``, ``eval.json``);
 * in ``encoder.json`` beside an exported model;
 * in the ONNX file's ``metadata_props`` (one key per field, JSON-encoded values).
 
@@ -29,7 +29,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from toolkit.engine.checkpoint import TOOLKIT_VERSION
+from toolkit.engine.checkpoint import TOOLKIT_VERSION, Checkpoint
+from toolkit.engine.run_folder import RunFolder, write_json_atomic
 from toolkit.console import warn
 from toolkit.errors import ToolkitError
 
@@ -127,7 +128,7 @@ def eval_thresholds(folder: Path) -> tuple[float | None, float | None]:
     ``eval.json`` without ``calibration`` gives its ``verification.threshold`` (with a warning: it
     was chosen on the test split) and no unknown threshold.
     """
-    path = folder / "eval.json"
+    path = RunFolder(folder).eval_json
     if not path.is_file():
         return None, None
     try:
@@ -144,11 +145,6 @@ def eval_thresholds(folder: Path) -> tuple[float | None, float | None]:
     return value, None
 
 
-def eval_threshold(folder: Path) -> float | None:
-    """The pair threshold of ``folder/eval.json`` (see ``eval_thresholds``)."""
-    return eval_thresholds(folder)[0]
-
-
 def _finite(value: Any) -> float | None:
     if value is None:
         return None
@@ -156,28 +152,29 @@ def _finite(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def info_from_checkpoint(ckpt: dict[str, Any]) -> ModelInfo:
-    """Metadata of a loaded checkpoint (``toolkit.engine.checkpoint.load``), with eval.json's thresholds."""
-    pre = ckpt["preprocess"]
-    load_size = int(ckpt.get("recipe", {}).get("data", {}).get("load_size", 0) or 0)
-    path = Path(ckpt.get("path", "checkpoint.pt"))
+def info_from_checkpoint(ckpt: Checkpoint) -> ModelInfo:
+    """Metadata of a loaded ``Checkpoint``, with the thresholds of the ``eval.json`` beside it."""
+    pre = ckpt.preprocessing
+    if pre is None:
+        raise ToolkitError(f"{ckpt.path}: the checkpoint records no preprocessing; it cannot be exported")
+    path = Path(ckpt.path or "checkpoint.pt")
     pair_threshold, unknown_threshold = eval_thresholds(path.parent)
     return ModelInfo(
-        image_size=int(pre["image_size"]),
-        resize_size=max(load_size, int(pre["image_size"])),  # as toolkit.data.store.load_data decodes
-        channels=int(pre["channels"]),
-        mean=tuple(float(m) for m in pre["mean"]),
-        std=tuple(float(s) for s in pre["std"]),
-        embedding_dim=int(ckpt["embedding_dim"]),
+        image_size=pre.image_size,
+        resize_size=pre.resize_size,
+        channels=pre.channels,
+        mean=pre.mean,
+        std=pre.std,
+        embedding_dim=ckpt.embedding_dim,
         threshold=pair_threshold,
         unknown_threshold=unknown_threshold,
-        kind=str(ckpt.get("kind", "pretrain")),
+        kind=ckpt.kind,
         checkpoint=str(path),
     )
 
 
 def write_json(info: ModelInfo, path: Path) -> None:
-    path.write_text(json.dumps(info.to_dict(), indent=2) + "\n")
+    write_json_atomic(path, info.to_dict())
 
 
 def read_json(path: Path) -> ModelInfo:

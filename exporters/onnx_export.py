@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import warnings
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from torch import nn
 
 from exporters import metadata
 from exporters.metadata import INPUT_NAME, OUTPUT_NAME, ModelInfo
+from toolkit.engine.run_folder import atomic_path
 from toolkit.errors import ToolkitError
 
 DEFAULT_OPSET = 20  # the dynamo exporter's own default since torch 2.9
@@ -57,8 +57,6 @@ def export_onnx(encoder: nn.Module, info: ModelInfo, path: str | Path, *, opset:
     # An example batch of 2: with 1, torch.export may specialise the batch dimension to a constant.
     example = torch.zeros(2, *info.input_chw)
     batch = torch.export.Dim("batch", min=1, max=max_batch)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with _quiet(), torch.no_grad():
             program = torch.onnx.export(
@@ -72,15 +70,13 @@ def export_onnx(encoder: nn.Module, info: ModelInfo, path: str | Path, *, opset:
             entry.key, entry.value = key, value
         model.producer_name = "toolkit"
         validate(model, info, source=str(path))
-        onnx.save_model(model, tmp)  # < 2 GB: one file, weights inline
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            onnx.save_model(model, str(tmp))  # < 2 GB: one file, weights inline
     except ToolkitError:
         raise
     except Exception as exc:  # noqa: BLE001 - the exporter raises many types; report one line
         first = " ".join(str(exc).split())[:300]
         raise ToolkitError(f"ONNX export of {info.checkpoint or 'the encoder'} failed: {type(exc).__name__}: {first}") from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return info
 
 

@@ -21,10 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from scoring.images import load_image
 from exporters.metadata import ModelInfo
 from exporters.runtime import Backend
-from scoring.score import read_image_list
+from toolkit.data.image_files import load_readable, read_image_list
 from toolkit.errors import ToolkitError
 from toolkit.data.preprocess import Normalizer
 
@@ -77,12 +76,7 @@ def parity_batches(info: ModelInfo, data: str | Path | None = None, seed: int = 
     if data is not None:
         paths = read_image_list(data)
         picked = [paths[int(i)] for i in np.linspace(0, len(paths) - 1, min(biggest, len(paths)))]
-        images = []
-        for path in picked:
-            try:
-                images.append(load_image(path, info))
-            except Exception:  # noqa: BLE001 - an unreadable image just is not used
-                continue
+        images = load_readable(picked, info.resize_size, info.image_size, info.channels)
         if not images:
             raise ToolkitError(f"--data {data}: none of the {len(picked)} images picked for the parity check could be read")
         batches["real"] = normalise(np.stack(images), info)

@@ -11,7 +11,7 @@ normalisation happen once, before the backend, from the model's metadata
 * ``OnnxBackend``: ``encoder.onnx`` (or ``encoder.int8.onnx``) on ONNX Runtime with the CUDA
   provider when present, else the CPU; the provider that really runs is read back from the
   session. IOBinding on CUDA keeps the output on the device until one copy back.
-* ``TensorRTBackend``: a serialized engine (``exporters.tensorrt_engine.TensorRTEncoder``).
+* ``TensorRTBackend``: a serialized engine (``exporters.tensorrt_runtime.TensorRTEncoder``).
 
 ``open_backend`` picks one by the model path's suffix; its ``backend`` argument overrides.
 """
@@ -106,11 +106,11 @@ class TorchBackend(Backend):
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, **kwargs: object) -> TorchBackend:
-        from toolkit.engine import checkpoint
+        from toolkit.engine.checkpoint import Checkpoint
 
-        ckpt = checkpoint.load(path)
+        ckpt = Checkpoint.load(path)
         info = metadata.info_from_checkpoint(ckpt)
-        return cls(checkpoint.encoder_from_checkpoint(ckpt), info, source=ckpt["path"], **kwargs)  # type: ignore[arg-type]
+        return cls(ckpt.encoder(), info, source=str(ckpt.path), **kwargs)  # type: ignore[arg-type]
 
     @torch.inference_mode()
     def _run(self, images: np.ndarray) -> np.ndarray:
@@ -215,7 +215,7 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
 
     def __init__(self, path: str | Path, *, info: ModelInfo | None = None) -> None:
-        from exporters.tensorrt_engine import TensorRTEncoder
+        from exporters.tensorrt_runtime import TensorRTEncoder
 
         path = Path(path)
         beside = path.parent / "encoder.json"

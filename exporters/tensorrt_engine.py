@@ -1,9 +1,9 @@
-"""TensorRT engine build (ONNX -> ``encoder.engine``) and a TensorRT inference backend.
+"""TensorRT engine build (ONNX -> ``encoder.engine``); inference is in ``exporters.tensorrt_runtime``.
 
 Written against TensorRT 10 and 11's Python API. The difference that matters here:
 TensorRT 11 only builds strongly typed networks (the FP16 builder flag and trtexec's
 ``--fp16`` are gone), so for FP16 the ONNX itself is first converted to mixed precision
-(``convert_to_mixed_fp16``), keeping the l2 normalisation in fp32 because its sum of squares
+(``exporters.onnx_fp16.convert_to_mixed_fp16``), keeping the l2 normalisation in fp32 because its sum of squares
 overflows fp16. On TensorRT 10 the FP16 builder flag is set instead, and the layers after the
 last convolution/matmul (the normalisation) are pinned to fp32.
 
@@ -14,25 +14,18 @@ it, and the tests around it run on CPU.
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import tempfile
 import time
-import warnings
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import numpy as np
 import onnx
 import torch
 
+from exporters.onnx_fp16 import INPUT_NAME, _write_bytes_atomic, convert_to_mixed_fp16, onnx_input_chw
 from toolkit.errors import ToolkitError
 
-INPUT_NAME = "images"
-# Ops of F.normalize as the torch exporters emit it (ReduceL2/Clip/Expand/Div from dynamo;
-# Pow/ReduceSum/Sqrt/Max from the older TorchScript exporter): kept fp32 in the fp16 model.
-NORMALISATION_OPS = ("ReduceL2", "Div", "ReduceSumSquare", "Sqrt", "Clip", "Max", "Expand", "Pow", "ReduceSum")
 MiB = 2**20
 
 
@@ -47,112 +40,6 @@ def tensorrt_unavailable_reason() -> str | None:
     if not torch.cuda.is_available():
         return "no CUDA device is available"
     return None
-
-
-def _write_bytes_atomic(path: Path, data: bytes | memoryview) -> None:
-    """Writes to a temporary file beside ``path`` and renames it, so no half-written file stays."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def onnx_input_chw(onnx_path: str | Path, input_name: str = INPUT_NAME) -> tuple[int, int, int]:
-    """C, H, W of the ONNX input ``input_name``; the batch dimension must be dynamic.
-
-    Raises:
-        ToolkitError: no such file or input, dynamic C/H/W, or a fixed batch size.
-    """
-    onnx_path = Path(onnx_path)
-    if not onnx_path.is_file():
-        raise ToolkitError(f"{onnx_path}: no such ONNX file")
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    inputs = {i.name: i for i in graph.input}
-    if input_name not in inputs:
-        raise ToolkitError(f"{onnx_path}: no input named {input_name!r}; inputs are {sorted(inputs)}")
-    dims = inputs[input_name].type.tensor_type.shape.dim
-    shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
-    if len(shape) != 4 or not all(isinstance(d, int) and d > 0 for d in shape[1:]):
-        raise ToolkitError(
-            f"{onnx_path}: input {input_name!r} has shape {shape}; expected [batch, C, H, W] with fixed C, H, W"
-        )
-    if isinstance(shape[0], int) and shape[0] > 0:
-        raise ToolkitError(
-            f"{onnx_path}: input {input_name!r} has a fixed batch of {shape[0]}; re-export with a dynamic batch"
-        )
-    return shape[1], shape[2], shape[3]
-
-
-def _restore_fp32_outputs(original: onnx.ModelProto, model: onnx.ModelProto) -> None:
-    """Puts back float32 graph outputs that ``convert_float_to_float16`` turned into float16.
-
-    With ``keep_io_types=True`` the converter still retypes an output whose producer is in the
-    block list (it inserts a fp16 Cast after the blocked node and retypes the graph output):
-    here the final ``Div`` of the normalisation. The fix turns that Cast into an Identity (or,
-    if other nodes read the fp16 tensor, adds a Cast from the fp32 tensor), so the output is
-    fp32 again and no fp16 rounding happens after the normalisation.
-    """
-    was_fp32 = {o.name for o in original.graph.output if o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
-    for output in model.graph.output:
-        if output.name not in was_fp32 or output.type.tensor_type.elem_type == onnx.TensorProto.FLOAT:
-            continue
-        producer = next(n for n in model.graph.node if output.name in n.output)
-        is_fp16_cast = producer.op_type == "Cast" and producer.attribute[0].i == onnx.TensorProto.FLOAT16
-        output.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
-        if is_fp16_cast and not any(output.name in n.input for n in model.graph.node):
-            producer.op_type = "Identity"  # the usual case: pass the fp32 result straight through
-            del producer.attribute[:]
-            continue
-        fp16_name = f"{output.name}_fp16"
-        producer.output[list(producer.output).index(output.name)] = fp16_name
-        for node in model.graph.node:  # other readers keep reading the fp16 tensor
-            for i, name in enumerate(node.input):
-                if name == output.name:
-                    node.input[i] = fp16_name
-        source = producer.input[0] if is_fp16_cast else fp16_name
-        name = f"{output.name}_to_fp32"
-        cast = onnx.helper.make_node("Cast", [source], [output.name], to=onnx.TensorProto.FLOAT, name=name)
-        model.graph.node.append(cast)
-
-
-def convert_to_mixed_fp16(onnx_path: str | Path, out_path: str | Path) -> Path:
-    """Converts an fp32 ONNX encoder to fp16, keeping I/O and the l2 normalisation in fp32.
-
-    Uses onnxconverter-common's ``convert_float_to_float16(keep_io_types=True,
-    op_block_list=NORMALISATION_OPS)``; TensorRT 11 then builds it strongly typed. Note the
-    converter clamps small constants to 1e-7, so F.normalize's eps of 1e-12 becomes 1e-7
-    (irrelevant for non-zero embeddings).
-
-    Returns:
-        ``out_path``, written atomically.
-
-    Raises:
-        ToolkitError: a missing ONNX file or one already in fp16.
-    """
-    from onnxconverter_common import float16
-
-    onnx_path, out_path = Path(onnx_path), Path(out_path)
-    if not onnx_path.is_file():
-        raise ToolkitError(f"{onnx_path}: no such ONNX file")
-    original = onnx.load(str(onnx_path))
-    try:
-        with warnings.catch_warnings():  # the eps clamp above, expected and documented
-            warnings.filterwarnings("ignore", message=r"the float32 number .* will be truncated")
-            model = float16.convert_float_to_float16(
-                onnx.ModelProto.FromString(original.SerializeToString()),
-                keep_io_types=True,
-                op_block_list=list(NORMALISATION_OPS),
-            )
-    except ValueError as e:  # raised for a model that is already fp16
-        raise ToolkitError(f"{onnx_path}: cannot convert to fp16: {' '.join(str(e).split())}") from e
-    _restore_fp32_outputs(original, model)
-    _write_bytes_atomic(out_path, model.SerializeToString())
-    return out_path
 
 
 def trtexec_command(
@@ -338,79 +225,3 @@ def build_engine(
     _write_bytes_atomic(script, f"#!/bin/sh\n# The trtexec equivalent of this build.\n{command}\n".encode())
     script.chmod(0o755)
     return info
-
-
-class TensorRTEncoder:
-    """Runs a serialized TensorRT engine: ``embed(images [N,C,H,W] float32) -> [N,D] float32``.
-
-    Device buffers are torch CUDA tensors (no pycuda); inference is ``execute_async_v3`` on a
-    torch CUDA stream. Batches larger than the profile's max batch are run in chunks.
-
-    Attributes:
-        input_name, output_name: the engine's I/O tensor names.
-        chw: the input's C, H, W.
-        max_batch: the profile's largest batch.
-    """
-
-    def __init__(self, engine_path: str | Path, device: int = 0) -> None:
-        engine_path = Path(engine_path)
-        reason = tensorrt_unavailable_reason()
-        if reason is not None:
-            raise ToolkitError(f"cannot run the TensorRT engine {engine_path}: {reason}")
-        if not engine_path.is_file():
-            raise ToolkitError(f"{engine_path}: no such engine file")
-        import tensorrt as trt
-
-        self.device = torch.device("cuda", device)
-        torch.cuda.set_device(self.device)  # TensorRT uses the current device's primary context
-        self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._logger)
-        self.engine = self._runtime.deserialize_cuda_engine(engine_path.read_bytes())
-        if self.engine is None:
-            raise ToolkitError(
-                f"{engine_path}: TensorRT {trt.__version__} cannot load this engine "
-                "(built by another TensorRT version or for another GPU?); rebuild it"
-            )
-        self.context = self.engine.create_execution_context()
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ToolkitError(f"{engine_path}: expected one input and one output, got {inputs} and {outputs}")
-        self.input_name, self.output_name = inputs[0], outputs[0]
-        dtypes = {trt.float32: torch.float32, trt.float16: torch.float16}
-        in_dtype = self.engine.get_tensor_dtype(self.input_name)
-        out_dtype = self.engine.get_tensor_dtype(self.output_name)
-        if in_dtype not in dtypes or out_dtype not in dtypes:
-            raise ToolkitError(
-                f"{engine_path}: unsupported I/O types {in_dtype} and {out_dtype}; expected float32 or float16"
-            )
-        _, _, max_shape = self.engine.get_tensor_profile_shape(self.input_name, 0)
-        self.max_batch = int(max_shape[0])
-        self.chw = tuple(int(d) for d in max_shape[1:])
-        self.stream = torch.cuda.Stream(self.device)
-        # Buffers sized for the largest batch, allocated once; smaller batches use a prefix.
-        self.context.set_input_shape(self.input_name, tuple(max_shape))
-        out_shape = tuple(self.context.get_tensor_shape(self.output_name))
-        self._input = torch.empty(tuple(max_shape), dtype=dtypes[in_dtype], device=self.device)
-        self._output = torch.empty(out_shape, dtype=dtypes[out_dtype], device=self.device)
-        self.dim = int(out_shape[1])
-
-    def embed(self, images: np.ndarray) -> np.ndarray:
-        """Embeddings of a batch: [N, C, H, W] float32 -> [N, D] float32 (l2-normalised by the model)."""
-        images = np.asarray(images, dtype=np.float32)
-        if images.ndim != 4 or tuple(images.shape[1:]) != self.chw:
-            raise ValueError(f"expected images [N, {', '.join(map(str, self.chw))}], got {list(images.shape)}")
-        out = np.empty((images.shape[0], self.dim), dtype=np.float32)
-        with torch.cuda.stream(self.stream):
-            for start in range(0, images.shape[0], self.max_batch):
-                chunk = torch.from_numpy(images[start : start + self.max_batch])
-                n = chunk.shape[0]
-                self._input[:n].copy_(chunk)  # stream-ordered before the engine reads it
-                self.context.set_input_shape(self.input_name, (n, *self.chw))
-                self.context.set_tensor_address(self.input_name, self._input.data_ptr())
-                self.context.set_tensor_address(self.output_name, self._output.data_ptr())
-                if not self.context.execute_async_v3(self.stream.cuda_stream):
-                    raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log)")
-                out[start : start + n] = self._output[:n].float().cpu().numpy()  # synchronises
-        return out

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import TextIO
 
+from toolkit.engine.run_folder import atomic_write
 from toolkit.out_paths import write_error
 
 BLOCK_ROWS = 65_536  # rows handed to csv.writer.writerows at once: C-speed writing, bounded memory
@@ -33,23 +32,10 @@ def write_atomic(path: Path, fill: Callable[[TextIO], int]) -> int:
         What ``fill`` returned (the number of data rows).
     """
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
+        with atomic_write(path, "w", newline="") as f:
+            return fill(f)
+    except OSError as exc:  # disk full, the folder removed or made read-only meanwhile
         raise write_error(path, exc) from None
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            count = fill(f)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):  # disk full, the folder removed or made read-only meanwhile
-            raise write_error(path, exc) from None
-        raise
-    return count
 
 
 def write_csv_atomic(path: Path, header: Sequence[str], blocks: Iterable[Sequence[Sequence[object]]]) -> int:

@@ -7,7 +7,6 @@ one-line reason})`` callable (``scoring.images.embedder`` in the CLI, a fake in 
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,9 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.metrics.similarity import l2_normalise
-from toolkit.data.csv_files import open_csv, resolve_entry
+from toolkit.data.image_files import images_under, is_uri, read_image_list, resolve
 from toolkit.data.sources import IMAGE_EXTENSIONS
 from toolkit.errors import ToolkitError
+
+__all__ = ["EmbedPaths", "SupportSet", "embed_unique", "images_under", "is_uri", "read_image_list",
+           "read_support_folder", "resolve"]
 
 EmbedPaths = Callable[[list[str]], tuple[np.ndarray, list[str], dict[str, str]]]
 NON_FINITE = "non-finite embedding (NaN or inf): the model's weights or outputs are broken"
@@ -36,69 +38,6 @@ class SupportSet:
     paths: list[str]
     labels: np.ndarray
     class_names: list[str]
-
-
-def images_under(folder: Path) -> list[str]:
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-    return [str(p) for p in files]
-
-
-def is_uri(entry: str) -> bool:
-    """True for ``scheme://...`` entries (s3://, gs://, hdfs://, file://): read through pyarrow's filesystems."""
-    scheme, sep, _ = entry.partition("://")
-    return bool(sep) and scheme.isidentifier() and len(scheme) > 1  # not a Windows drive letter
-
-
-def resolve(entry: str, base: Path) -> str:
-    """A list entry as a path string: URIs as they are, ``~`` expanded, relative entries against ``base``."""
-    if is_uri(entry):
-        return entry
-    return str(resolve_entry(entry, base))
-
-
-def read_image_list(path: str | Path) -> list[str]:
-    """Image paths from a folder (recursive, sorted), a CSV with a ``path`` column or a .txt list.
-
-    Relative entries of a CSV or .txt list resolve against the list's folder; blank lines and
-    ``#`` comments in a .txt are skipped. Lists are UTF-8, with or without a byte-order mark.
-
-    Raises:
-        ToolkitError: a missing path, an empty folder or list, a CSV without ``path``.
-    """
-    path = Path(path)
-    expected = "expected a folder of images, a .csv with a `path` column or a .txt list of paths"
-    if not path.exists():
-        raise ToolkitError(f"{path}: no such file or folder; {expected}")
-    if path.is_dir():
-        images = images_under(path)
-        if not images:
-            raise ToolkitError(f"{path}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
-        return images
-    suffix = path.suffix.lower()
-    if suffix == ".txt":
-        with open_csv(path) as f:
-            lines = [line.strip() for line in f]
-        images = [resolve(line, path.parent) for line in lines if line and not line.startswith("#")]
-    elif suffix == ".csv":
-        with open_csv(path) as f:
-            reader = csv.reader(f)
-            header = [c.strip() for c in next(reader, [])]
-            if "path" not in header:
-                raise ToolkitError(f"{path}: the header has columns {header}; expected a `path` column")
-            col = header.index("path")
-            images = []
-            for row in reader:
-                if not any(cell.strip() for cell in row):
-                    continue
-                entry = row[col].strip() if col < len(row) else ""
-                if not entry:
-                    raise ToolkitError(f"{path}: line {reader.line_num} has an empty `path`")
-                images.append(resolve(entry, path.parent))
-    else:
-        raise ToolkitError(f"{path}: unsupported list type {suffix!r}; {expected}")
-    if not images:
-        raise ToolkitError(f"{path}: the list has no image paths")
-    return images
 
 
 def read_support_folder(path: str | Path) -> SupportSet:

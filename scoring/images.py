@@ -27,7 +27,7 @@ from exporters.runtime import Backend
 from scoring.image_lists import is_uri
 from scoring.score import EmbedPaths
 from toolkit.console import console
-from toolkit.data.store import decode_image
+from toolkit.data.image_files import load_image as _load_image
 from toolkit.data.preprocess import Normalizer
 from toolkit.errors import ToolkitError
 
@@ -55,14 +55,10 @@ def open_uri(uri: str) -> io.BytesIO:
 
 
 def load_image(path: str, info: ModelInfo) -> np.ndarray:
-    """One file (or a ``scheme://`` URI, see ``open_uri``) as the model's uint8 input [C, S, S]:
-    resize the shorter side, centre crop."""
-    array = decode_image(open_uri(path) if is_uri(path) else path, info.resize_size, info.channels)  # type: ignore[arg-type]
-    if info.resize_size != info.image_size:
-        top = (array.shape[1] - info.image_size) // 2
-        left = (array.shape[2] - info.image_size) // 2
-        array = array[:, top:top + info.image_size, left:left + info.image_size]
-    return np.ascontiguousarray(array)
+    """One file (or a ``scheme://`` URI, see ``open_uri``) as the model's uint8 input [C, S, S]
+    (``toolkit.data.image_files.load_image``)."""
+    return _load_image(open_uri(path) if is_uri(path) else path, info.resize_size, info.image_size,  # type: ignore[arg-type]
+                       info.channels)
 
 
 def _reason(path: str, exc: Exception) -> str:

@@ -16,7 +16,6 @@ for models whose metadata predates it.
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +27,12 @@ from scoring import score
 from scoring.images import default_workers, embedder
 from exporters.metadata import DEFAULT_THRESHOLD
 from scoring.image_lists import drop_non_finite
-from scoring.pairs import read_pairs_header
+from scoring.pairs_csv import read_pairs_header
 from exporters.runtime import Backend, open_backend
 from toolkit.console import console
 from toolkit.console import info as say
 from toolkit.console import warn
+from toolkit.engine.run_folder import atomic_write
 from toolkit.errors import ToolkitError
 from toolkit.out_paths import check_out_file, write_error
 
@@ -140,15 +140,12 @@ def embed_images(model: str | Path, images: str | Path, out: str | Path = "embed
     backend = _open(model, settings)
     timed = _TimedEmbedder(backend, settings)
     embeddings, ok_paths, errors = drop_non_finite(*timed(paths))
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    out = Path(out)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as handle:  # a handle, so numpy does not append another .npz
+        with atomic_write(out, "wb") as handle:  # a handle, so numpy does not append another .npz
             np.savez(handle, embeddings=embeddings.astype(np.float32), paths=np.array(ok_paths, dtype=str),
                      failed_paths=np.array(list(errors), dtype=str), errors=np.array(list(errors.values()), dtype=str))
-        os.replace(tmp, out)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise write_error(out, exc) from None
     rate = len(paths) / max(timed.seconds, 1e-9)
     say(f"embedded {len(ok_paths)} of {len(paths)} images -> {out} ([{len(ok_paths)}, {embeddings.shape[1]}] "

@@ -1,4 +1,4 @@
-"""Run under torchrun by tests/test_distributed.py: pretrain, then dump this rank's weights."""
+"""Run under torchrun by tests/engine/test_distributed.py: pretrain or finetune, then dump this rank's weights."""
 
 from __future__ import annotations
 
@@ -8,10 +8,14 @@ from pathlib import Path
 import torch
 
 from toolkit.config import load_recipe
-from toolkit.pretrain import pretrain
 
 if __name__ == "__main__":
-    recipe_path, out = sys.argv[1], Path(sys.argv[2])
-    result = pretrain(load_recipe(recipe_path), out)
+    recipe_path, out, kind, sets = sys.argv[1], Path(sys.argv[2]), sys.argv[3], sys.argv[4:]
+    recipe = load_recipe(recipe_path, sets=sets)
+    if kind == "finetune":
+        from toolkit.finetune import finetune as train
+    else:
+        from toolkit.pretrain import pretrain as train
+    result = train(recipe, out)
     rank = torch.distributed.get_rank()
     torch.save(result.model.state_dict(), out.parent / f"rank{rank}.pt")

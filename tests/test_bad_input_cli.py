@@ -64,10 +64,11 @@ def test_score_into_an_unwritable_folder(exported_run: Path, images: Path, tmp_p
 
 def test_nan_checkpoint_fails_strict_scoring_with_a_reason_per_row(tmp_path: Path, images: Path) -> None:
     run = make_checkpoint(tmp_path / "run", kind="finetune")
-    payload = checkpoint.load(run)
-    payload.pop("path")
-    payload["model"] = {k: v.fill_(float("nan")) if v.is_floating_point() else v for k, v in payload["model"].items()}
-    checkpoint.save_atomic(payload, run / "checkpoint.pt")
+    ckpt = checkpoint.load(run)
+    for value in ckpt.weights.values():
+        if value.is_floating_point():
+            value.fill_(float("nan"))
+    ckpt.save(run / "checkpoint.pt")
     files = sorted(images.rglob("*.png"))
     pairs = tmp_path / "pairs.csv"
     pairs.write_text("image_a,image_b\n" + "".join(f"{a},{b}\n" for a, b in zip(files[:4], files[4:8])))
@@ -84,8 +85,7 @@ def test_nan_checkpoint_fails_strict_scoring_with_a_reason_per_row(tmp_path: Pat
 
 def test_torch_pickle_warning_becomes_one_line(tmp_path: Path, images: Path) -> None:
     run = make_checkpoint(tmp_path / "run", kind="finetune")
-    payload = checkpoint.load(run)
-    payload.pop("path")
+    payload = checkpoint.load(run).to_dict()
     torch.save(payload, run / "checkpoint.pt", pickle_protocol=4)  # weights_only loading warns, then refuses it
     result = run_cli("embed", str(run), str(images), "--out", str(tmp_path / "e.npz"), *FAST)
     assert result.returncode == 2, result.stderr

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from cli import app
 from tests.helpers import REPO, run_cli, write_tiny_recipe
-from toolkit.engine import checkpoint
+from toolkit.engine.checkpoint import Checkpoint
 
 
 def invoke(*args: str):  # noqa: ANN201 - click's Result
@@ -45,9 +45,9 @@ def test_pretrain_writes_the_run_folder(tmp_path: Path) -> None:
         assert 0 <= r["knn_top1"] <= 1
     assert records[-1]["img_per_s"] > 0
     assert "kNN top-1:" in result.stderr and "at initialisation" in result.stderr
-    ckpt = checkpoint.load(run)
-    assert ckpt["kind"] == "pretrain" and ckpt["epoch"] == 2
-    assert ckpt["preprocess"]["image_size"] == 16 and ckpt["preprocess"]["channels"] == 1
+    ckpt = Checkpoint.load(run)
+    assert ckpt.kind == "pretrain" and ckpt.epoch == 2 and ckpt.format_version == 2
+    assert ckpt.preprocessing.image_size == 16 and ckpt.preprocessing.channels == 1
 
 
 def test_unlabeled_data_skips_the_knn_monitor(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import torch
 from tests.helpers import run_cli
 from tests.test_cli import invoke
 from tests.tiny_runs import pretrain_at_init, tiny_recipe
-from toolkit.engine import checkpoint
+from toolkit.engine.checkpoint import Checkpoint, build_training_model
 from toolkit.config import load_recipe
 from toolkit.engine.distributed import DistEnv, seed_everything
 from toolkit.errors import ToolkitError
@@ -35,20 +35,20 @@ def test_finetune_cli_end_to_end(tmp_path: Path) -> None:
     for r in records:
         assert 0 <= r["active_fraction"] <= 1 and 0 <= r["knn_top1"] <= 1
 
-    ckpt = checkpoint.load(run)
-    assert ckpt["kind"] == "finetune" and ckpt["epoch"] == 2 and ckpt["embedding_dim"] == 16
-    assert ckpt["recipe"]["finetune"]["loss"] == "contrastive"
-    assert ckpt["recipe"]["finetune"]["init"] == str((init / "checkpoint.pt").resolve())
-    start = checkpoint.load(init)["model"]
+    ckpt = Checkpoint.load(run)
+    assert ckpt.kind == "finetune" and ckpt.epoch == 2 and ckpt.embedding_dim == 16
+    assert ckpt.recipe.finetune.loss == "contrastive"
+    assert ckpt.recipe.finetune.init == str((init / "checkpoint.pt").resolve())
+    start = Checkpoint.load(init).weights
     seed_everything(0)  # the run's own initial weights: what it would train without --init
-    fresh = checkpoint.build_training_model(checkpoint.recipe_of(ckpt), "finetune").state_dict()
+    fresh = build_training_model(ckpt.recipe, "finetune").state_dict()
     assert not torch.equal(fresh["backbone.features.0.weight"], start["backbone.features.0.weight"])
-    for key, value in ckpt["model"].items():
+    for key, value in ckpt.weights.items():
         if key.startswith("backbone.") and "running" not in key and "num_batches" not in key:
             assert torch.equal(value, start[key]), key  # copied, then frozen (lr 0) for both epochs
-    assert any(not torch.equal(v, ckpt["model"][k]) for k, v in fresh.items() if k.startswith("head."))  # it trained
+    assert any(not torch.equal(v, ckpt.weights[k]) for k, v in fresh.items() if k.startswith("head."))  # it trained
 
-    encoder = checkpoint.encoder_from_checkpoint(ckpt)
+    encoder = ckpt.encoder()
     out = encoder(torch.rand(3, 1, 16, 16))
     assert out.shape == (3, 16)
     assert torch.allclose(out.norm(dim=1), torch.ones(3), atol=1e-5)
@@ -75,7 +75,7 @@ def test_init_adopts_the_checkpoint_architecture(tmp_path: Path) -> None:
 
 def _fake_checkpoint(path: Path, kind: str, mtime: float) -> None:
     path.parent.mkdir(parents=True)
-    checkpoint.save_atomic({"format": checkpoint.FORMAT, "kind": kind}, path)
+    Checkpoint(kind=kind, recipe_dict={}, weights={}, preprocessing=None).save(path)
     os.utime(path, (mtime, mtime))
 
 
@@ -104,8 +104,8 @@ def test_default_init_prefers_a_run_on_the_same_data_then_the_same_channels(tmp_
     def fake(name: str, path: str, channels: int, mtime: float) -> None:
         file = tmp_path / "runs" / name / "checkpoint.pt"
         file.parent.mkdir(parents=True)
-        checkpoint.save_atomic({"format": checkpoint.FORMAT, "kind": "pretrain",
-                                "recipe": {"data": {"path": path, "channels": channels}}}, file)
+        Checkpoint(kind="pretrain", recipe_dict={"data": {"path": path, "channels": channels}}, weights={},
+                   preprocessing=None).save(file)
         os.utime(file, (mtime, mtime))
 
     fake("digits-old", "digits", 1, 1_000)

@@ -54,7 +54,7 @@ def test_proto_finetune_runs_and_trains(tmp_path: Path) -> None:
     assert [r["epoch"] for r in records] == [0, 1] and np.isfinite(records[-1]["loss"])
     assert records[0]["proto_scale"] == pytest.approx(10.0) and records[-1]["proto_scale"] != pytest.approx(10.0)
     ckpt = checkpoint.load(run)
-    assert ckpt["recipe"]["finetune"]["loss"] == "proto" and ckpt["embedding_dim"] == 16
+    assert ckpt.recipe.finetune.loss == "proto" and ckpt.embedding_dim == 16
 
 
 def test_proto_way_larger_than_the_classes_is_one_line(tmp_path: Path) -> None:

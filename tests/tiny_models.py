@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from tests.conftest import shape_image, write_image
-from toolkit.engine import checkpoint
-from toolkit.config import load_recipe, recipe_to_dict
+from toolkit.engine.checkpoint import Checkpoint, build_training_model, new_checkpoint
+from toolkit.config import load_recipe
 from toolkit.data.store import decode_image
 from toolkit.models.encoder import Encoder
 
@@ -25,7 +25,7 @@ def make_checkpoint(folder: Path, kind: str = "pretrain", threshold: float | Non
     """A valid toolkit checkpoint with random weights and random BatchNorm statistics, in ``folder``."""
     recipe = load_recipe(None, {**TINY, "data.load_size": load_size})
     torch.manual_seed(seed)
-    model = checkpoint.build_training_model(recipe, kind)
+    model = build_training_model(recipe, kind)
     encoder = model if isinstance(model, Encoder) else Encoder(model.backbone)
     with torch.no_grad():
         # BatchNorm statistics from random inputs (so ReLUs are sparse and images get distinct
@@ -44,14 +44,8 @@ def make_checkpoint(folder: Path, kind: str = "pretrain", threshold: float | Non
                     module.bias.uniform_(-0.2, 0.2)
     embedding_dim = recipe.finetune.embedding_dim if kind == "finetune" else recipe.model.width
     folder.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "format": checkpoint.FORMAT, "format_version": checkpoint.FORMAT_VERSION, "kind": kind,
-        "toolkit_version": checkpoint.TOOLKIT_VERSION, "recipe": recipe_to_dict(recipe), "model": model.state_dict(),
-        "preprocess": {"image_size": 16, "channels": 3, "mean": MEAN, "std": STD},
-        "embedding_dim": embedding_dim, "class_names": [], "optimizer": {}, "scaler": None, "epoch": 1,
-        "step_in_epoch": 0, "partial": None, "rng": {}, "data_source": "test", "skipped_images": [],
-    }
-    checkpoint.save_atomic(payload, folder / "checkpoint.pt")
+    ckpt = new_checkpoint(kind, recipe, model.state_dict(), MEAN, STD, embedding_dim, data_source="test")
+    ckpt.with_training(epoch=1).save(folder / "checkpoint.pt")
     if threshold is not None:  # an eval.json as written before calibration existed, or with ``calibration``
         report: dict = {"verification": {"roc_auc": 0.9, "eer": 0.1, "threshold": threshold}}
         if calibration is not None:
@@ -62,7 +56,7 @@ def make_checkpoint(folder: Path, kind: str = "pretrain", threshold: float | Non
 
 def reference_embeddings(run: Path, paths: list[str], size: int = 16) -> np.ndarray:
     """Embeddings computed directly: decode, (x/255 - mean)/std in numpy, the torch encoder in fp32."""
-    encoder = checkpoint.encoder_from_checkpoint(checkpoint.load(run))
+    encoder = Checkpoint.load(run).encoder()
     images = np.stack([decode_image(p, size, 3) for p in paths]).astype(np.float64) / 255.0
     x = (images - np.array(MEAN)[None, :, None, None]) / np.array(STD)[None, :, None, None]
     with torch.no_grad():

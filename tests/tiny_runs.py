@@ -41,3 +41,27 @@ def pretrain_at_init(folder: Path, extra: str = "", seed: int = 0) -> Path:
     recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, epochs=0))
     pretrain(recipe, run_dir)
     return run_dir
+
+
+def tiny_trainer(folder: Path, overrides: dict | None = None, images: int = 64):
+    """A real ``Trainer`` around SimSiam on random 16 px RGB images (fp32, no worker processes), not yet fitted."""
+    import numpy as np
+    import torch
+
+    from tests.tiny_models import TINY
+    from toolkit.config import load_recipe
+    from toolkit.data.store import ImageStore
+    from toolkit.engine.distributed import DistEnv, seed_everything
+    from toolkit.engine.loop import Trainer
+    from toolkit.engine.run_folder import RunFolder
+    from toolkit.pretrain import SimSiamObjective
+
+    recipe = load_recipe(None, {**TINY, "train.precision": "fp32", "train.workers": 0, "train.batch_size": 16,
+                                "train.epochs": 2, **(overrides or {})})
+    rng = np.random.default_rng(0)
+    store = ImageStore(torch.from_numpy(rng.integers(0, 256, (images, 3, 16, 16), dtype=np.uint8)), None, [],
+                       [f"{i}" for i in range(images)], [])
+    seed_everything(0)
+    env = DistEnv(0, 1, 0, torch.device("cpu"))
+    objective = SimSiamObjective(recipe, store, env)
+    return Trainer(objective, recipe, store, None, RunFolder(folder / "run"), env), objective

@@ -19,25 +19,26 @@ from typing import Any
 import torch
 from torch import nn
 
-from toolkit.engine import checkpoint
-from toolkit.data.augment import view_transform
 from toolkit.config import DataConfig, Recipe, recipe_to_dict, replace
 from toolkit.console import info, warn
-from toolkit.engine.best import BestCheckpoint
-from toolkit.engine.distributed import DistEnv, init_distributed, seed_everything
-from toolkit.errors import ToolkitError
-from toolkit.data.store import ImageStore, load_data
-from toolkit.data.loaders import OneViewDataset, Plan, keyed_plan, shuffled_plan
+from toolkit.data.augment import view_transform
 from toolkit.data.episodic import EpisodeBatchSampler
+from toolkit.data.loaders import OneViewDataset, Plan, keyed_plan, shuffled_plan
+from toolkit.data.preprocess import Normalizer
+from toolkit.data.sampling import ClassBalancedBatchSampler, inverse_frequency_weights
+from toolkit.data.store import ImageStore, load_data
+from toolkit.engine.best import BestCheckpoint
+from toolkit.engine.checkpoint import Checkpoint, build_training_model
+from toolkit.engine.distributed import DistEnv, init_distributed, seed_everything
+from toolkit.engine.loop import Trainer
+from toolkit.engine.objective import LoopSettings, Objective, ParamGroup, RunResult, StepOutput, check_batch_size
+from toolkit.engine.run_folder import RunFolder
+from toolkit.engine.summary import finish_run
+from toolkit.errors import ToolkitError
 from toolkit.losses.contrastive import ContrastiveLoss
 from toolkit.losses.prototypical import PrototypicalLoss
 from toolkit.losses.triplet import TripletLoss
 from toolkit.models.encoder import Encoder
-from toolkit.data.preprocess import Normalizer
-from toolkit.pretrain import prepare_run_dir
-from toolkit.data.sampling import ClassBalancedBatchSampler, inverse_frequency_weights
-from toolkit.engine.summary import print_run_summary
-from toolkit.engine.loop import LoopSettings, Objective, ParamGroup, RunResult, StepOutput, Trainer
 
 RUNS_ROOT = Path("runs")
 
@@ -58,23 +59,31 @@ def global_batch(recipe: Recipe) -> int:
     return ft.way * (ft.shot + ft.query) if ft.loss == "proto" else ft.batch_size
 
 
+def metric_settings(recipe: Recipe) -> LoopSettings:
+    """Fine-tuning's loop settings: the ``[finetune]`` keys (momentum from ``[optim]``)."""
+    ft = recipe.finetune
+    return LoopSettings.of(recipe, epochs=ft.epochs, batch_size=global_batch(recipe), base_lr=ft.base_lr,
+                           momentum=recipe.optim.momentum, weight_decay=ft.weight_decay,
+                           warmup_epochs=ft.warmup_epochs, section="finetune")
+
+
 class FinetuneObjective(Objective):
     """One augmented view per image -> encoder -> contrastive, triplet or prototypical loss within the batch."""
 
     kind = "finetune"
-    lr_key = "finetune.base_lr"
 
     def __init__(self, recipe: Recipe, store: ImageStore, env: DistEnv) -> None:
         if store.labels is None:
             raise ToolkitError("finetune needs labeled images (class sub-folders or a CSV 'label' column)")
         self.recipe, self.store, self.env = recipe, store, env
+        self.settings = metric_settings(recipe)
         ft = recipe.finetune
-        self.model = checkpoint.build_training_model(recipe, "finetune")
+        self.model = build_training_model(recipe, "finetune")
         self.embedding_dim = ft.embedding_dim
         self.transform = view_transform(ft.augment, recipe.data.image_size, recipe.data.channels)
         self.loss = metric_loss(recipe).to(env.device)  # the cosine proto loss has a learned temperature
         self.weights = (inverse_frequency_weights(store.labels, len(store.class_names)) if ft.class_weights else None)
-        self.sampler: ClassBalancedBatchSampler | None = None
+        self.sampler: ClassBalancedBatchSampler | EpisodeBatchSampler | None = None
         if ft.loss == "proto":  # N-way K-shot episodes (Snell et al. 2017, Algorithm 1)
             self.sampler = EpisodeBatchSampler(store.labels, ft.way, ft.shot, ft.query, seed=recipe.train.seed,
                                                world_size=env.world_size)
@@ -86,12 +95,12 @@ class FinetuneObjective(Objective):
         return OneViewDataset(self.store, self.transform)
 
     def plan(self, epoch: int) -> Plan:
-        ft, seed = self.recipe.finetune, self.recipe.train.seed
+        batch_size, seed = self.settings.batch_size, self.settings.seed
         if self.sampler is None:
-            return shuffled_plan(len(self.store), ft.batch_size, seed, epoch, self.env.rank, self.env.world_size)
+            return shuffled_plan(len(self.store), batch_size, seed, epoch, self.env.rank, self.env.world_size)
         self.sampler.set_epoch(epoch)
         batches = keyed_plan(list(self.sampler), seed, epoch)
-        per_rank = global_batch(self.recipe) // self.env.world_size
+        per_rank = batch_size // self.env.world_size
         lo = self.env.rank * per_rank
         return [batch[lo:lo + per_rank] for batch in batches]
 
@@ -132,23 +141,23 @@ def latest_pretrain_checkpoint(root: Path = RUNS_ROOT, data: DataConfig | None =
     fallback = None
     for path in sorted(root.glob("**/checkpoint.pt"), key=lambda p: p.stat().st_mtime, reverse=True):
         try:
-            ckpt = checkpoint.load(path)
+            ckpt = Checkpoint.load(path)
         except ToolkitError:
             continue  # a torn or foreign file is not a candidate
-        if ckpt["kind"] != "pretrain":
+        if ckpt.kind != "pretrain":
             continue
         if data is None:
             return path
-        trained_on = ckpt.get("recipe", {}).get("data", {})
-        if trained_on.get("channels") != data.channels:
+        data_path, channels = ckpt.trained_on
+        if channels != data.channels:
             continue
-        if str(trained_on.get("path")) == str(data.path):
+        if data_path == str(data.path):
             return path
         fallback = fallback or path
     return fallback
 
 
-def resolve_init(recipe: Recipe) -> tuple[Recipe, dict[str, Any] | None]:
+def resolve_init(recipe: Recipe) -> tuple[Recipe, Checkpoint | None]:
     """Find the checkpoint to start from and adopt its architecture and input format.
 
     ``finetune.init`` is a checkpoint file or run folder, "" for the newest pretrain run under
@@ -164,38 +173,36 @@ def resolve_init(recipe: Recipe) -> tuple[Recipe, dict[str, Any] | None]:
         info("init: random weights (finetune.init = none)")
         return replace(recipe, **{"finetune.init": "none"}), None
     if spec:
-        ckpt = checkpoint.load(spec)
+        ckpt = Checkpoint.load(spec)
     else:
         found = latest_pretrain_checkpoint(RUNS_ROOT, recipe.data)
         if found is None:
             info(f"init: random weights (no pretrain run of {recipe.data.channels}-channel images under {RUNS_ROOT}/; "
                  "give --init CHECKPOINT to start from one)")
             return replace(recipe, **{"finetune.init": "none"}), None
-        ckpt = checkpoint.load(found)
-    source = checkpoint.recipe_of(ckpt)
-    path = ckpt["path"]
+        ckpt = Checkpoint.load(found)
+    source = ckpt.recipe
+    path = ckpt.path
     if source.data.channels != recipe.data.channels:
         raise ToolkitError(f"--init {path} was trained on {source.data.channels}-channel images but this recipe has "
                            f"data.channels={recipe.data.channels}; set data.channels={source.data.channels} or use another checkpoint")
     if source.data.image_size != recipe.data.image_size:
         info(f"data.image_size {recipe.data.image_size} -> {source.data.image_size} (the input size of --init)")
-    info(f"init: backbone of {path} ({ckpt['kind']}, epoch {ckpt['epoch']}, {source.model.backbone})"
+    info(f"init: backbone of {path} ({ckpt.describe()}, {source.model.backbone})"
          + ("" if spec else ", the newest pretrain run; --init to choose another, --init none for random weights"))
     adopted = replace(recipe, **{
         "model": recipe_to_dict(source)["model"],
         "data.image_size": source.data.image_size,
-        "data.mean": list(ckpt["preprocess"]["mean"]),
-        "data.std": list(ckpt["preprocess"]["std"]),
+        "data.mean": list(ckpt.preprocessing.mean) if ckpt.preprocessing else list(source.data.mean),
+        "data.std": list(ckpt.preprocessing.std) if ckpt.preprocessing else list(source.data.std),
         "finetune.init": str(Path(path).resolve()),
     })
     return adopted, ckpt
 
 
-def load_backbone(model: Encoder, ckpt: dict[str, Any]) -> None:
+def load_backbone(model: Encoder, ckpt: Checkpoint) -> None:
     """Copy the ``backbone.*`` weights of a pretrain (SimSiam) or finetune (Encoder) checkpoint."""
-    prefix = "backbone."
-    state = {k[len(prefix):]: v for k, v in ckpt["model"].items() if k.startswith(prefix)}
-    model.backbone.load_state_dict(state)
+    model.backbone.load_state_dict(ckpt.backbone_weights())
 
 
 # ------------------------------------------------------------------ checks and the command
@@ -208,11 +215,9 @@ def check_batches(recipe: Recipe, store: ImageStore, env: DistEnv) -> None:
         if ft.way > classes:
             raise ToolkitError(f"finetune.way={ft.way} is larger than the {classes} training classes; use way <= {classes}")
         return  # the episode sampler checks way, shot, query and the processes
-    if ft.batch_size % env.world_size:
-        raise ToolkitError(f"finetune.batch_size={ft.batch_size} must be divisible by the {env.world_size} processes")
+    # the balanced sampler oversamples, so only the random one must fit the data
+    check_batch_size(metric_settings(recipe), env.world_size, len(store) if ft.sampler == "random" else None)
     if ft.sampler == "random":
-        if ft.batch_size > len(store):
-            raise ToolkitError(f"finetune.batch_size={ft.batch_size} is larger than the {len(store)} training images; lower it")
         return
     m = ft.m_per_class
     if m < 2:
@@ -231,7 +236,7 @@ def check_batches(recipe: Recipe, store: ImageStore, env: DistEnv) -> None:
                            f"{classes * m} or less, or raise finetune.m_per_class")
 
 
-def finetune(recipe: Recipe, run_dir: Path, resume: dict[str, Any] | None = None) -> RunResult:
+def finetune(recipe: Recipe, run_dir: Path, resume: Checkpoint | None = None) -> RunResult:
     """Fine-tune an encoder with the recipe's metric loss and write the run folder.
 
     Args:
@@ -241,49 +246,43 @@ def finetune(recipe: Recipe, run_dir: Path, resume: dict[str, Any] | None = None
         resume: a loaded finetune checkpoint of this run to continue.
     """
     env = init_distributed(recipe.train.device)
-    if env.is_main:
-        prepare_run_dir(run_dir, resume is not None)
-    init = None
-    if resume is None:
-        recipe, init = resolve_init(recipe)
-    data = load_data(recipe.data)
-    info(data.describe())
-    if not data.train.labeled:
-        raise ToolkitError(f"--data {recipe.data.path}: finetune needs labeled images (class sub-folders or a CSV 'label' column)")
-    check_batches(recipe, data.train, env)
-    seed_everything(recipe.train.seed)
-    objective = FinetuneObjective(recipe, data.train, env)
-    if init is not None:
-        load_backbone(objective.model, init)  # type: ignore[arg-type]
-    ft = recipe.finetune
-    if ft.loss == "proto":
-        info(f"loss: proto ({ft.proto_distance}); {ft.way}-way {ft.shot}-shot episodes with {ft.query} queries per class")
-    else:
-        info(f"loss: {ft.loss}" + (f" (mining {ft.mining}, {ft.distance}, margin {ft.triplet_margin:g})" if ft.loss == "triplet"
-                                   else f" (pairs {ft.pairs}, margin {ft.contrastive_margin:g})")
-             + f"; sampler {ft.sampler}" + (f" ({ft.batch_size // ft.m_per_class} classes x {ft.m_per_class})" if ft.sampler == "balanced" else "")
-             + ("; inverse-frequency class weights" if ft.class_weights else ""))
-    settings = LoopSettings(ft.epochs, global_batch(recipe), ft.base_lr, recipe.optim.momentum, ft.weight_decay, ft.warmup_epochs)
-    # The monitor, early stopping and the kept checkpoint read the validation split only: the
-    # test split stays unseen until toolkit evaluate reports on it.
-    best = None
-    if data.val is None:
-        if ft.early_stop_patience > 0:
-            raise ToolkitError(f"finetune.early_stop_patience={ft.early_stop_patience} needs a validation split; "
-                               "set data.val_fraction > 0 or add a val/ folder")
-        warn("no validation split (data.val_fraction = 0 and no val/ folder): the kNN monitor is off")
-    elif ft.early_stop_patience > 0:
-        best = BestCheckpoint(run_dir, ft.early_stop_patience)
-    trainer = Trainer(objective, recipe, settings, data.train, data.val, run_dir, env, skipped_images=len(data.skipped),
-                      best=best)
-    result = trainer.fit(resume)
-    records = result.records
-    if records and env.is_main:
-        print_run_summary(f"metric fine-tuning ({ft.loss}): {run_dir}", records, [
-            ("init", ft.init), ("skipped images", len(data.skipped)), ("checkpoint", str(run_dir / "checkpoint.pt"))])
-        knn = [r.get("knn_top1") for r in (records[0], records[-1])]
-        if None not in knn:
-            info(f"validation kNN top-1 of the embedding: {knn[0]:.4f} at initialisation -> {knn[1]:.4f} after "
-                 f"{records[-1]['epoch']} epochs")
+    folder = RunFolder(run_dir)
+    with folder.writing(env.is_main, resuming=resume is not None):
+        init = None
+        if resume is None:
+            recipe, init = resolve_init(recipe)
+        data = load_data(recipe.data)
+        info(data.describe())
+        if not data.train.labeled:
+            raise ToolkitError(f"--data {recipe.data.path}: finetune needs labeled images (class sub-folders or a CSV 'label' column)")
+        check_batches(recipe, data.train, env)
+        seed_everything(recipe.train.seed)
+        objective = FinetuneObjective(recipe, data.train, env)
+        if init is not None:
+            load_backbone(objective.model, init)  # type: ignore[arg-type]
+        ft = recipe.finetune
+        if ft.loss == "proto":
+            info(f"loss: proto ({ft.proto_distance}); {ft.way}-way {ft.shot}-shot episodes with {ft.query} queries per class")
+        else:
+            info(f"loss: {ft.loss}" + (f" (mining {ft.mining}, {ft.distance}, margin {ft.triplet_margin:g})" if ft.loss == "triplet"
+                                       else f" (pairs {ft.pairs}, margin {ft.contrastive_margin:g})")
+                 + f"; sampler {ft.sampler}" + (f" ({ft.batch_size // ft.m_per_class} classes x {ft.m_per_class})" if ft.sampler == "balanced" else "")
+                 + ("; inverse-frequency class weights" if ft.class_weights else ""))
+        # The monitor, early stopping and the kept checkpoint read the validation split only: the
+        # test split stays unseen until toolkit evaluate reports on it.
+        best = None
+        if data.val is None:
+            if ft.early_stop_patience > 0:
+                raise ToolkitError(f"finetune.early_stop_patience={ft.early_stop_patience} needs a validation split; "
+                                   "set data.val_fraction > 0 or add a val/ folder")
+            warn("no validation split (data.val_fraction = 0 and no val/ folder): the kNN monitor is off")
+        elif ft.early_stop_patience > 0:
+            best = BestCheckpoint(run_dir, ft.early_stop_patience)
+        trainer = Trainer(objective, recipe, data.train, data.val, folder, env, skipped_images=len(data.skipped), best=best)
+        result = trainer.fit(resume)
+    if result.records and env.is_main:
+        finish_run(f"metric fine-tuning ({ft.loss}): {run_dir}", result.records, [
+            ("init", ft.init), ("skipped images", len(data.skipped)), ("checkpoint", str(folder.checkpoint))],
+            features=" of the embedding on the validation split")
         info(f"next: toolkit evaluate {run_dir}")
     return result

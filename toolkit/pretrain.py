@@ -8,18 +8,27 @@ from typing import Any
 
 from torch import nn
 
-from toolkit.data.augment import view_transform
 from toolkit.config import Recipe
 from toolkit.console import info, warn
-from toolkit.engine.distributed import DistEnv, init_distributed, seed_everything
-from toolkit.errors import ToolkitError
-from toolkit.data.store import ImageStore, load_data
+from toolkit.data.augment import view_transform
 from toolkit.data.loaders import Plan, TwoViewDataset, shuffled_plan
-from toolkit.losses.simsiam import simsiam_loss, z_std
-from toolkit.models.simsiam import SimSiam
 from toolkit.data.preprocess import Normalizer
-from toolkit.engine.summary import print_run_summary
-from toolkit.engine.loop import LoopSettings, Objective, ParamGroup, RunResult, StepOutput, Trainer
+from toolkit.data.store import ImageStore, load_data
+from toolkit.engine.checkpoint import Checkpoint
+from toolkit.engine.distributed import DistEnv, init_distributed, seed_everything
+from toolkit.engine.loop import Trainer
+from toolkit.engine.objective import LoopSettings, Objective, ParamGroup, RunResult, StepOutput, check_batch_size
+from toolkit.engine.run_folder import RunFolder
+from toolkit.engine.summary import finish_run
+from toolkit.losses.simsiam import collapse_threshold, collapsed, simsiam_loss, z_std
+from toolkit.models.simsiam import SimSiam
+
+
+def simsiam_settings(recipe: Recipe) -> LoopSettings:
+    """SimSiam's loop settings: ``[train]`` epochs and batch size, ``[optim]`` SGD (Sec. 3 of the paper)."""
+    o, t = recipe.optim, recipe.train
+    return LoopSettings.of(recipe, epochs=t.epochs, batch_size=t.batch_size, base_lr=o.base_lr, momentum=o.momentum,
+                           weight_decay=o.weight_decay, warmup_epochs=o.warmup_epochs, section="train")
 
 
 class SimSiamObjective(Objective):
@@ -29,6 +38,9 @@ class SimSiamObjective(Objective):
 
     def __init__(self, recipe: Recipe, store: ImageStore, env: DistEnv) -> None:
         self.recipe, self.store, self.env = recipe, store, env
+        self.settings = simsiam_settings(recipe)
+        self.collapse_fraction = recipe.train.collapse_fraction
+        self._low_epochs = 0
         self.model = SimSiam(recipe.model, in_channels=recipe.data.channels)
         self.embedding_dim = self.model.feat_dim
         self.transform = view_transform(recipe.augment, recipe.data.image_size, recipe.data.channels)
@@ -37,8 +49,8 @@ class SimSiamObjective(Objective):
         return TwoViewDataset(self.store, self.transform)
 
     def plan(self, epoch: int) -> Plan:
-        t = self.recipe.train
-        return shuffled_plan(len(self.store), t.batch_size, t.seed, epoch, self.env.rank, self.env.world_size)
+        s = self.settings
+        return shuffled_plan(len(self.store), s.batch_size, s.seed, epoch, self.env.rank, self.env.world_size)
 
     def step(self, model: nn.Module, batch: Any, normalizer: Normalizer) -> StepOutput:
         x1, x2, _ = batch
@@ -61,43 +73,37 @@ class SimSiamObjective(Objective):
     def epoch_extras(self) -> dict[str, Any]:
         return {"z_std_ref": 1.0 / math.sqrt(self.recipe.model.dim)}
 
+    def end_of_epoch(self, record: dict[str, Any]) -> None:
+        """Warn when z_std stays under the collapse threshold for two epochs in a row (Sec. 4.1)."""
+        ref, value = record.get("z_std_ref"), record.get("z_std")
+        if ref is None or value is None:
+            self._low_epochs = 0
+            return
+        self._low_epochs = self._low_epochs + 1 if collapsed(value, ref, self.collapse_fraction) else 0
+        if self._low_epochs >= min(2, self.settings.epochs):
+            warn(f"possible collapse: z_std {value:.4f} has stayed below {self.collapse_fraction:g} x 1/sqrt(d) = "
+                 f"{collapse_threshold(ref, self.collapse_fraction):.4f} for {self._low_epochs} epoch(s) (SimSiam Sec. 4.1)")
 
-def check_batch(batch_size: int, env: DistEnv, images: int) -> None:
-    if batch_size % env.world_size:
-        raise ToolkitError(f"train.batch_size={batch_size} must be divisible by the {env.world_size} processes")
-    if batch_size > images:
-        raise ToolkitError(f"train.batch_size={batch_size} is larger than the {images} training images; lower it")
 
-
-def prepare_run_dir(run_dir: Path, resuming: bool) -> None:
-    if not resuming and (run_dir / "checkpoint.pt").exists():
-        raise ToolkitError(f"--out {run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
-
-
-def pretrain(recipe: Recipe, run_dir: Path, resume: dict[str, Any] | None = None) -> RunResult:
+def pretrain(recipe: Recipe, run_dir: Path, resume: Checkpoint | None = None) -> RunResult:
     """Pretrain with SimSiam and write the run folder. ``resume`` is a loaded checkpoint of this run."""
     env = init_distributed(recipe.train.device)
-    if env.is_main:
-        prepare_run_dir(run_dir, resume is not None)
-    data = load_data(recipe.data)
-    info(data.describe())
-    if data.test is None or not data.train.labeled:
-        info("kNN monitor off: the data has no labels or no test split")
-    check_batch(recipe.train.batch_size, env, len(data.train))
-    seed_everything(recipe.train.seed)
-    objective = SimSiamObjective(recipe, data.train, env)
-    o, t = recipe.optim, recipe.train
-    settings = LoopSettings(t.epochs, t.batch_size, o.base_lr, o.momentum, o.weight_decay, o.warmup_epochs)
-    trainer = Trainer(objective, recipe, settings, data.train, data.test, run_dir, env, skipped_images=len(data.skipped))
-    result = trainer.fit(resume)
+    folder = RunFolder(run_dir)
+    with folder.writing(env.is_main, resuming=resume is not None):
+        data = load_data(recipe.data)
+        info(data.describe())
+        if data.test is None or not data.train.labeled:
+            info("kNN monitor off: the data has no labels or no test split")
+        check_batch_size(simsiam_settings(recipe), env.world_size, len(data.train))
+        seed_everything(recipe.train.seed)
+        objective = SimSiamObjective(recipe, data.train, env)
+        trainer = Trainer(objective, recipe, data.train, data.test, folder, env, skipped_images=len(data.skipped))
+        result = trainer.fit(resume)
     records = result.records
     if records and env.is_main:
         last = records[-1]
-        if last.get("z_std") is not None and last["z_std"] < recipe.train.collapse_fraction * last["z_std_ref"]:
+        if last.get("z_std") is not None and collapsed(last["z_std"], last["z_std_ref"], recipe.train.collapse_fraction):
             warn("the representation collapsed (z_std near 0); check model.stop_gradient and model.predictor")
-        print_run_summary(f"SimSiam pretraining: {run_dir}", records, [
-            ("skipped images", len(data.skipped)), ("checkpoint", str(run_dir / "checkpoint.pt"))])
-        knn = [r.get("knn_top1") for r in (records[0], last)]
-        if None not in knn:
-            info(f"kNN top-1: {knn[0]:.4f} at initialisation -> {knn[1]:.4f} after {last['epoch']} epochs")
+        finish_run(f"SimSiam pretraining: {run_dir}", records, [
+            ("skipped images", len(data.skipped)), ("checkpoint", str(folder.checkpoint))], features="")
     return result

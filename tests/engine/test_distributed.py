@@ -6,34 +6,64 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
-from tests.helpers import REPO, cli_env, run_cli, write_tiny_recipe
-from toolkit.engine import checkpoint
-from toolkit.engine.distributed import GlobalBatchNorm
+from tests.helpers import REPO, cli_env, run_cli
+from tests.tiny_runs import tiny_recipe
+from toolkit.config import load_recipe
+from toolkit.engine.checkpoint import Checkpoint, build_training_model
+from toolkit.engine.distributed import GlobalBatchNorm, seed_everything
 
 
-def test_two_process_gloo_run_keeps_identical_weights(tmp_path: Path) -> None:
-    recipe = write_tiny_recipe(tmp_path)
+def _initial_weights(recipe: Path, kind: str, sets: list[str]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The weights a run starts from (the model built right after seeding, as pretrain/finetune do) and
+    the names of its trainable weight matrices."""
+    resolved = load_recipe(str(recipe), sets=sets)
+    seed_everything(resolved.train.seed)
+    model = build_training_model(resolved, kind)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad and n.endswith(".weight")]
+    return model.state_dict(), trainable
+
+
+@pytest.mark.parametrize("kind, sets", [
+    ("pretrain", []),
+    ("finetune", ["finetune.init=none", "finetune.batch_size=16", "finetune.m_per_class=4", "finetune.epochs=1"]),
+])
+def test_two_process_gloo_run_keeps_identical_weights(tmp_path: Path, kind: str, sets: list[str]) -> None:
+    recipe = tiny_recipe(tmp_path)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-           str(REPO / "tests" / "dist_worker.py"), str(recipe), str(tmp_path / "run")]
+           str(REPO / "tests" / "dist_worker.py"), str(recipe), str(tmp_path / "run"), kind, *sets]
     result = subprocess.run(cmd, capture_output=True, text=True, env=cli_env(), timeout=300, cwd=REPO)
     assert result.returncode == 0, result.stderr[-3000:]
     rank0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert rank0.keys() == rank1.keys()
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
-    # weights really changed, and rank 0's checkpoint holds them
-    saved = checkpoint.load(tmp_path / "run")["model"]
+    # the weights really changed from where both ranks started ...
+    start, trained = _initial_weights(recipe, kind, sets)
+    assert start.keys() == rank0.keys() and len(trained) >= 4
+    changed = [k for k in trained if not torch.equal(start[k], rank0[k])]
+    assert changed == trained, set(trained) - set(changed)
+    # ... and rank 0's checkpoint holds them
+    saved = Checkpoint.load(tmp_path / "run").weights
     assert all(torch.equal(saved[k], rank0[k]) for k in rank0)
 
 
-def test_cli_nproc_launches_local_processes(tmp_path: Path) -> None:
-    recipe = write_tiny_recipe(tmp_path)
-    result = run_cli("pretrain", str(recipe), "--nproc", "2", "--out", str(tmp_path / "run"), "--epochs", "1")
+@pytest.mark.parametrize("command, extra", [("pretrain", []), ("finetune", ["--init", "none", "--set", "finetune.batch_size=16"])])
+def test_cli_nproc_launches_local_processes(tmp_path: Path, command: str, extra: list[str]) -> None:
+    recipe = tiny_recipe(tmp_path)
+    result = run_cli(command, str(recipe), "--nproc", "2", "--out", str(tmp_path / "run"), "--epochs", "1", *extra)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "x2" in result.stderr  # "device cpu x2"
-    assert checkpoint.load(tmp_path / "run")["epoch"] == 1
+    ckpt = Checkpoint.load(tmp_path / "run")
+    assert ckpt.kind == command and ckpt.epoch == 1
+
+
+def test_nproc_zero_is_a_one_line_error(tmp_path: Path) -> None:
+    result = run_cli("finetune", "--nproc", "0", "--init", "none", "--out", str(tmp_path / "run"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == ["error: --nproc 0: must be at least 1"]
 
 
 def test_global_batchnorm_equals_batchnorm_on_the_whole_batch_alone() -> None:

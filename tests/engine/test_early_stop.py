@@ -36,8 +36,8 @@ def test_monitor_reads_validation_stops_after_patience_and_keeps_the_best(tmp_pa
     assert len(data.val) != len(data.test)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [0, 1, 2, 3]
-    assert checkpoint.load(run)["epoch"] == 1  # the best epoch by the validation monitor
-    assert checkpoint.load(run / "last.pt")["epoch"] == 3
+    assert checkpoint.load(run).epoch == 1  # the best epoch by the validation monitor
+    assert checkpoint.load(run / "last.pt").epoch == 3
     assert not (run / "best.pt").exists()
 
 

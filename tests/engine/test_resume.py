@@ -8,14 +8,15 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.helpers import cli_env, run_cli, toolkit_cmd, write_tiny_recipe
-from toolkit.engine import checkpoint
+from toolkit.engine.checkpoint import Checkpoint
 
 
 def weights(run: Path) -> dict[str, torch.Tensor]:
-    return checkpoint.load(run)["model"]
+    return Checkpoint.load(run).weights
 
 
 def start_and_signal(recipe: Path, out: Path, sig: int) -> subprocess.Popen:
@@ -35,41 +36,65 @@ def start_and_signal(recipe: Path, out: Path, sig: int) -> subprocess.Popen:
     return proc
 
 
-def test_kill9_in_second_epoch_then_resume_matches_uninterrupted(tmp_path: Path) -> None:
-    recipe = write_tiny_recipe(tmp_path, "")
+@pytest.fixture(scope="module")
+def three_epochs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The tiny 3-epoch recipe and its uninterrupted run."""
+    folder = tmp_path_factory.mktemp("full")
+    recipe = write_tiny_recipe(folder, "")
     recipe.write_text(recipe.read_text().replace("epochs = 2", "epochs = 3"))
-    full = run_cli("pretrain", str(recipe), "--out", str(tmp_path / "full"))
+    full = run_cli("pretrain", str(recipe), "--out", str(folder / "full"))
     assert full.returncode == 0, full.stderr
+    return recipe, folder / "full"
 
-    killed = start_and_signal(recipe, tmp_path / "killed", signal.SIGKILL)
-    assert killed.returncode == -signal.SIGKILL
-    assert checkpoint.load(tmp_path / "killed")["epoch"] < 3
-    resumed = run_cli("pretrain", "--resume", str(tmp_path / "killed"))
-    assert resumed.returncode == 0, resumed.stderr
 
-    expected, got = weights(tmp_path / "full"), weights(tmp_path / "killed")
+def records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_same_run(expected_run: Path, got_run: Path) -> None:
+    """Identical weights, and the same per-epoch statistics (all but the wall-clock rate)."""
+    expected, got = weights(expected_run), weights(got_run)
     assert expected.keys() == got.keys()
     assert all(torch.equal(expected[k], got[k]) for k in expected)
-    epochs = [json.loads(l)["epoch"] for l in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
-    assert epochs == [0, 1, 2, 3]
+    want, have = records(expected_run), records(got_run)
+    assert [r["epoch"] for r in have] == [r["epoch"] for r in want] == [0, 1, 2, 3]
+    for w, h in zip(want, have):
+        assert w.keys() == h.keys()
+        for key in w:
+            if key != "img_per_s":
+                assert h[key] == pytest.approx(w[key], rel=1e-6, abs=1e-9), (w["epoch"], key)
 
 
-def test_ctrl_c_saves_mid_epoch_and_resume_matches(tmp_path: Path) -> None:
-    recipe = write_tiny_recipe(tmp_path)
-    recipe.write_text(recipe.read_text().replace("epochs = 2", "epochs = 3"))
-    full = run_cli("pretrain", str(recipe), "--out", str(tmp_path / "full"))
-    assert full.returncode == 0, full.stderr
+def test_kill9_in_second_epoch_then_resume_matches_uninterrupted(three_epochs: tuple[Path, Path], tmp_path: Path) -> None:
+    recipe, full = three_epochs
+    killed = start_and_signal(recipe, tmp_path / "killed", signal.SIGKILL)
+    assert killed.returncode == -signal.SIGKILL
+    assert Checkpoint.load(tmp_path / "killed").epoch < 3
+    resumed = run_cli("pretrain", "--resume", str(tmp_path / "killed"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_run(full, tmp_path / "killed")
 
-    stopped = start_and_signal(recipe, tmp_path / "stopped", signal.SIGINT)
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_saves_mid_epoch_and_resume_matches(three_epochs: tuple[Path, Path], tmp_path: Path,
+                                                   sig: int, code: int) -> None:
+    """Ctrl-C, and SIGTERM (what schedulers send before a kill), save mid-epoch; resuming gives the uninterrupted run."""
+    recipe, full = three_epochs
+    stopped = start_and_signal(recipe, tmp_path / "stopped", sig)
     err = stopped.stderr.read()
-    assert stopped.returncode == 130, err
-    assert "checkpoint saved" in err and "Traceback" not in err
-    saved = checkpoint.load(tmp_path / "stopped")
-    assert saved["epoch"] < 3
+    assert stopped.returncode == code, err
+    assert "Traceback" not in err
+    assert f"continue with: toolkit pretrain --resume {tmp_path / 'stopped'}" in err
+    saved = Checkpoint.load(tmp_path / "stopped")
+    # the signal came during epoch 2: the checkpoint is in the middle of it, not at an epoch end
+    assert saved.epoch == 1 and saved.training.mid_epoch and saved.training.partial is not None, err
+    step = saved.training.step_in_epoch
+    assert f"interrupted at epoch 2, step {step}/" in err
+    assert [r["epoch"] for r in records(tmp_path / "stopped")] == [0, 1]
     resumed = run_cli("pretrain", "--resume", str(tmp_path / "stopped"))
     assert resumed.returncode == 0, resumed.stderr
-    expected, got = weights(tmp_path / "full"), weights(tmp_path / "stopped")
-    assert all(torch.equal(expected[k], got[k]) for k in expected)
+    assert f"after epoch 1, step {step}" in resumed.stderr
+    assert_same_run(full, tmp_path / "stopped")
 
 
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path: Path) -> None:
@@ -78,4 +103,4 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path: Path) -> None
                      "--set", "train.precision=fp32")
     assert result.returncode == 3, result.stderr
     assert "loss became nan" in result.stderr and "Traceback" not in result.stderr
-    assert checkpoint.load(tmp_path / "nan")["epoch"] == 0  # the last good one, from initialisation
+    assert Checkpoint.load(tmp_path / "nan").epoch == 0  # the last good one, from initialisation

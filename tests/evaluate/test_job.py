@@ -10,7 +10,7 @@ import pytest
 
 from tests.test_cli import invoke
 from tests.tiny_runs import pretrain_at_init
-from toolkit.engine import checkpoint
+from toolkit.engine.checkpoint import Checkpoint, build_training_model
 
 FEWSHOT_KEYS = {"way", "shot", "query", "episodes", "prototype", "nearest"}
 METRIC_KEYS = {"accuracy", "balanced_accuracy", "macro_f1", "per_class_recall"}
@@ -57,14 +57,14 @@ def test_eval_json_of_a_pretrain_checkpoint(pretrain_run: Path, tmp_path: Path) 
 def test_embedding_of_a_pretrain_checkpoint_is_the_normalised_backbone_feature(pretrain_run: Path) -> None:
     import torch
 
-    ckpt = checkpoint.load(pretrain_run)
-    model = checkpoint.build_training_model(checkpoint.recipe_of(ckpt), "pretrain")
-    model.load_state_dict(ckpt["model"])
+    ckpt = Checkpoint.load(pretrain_run)
+    model = build_training_model(ckpt.recipe, "pretrain")
+    model.load_state_dict(ckpt.weights)
     model.eval()
     x = torch.rand(4, 1, 16, 16)
     expected = model.backbone(x)
     expected = expected / expected.norm(dim=1, keepdim=True)
-    assert torch.allclose(checkpoint.encoder_from_checkpoint(ckpt)(x), expected, atol=1e-5)
+    assert torch.allclose(ckpt.encoder()(x), expected, atol=1e-5)
 
 
 def test_held_out_classes_are_classified_from_half_of_each_test_class(pretrain_run: Path, tmp_path: Path) -> None:

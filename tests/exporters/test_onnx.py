@@ -18,7 +18,7 @@ from exporters.onnx_export import export_onnx, read_info, validate
 from exporters.tensorrt_engine import tensorrt_unavailable_reason
 from tests.tiny_models import MEAN, STD, make_checkpoint
 from tests.test_cli import invoke
-from toolkit.engine import checkpoint
+from toolkit.engine.checkpoint import TOOLKIT_VERSION, Checkpoint
 from toolkit.errors import ToolkitError
 
 
@@ -28,7 +28,7 @@ def run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
 
 
 def torch_reference(run: Path, x: np.ndarray) -> np.ndarray:
-    encoder = checkpoint.encoder_from_checkpoint(checkpoint.load(run))
+    encoder = Checkpoint.load(run).encoder()
     with torch.no_grad():
         return encoder(torch.from_numpy(x)).numpy()
 
@@ -62,7 +62,7 @@ def test_metadata_is_in_the_onnx_and_in_encoder_json(tmp_path: Path) -> None:
     props = {p.key: json.loads(p.value) for p in model.metadata_props}
     assert props == written
     expected = {"image_size": 16, "resize_size": 20, "channels": 3, "mean": MEAN, "std": STD, "embedding_dim": 12,
-                "threshold": 0.4321, "kind": "finetune", "opset": 19, "toolkit_version": checkpoint.TOOLKIT_VERSION,
+                "threshold": 0.4321, "kind": "finetune", "opset": 19, "toolkit_version": TOOLKIT_VERSION,
                 "input_name": "images", "output_name": "embeddings", "input_shape": ["batch", 3, 16, 16]}
     assert {k: written[k] for k in expected} == expected
     assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [19]
@@ -79,7 +79,7 @@ def test_parity_gate_fails_on_a_graph_that_computes_something_else(tmp_path: Pat
                 p.add_(0.05 * torch.randn_like(p))
         info = export_onnx(encoder, info, path, **kwargs)
         with torch.no_grad():  # the gate compares with the checkpoint's real weights
-            encoder.load_state_dict(checkpoint.encoder_from_checkpoint(checkpoint.load(run)).state_dict())
+            encoder.load_state_dict(Checkpoint.load(run).encoder().state_dict())
         return info
 
     monkeypatch.setattr(export_module, "export_onnx", export_perturbed)
@@ -110,10 +110,10 @@ def test_parity_on_real_images_and_int8(tmp_path: Path, images: Path) -> None:
 
 def test_validate_rejects_a_fixed_batch(tmp_path: Path) -> None:
     run = make_checkpoint(tmp_path / "run")
-    encoder = checkpoint.encoder_from_checkpoint(checkpoint.load(run))
+    encoder = Checkpoint.load(run).encoder()
     torch.onnx.export(encoder, (torch.zeros(2, 3, 16, 16),), str(tmp_path / "fixed.onnx"), dynamo=True,
                       external_data=False, input_names=["images"], output_names=["embeddings"], verbose=False)
-    info = metadata.info_from_checkpoint(checkpoint.load(run))
+    info = metadata.info_from_checkpoint(Checkpoint.load(run))
     with pytest.raises(ToolkitError, match="symbolic batch"):
         validate(onnx.load(str(tmp_path / "fixed.onnx")), info, "fixed.onnx")
 

@@ -14,7 +14,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from exporters import onnx_fp16
 from exporters import tensorrt_engine as trt_export
+from exporters.tensorrt_runtime import TensorRTEncoder
 from toolkit.errors import ToolkitError
 
 UNAVAILABLE = trt_export.tensorrt_unavailable_reason()
@@ -80,7 +82,7 @@ def test_reason_names_a_missing_cuda_device(monkeypatch: pytest.MonkeyPatch) -> 
 def test_encoder_and_build_raise_toolkit_error_with_the_reason(tmp_path: Path, tiny_onnx: Path) -> None:
     (tmp_path / "encoder.engine").write_bytes(b"not an engine")
     with pytest.raises(ToolkitError, match="cannot run the TensorRT engine") as e:
-        trt_export.TensorRTEncoder(tmp_path / "encoder.engine")
+        TensorRTEncoder(tmp_path / "encoder.engine")
     assert UNAVAILABLE in str(e.value)
     with pytest.raises(ToolkitError, match="cannot build a TensorRT engine") as e:
         trt_export.build_engine(tiny_onnx, tmp_path / "encoder.engine", **BUILD)
@@ -92,7 +94,7 @@ def test_encoder_and_build_raise_toolkit_error_with_the_reason(tmp_path: Path, t
 
 
 def test_input_shape_comes_from_the_onnx(tiny_onnx: Path) -> None:
-    assert trt_export.onnx_input_chw(tiny_onnx) == (3, 32, 32)
+    assert onnx_fp16.onnx_input_chw(tiny_onnx) == (3, 32, 32)
 
 
 def test_build_engine_rejects_bad_arguments_before_needing_tensorrt(tmp_path: Path, tiny_onnx: Path) -> None:
@@ -108,10 +110,10 @@ def test_build_engine_rejects_bad_arguments_before_needing_tensorrt(tmp_path: Pa
 def test_onnx_input_errors_name_the_problem(tmp_path: Path) -> None:
     renamed = export(TinyEncoder(), tmp_path / "renamed.onnx", input_name="x")
     with pytest.raises(ToolkitError, match=r"renamed.onnx: no input named 'images'; inputs are \['x'\]"):
-        trt_export.onnx_input_chw(renamed)
+        onnx_fp16.onnx_input_chw(renamed)
     fixed = export(TinyEncoder(), tmp_path / "fixed.onnx", dynamic=False)
     with pytest.raises(ToolkitError, match="fixed.onnx: input 'images' has a fixed batch of 2"):
-        trt_export.onnx_input_chw(fixed)
+        onnx_fp16.onnx_input_chw(fixed)
 
 
 # ----------------------------------------------------------------------------- trtexec command
@@ -162,7 +164,7 @@ def tensor_types(model: onnx.ModelProto) -> dict[str, int]:
 
 
 def test_mixed_fp16_keeps_io_and_normalisation_fp32_and_agrees_with_fp32(tmp_path: Path, tiny_onnx: Path) -> None:
-    out = trt_export.convert_to_mixed_fp16(tiny_onnx, tmp_path / "encoder.fp16.onnx")
+    out = onnx_fp16.convert_to_mixed_fp16(tiny_onnx, tmp_path / "encoder.fp16.onnx")
     model = onnx.load(str(out))
     onnx.checker.check_model(model, full_check=True)
     types_ = tensor_types(model)
@@ -171,7 +173,7 @@ def test_mixed_fp16_keeps_io_and_normalisation_fp32_and_agrees_with_fp32(tmp_pat
     assert {"ReduceL2", "Div", "Conv", "Gemm"} <= ops
     for node in model.graph.node:
         float_io = [types_[t] for t in [*node.input, *node.output] if t and types_.get(t) in (float32, float16)]
-        if node.op_type in trt_export.NORMALISATION_OPS:
+        if node.op_type in onnx_fp16.NORMALISATION_OPS:
             assert set(float_io) == {float32}, node.op_type
         if node.op_type in ("Conv", "Gemm"):  # the bulk of the work did move to fp16
             assert set(float_io) == {float16}, node.op_type
@@ -186,9 +188,9 @@ def test_mixed_fp16_keeps_io_and_normalisation_fp32_and_agrees_with_fp32(tmp_pat
 
 
 def test_converting_an_fp16_model_again_is_an_error(tmp_path: Path, tiny_onnx: Path) -> None:
-    once = trt_export.convert_to_mixed_fp16(tiny_onnx, tmp_path / "once.onnx")
+    once = onnx_fp16.convert_to_mixed_fp16(tiny_onnx, tmp_path / "once.onnx")
     with pytest.raises(ToolkitError, match="once.onnx: cannot convert to fp16"):
-        trt_export.convert_to_mixed_fp16(once, tmp_path / "twice.onnx")
+        onnx_fp16.convert_to_mixed_fp16(once, tmp_path / "twice.onnx")
 
 
 # ----------------------------------------------------------------------------- on a GPU with TensorRT
@@ -208,112 +210,11 @@ def test_engine_build_and_inference_agree_with_onnx_runtime(tmp_path: Path, tiny
     assert info["precision"] == ("fp16" if fp16 else "fp32") and info["gpu"]
     assert ("--fp16" in info["trtexec"]) == (fp16 and int(info["tensorrt_version"].split(".")[0]) < 11)
 
-    encoder = trt_export.TensorRTEncoder(engine)
+    encoder = TensorRTEncoder(engine)
     images = np.random.default_rng(0).standard_normal((19, 3, 32, 32)).astype(np.float32)  # 3 chunks of <= 8
     got, ref = encoder.embed(images), run_ort(tiny_onnx, images)
     assert got.shape == (19, 32) and got.dtype == np.float32
     assert (got * ref).sum(1).min() > (0.999 if fp16 else 0.99999)
 
-    again = trt_export.build_engine(tiny_onnx, engine, **settings)
-    assert again["timing_cache_loaded"] is True
-
-
-# ----------------------------------------------------------------------------- build orchestration, faked
-
-
-def fake_tensorrt(version: str, calls: dict) -> types.ModuleType:
-    """A stand-in for the `tensorrt` module: records what build_engine asks of it.
-
-    It checks the orchestration (which ONNX is parsed, which flags, profile, cache and files)
-    on CPU; whether the real API accepts these calls is for the GPU test above.
-    """
-    trt = types.ModuleType("tensorrt")
-    trt.__version__ = version
-    trt.float32, trt.float16 = "DataType.FLOAT", "DataType.HALF"
-    trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
-    trt.LayerType = types.SimpleNamespace(
-        CONVOLUTION="conv", MATRIX_MULTIPLY="mm", CONSTANT="const", SHAPE="shape"
-    )
-    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
-    flags = {"PREFER_PRECISION_CONSTRAINTS": "prefer"} | ({"FP16": "fp16"} if version.startswith("10.") else {})
-    trt.BuilderFlag = types.SimpleNamespace(**flags)
-
-    class Layer(types.SimpleNamespace):
-        def get_output(self, j):
-            return types.SimpleNamespace(dtype=self.dtype)
-
-        def set_output_type(self, j, dtype):
-            calls.setdefault("output_types", []).append((self.name, dtype))
-
-    layers = [Layer(type=t, name=n, dtype=d, num_outputs=1) for t, n, d in [
-        ("conv", "conv", trt.float32), ("act", "relu", trt.float32), ("mm", "fc", trt.float32),
-        ("ew", "bias", trt.float32), ("shape", "shape", "DataType.INT64"), ("reduce", "l2", trt.float32),
-        ("const", "eps", trt.float32), ("ew", "div", trt.float32),
-    ]]
-    class Profile:
-        def set_shape(self, name, *shapes):
-            self.shapes = (name, *shapes)
-
-    tensor = types.SimpleNamespace
-    network = types.SimpleNamespace(
-        num_layers=len(layers), get_layer=layers.__getitem__, num_inputs=1, num_outputs=1,
-        get_input=lambda i: tensor(name="images", shape=(-1, 3, 32, 32), dtype=trt.float32),
-        get_output=lambda i: tensor(name="embeddings", shape=(-1, 32), dtype=trt.float32),
-    )
-    config = types.SimpleNamespace(
-        set_memory_pool_limit=lambda pool, n: calls.update(workspace=(pool, n)),
-        set_flag=lambda flag: calls.setdefault("flags", []).append(flag),
-        create_timing_cache=lambda data: types.SimpleNamespace(data=bytes(data)),
-        set_timing_cache=lambda cache, ignore_mismatch: cache.data == b"cache-v1",
-        get_timing_cache=lambda: types.SimpleNamespace(serialize=lambda: b"cache-v1"),
-        add_optimization_profile=lambda p: calls.update(profile=p.shapes),
-    )
-
-    def parse_from_file(path: str) -> bool:
-        calls["parsed"] = path
-        return True
-
-    trt.Builder = lambda logger: types.SimpleNamespace(
-        create_network=lambda flags: calls.update(network_flags=flags) or network,
-        create_builder_config=lambda: config,
-        create_optimization_profile=Profile,
-        build_serialized_network=lambda net, cfg: b"ENGINE",
-    )
-    trt.OnnxParser = lambda net, logger: types.SimpleNamespace(parse_from_file=parse_from_file, num_errors=0)
-    return trt
-
-
-@pytest.mark.parametrize("version, fp16", [("10.9.0", True), ("11.4.0", True), ("10.9.0", False)])
-def test_build_engine_orchestration_with_a_fake_tensorrt(
-    tmp_path: Path, tiny_onnx: Path, monkeypatch: pytest.MonkeyPatch, version: str, fp16: bool
-) -> None:
-    calls: dict = {}
-    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(version, calls))
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "Fake GPU")
-    engine, cache = tmp_path / "out" / "encoder.engine", tmp_path / "out" / "timing.cache"
-
-    settings = dict(opt_batch=8, max_batch=64, fp16=fp16, workspace_bytes=2**30, timing_cache_path=cache)
-    info = trt_export.build_engine(tiny_onnx, engine, **settings)
-
-    strongly_typed = fp16 and version.startswith("11.")
-    parsed = tmp_path / "out" / "encoder.fp16.onnx" if strongly_typed else tiny_onnx
-    assert calls["parsed"] == str(parsed) and parsed.is_file()
-    assert calls["network_flags"] == 0 and calls["workspace"] == ("workspace", 2**30)
-    assert calls["profile"] == ("images", (1, 3, 32, 32), (8, 3, 32, 32), (64, 3, 32, 32))
-    pinned = ["bias", "l2", "div"] if fp16 and not strongly_typed else []  # after the last matmul, float only
-    assert calls.get("flags", []) == (["fp16", "prefer"] if pinned else [])
-    assert info["fp32_pinned_layers"] == pinned
-    assert engine.read_bytes() == b"ENGINE" and cache.read_bytes() == b"cache-v1"
-    assert json.loads((engine.parent / "engine.json").read_text()) == info
-    assert info["gpu"] == "Fake GPU" and info["tensorrt_version"] == version
-    assert info["timing_cache_loaded"] is False
-    assert info["outputs"] == [{"name": "embeddings", "shape": [-1, 32], "dtype": "float"}]
-    assert info["trtexec"] == trt_export.trtexec_command(
-        parsed, engine, chw=(3, 32, 32), min_batch=1, opt_batch=8, max_batch=64, workspace_bytes=2**30,
-        timing_cache_path=cache, fp16=fp16, trt_major=int(version[:2]),
-    )
-    assert info["trtexec"] in (engine.parent / "trtexec.sh").read_text()
     again = trt_export.build_engine(tiny_onnx, engine, **settings)
     assert again["timing_cache_loaded"] is True

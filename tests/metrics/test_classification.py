@@ -58,16 +58,6 @@ def test_knn_weighting_matters_on_this_data():
     assert set(got.tolist()) != {2}
 
 
-def test_topk_cosine_blocks_match_full_sort():
-    rng = np.random.default_rng(3)
-    queries, keys = _unit(rng.normal(size=(11, 5))), _unit(rng.normal(size=(23, 5)))
-    sims, idx = cl.topk_cosine(queries, keys, k=4, query_chunk=3, key_chunk=5)
-    full = queries.astype(np.float64) @ keys.T.astype(np.float64)
-    want = np.argsort(-full, axis=1)[:, :4]
-    assert idx.numpy().tolist() == want.tolist()
-    np.testing.assert_allclose(sims.numpy(), np.take_along_axis(full, want, 1), atol=1e-6)
-
-
 def test_knn_never_predicts_a_class_missing_from_train():
     train, train_labels, test = _imbalanced_split()
     train_labels = np.where(train_labels == 1, 3, train_labels)  # labels 0, 2, 3: no class 1

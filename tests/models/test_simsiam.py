@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -127,12 +129,28 @@ def test_predictor_none_and_fixed_random() -> None:
     out = none(torch.randn(4, 3, 16, 16), torch.randn(4, 3, 16, 16))
     assert torch.equal(out.p1.detach(), out.z1)  # p = z
 
-    fixed = SimSiam(ModelConfig(backbone="convnet", width=8, dim=32, predictor="fixed_random"))
-    assert all(not p.requires_grad for p in fixed.predictor.parameters())
-    before = [p.clone() for p in fixed.predictor.parameters()]
-    opt = torch.optim.SGD([p for p in fixed.parameters() if p.requires_grad], lr=0.5)
-    simsiam_loss(*fixed(torch.randn(4, 3, 16, 16), torch.randn(4, 3, 16, 16))).backward()
-    opt.step()
-    assert all(torch.equal(a, b) for a, b in zip(before, fixed.predictor.parameters()))
     with pytest.raises(ToolkitError, match="model.predictor"):
         SimSiam(ModelConfig(predictor="weird"))
+
+
+def test_fixed_random_predictor_stays_fixed_while_the_rest_trains(tmp_path: Path) -> None:
+    """Table 1b: the training loop (its param groups, SGD with momentum and weight decay, fix_pred_lr)
+    must leave a fixed predictor exactly as initialised and still train every other weight."""
+    from tests.tiny_runs import tiny_trainer
+
+    trainer, objective = tiny_trainer(tmp_path, {"model.predictor": "fixed_random", "optim.weight_decay": 0.1,
+                                                 "optim.fix_pred_lr": True, "optim.base_lr": 2.0})
+    model = objective.model
+    assert any(n.startswith("predictor.") for n, _ in model.named_parameters())
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainer.sampler.set_plan(objective.plan(1))
+    for step, batch in enumerate(trainer.loader):
+        trainer._set_lr(1, step)
+        trainer.train_step(batch)
+    after = dict(model.named_parameters())
+    for name, value in before.items():
+        if name.startswith("predictor."):
+            assert torch.equal(value, after[name]), name  # not even weight decay touched it
+    trainable = [n for n, p in after.items() if not n.startswith("predictor.") and p.requires_grad and n.endswith("weight")]
+    assert len(trainable) >= 4
+    assert all(not torch.equal(before[n], after[n]) for n in trainable)

@@ -60,11 +60,10 @@ def pairs_csv(images: Path) -> Path:
 def nan_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A valid checkpoint whose first convolution's weights are NaN (every embedding is NaN)."""
     run = make_checkpoint(tmp_path_factory.mktemp("nan") / "run", kind="finetune")
-    payload = checkpoint.load(run)
-    first = next(k for k, v in payload["model"].items() if v.dtype.is_floating_point and v.ndim == 4)
-    payload["model"][first] = torch.full_like(payload["model"][first], float("nan"))
-    payload.pop("path")
-    checkpoint.save_atomic(payload, run / "checkpoint.pt")
+    ckpt = checkpoint.load(run)
+    first = next(k for k, v in ckpt.weights.items() if v.dtype.is_floating_point and v.ndim == 4)
+    ckpt.weights[first] = torch.full_like(ckpt.weights[first], float("nan"))
+    ckpt.save(run / "checkpoint.pt")
     return run
 
 

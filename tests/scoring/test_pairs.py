@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scoring import pairs
+from scoring import pairs, pairs_csv
 from tests.scoring.test_score import FakeEmbedder, unit_vectors
 
 
@@ -40,7 +40,7 @@ def expected_rows(folder: Path, table: dict[str, np.ndarray], rows: list[list[st
 @pytest.mark.parametrize("quoted", [False, True])
 def test_both_paths_agree_on_odd_rows_across_block_boundaries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                               block_rows: int, quoted: bool) -> None:
-    monkeypatch.setattr(pairs, "BLOCK_ROWS", block_rows)
+    monkeypatch.setattr(pairs_csv, "BLOCK_ROWS", block_rows)
     names = [f"im{i}.png" for i in range(8)] + (["with, comma.png"] if quoted else [])
     table = table_for(tmp_path, names)
     rng = np.random.default_rng(0)
@@ -98,7 +98,7 @@ def test_blank_line_shortcut_covers_every_character_a_blank_line_can_start_with(
     # that set must hold the comma and every character str.strip() treats as whitespace.
     import sys
 
-    from scoring.pairs import _BLANK_START
+    from scoring.pairs_csv import _BLANK_START
 
     whitespace = {chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()}
     assert set(_BLANK_START) == whitespace | {","}

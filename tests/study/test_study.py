@@ -84,20 +84,20 @@ def test_other_setting_in_the_same_folder_is_refused(two_variant_study: Path) ->
 
 def test_interrupted_variant_is_resumed_from_its_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
-    from toolkit.engine.loop import Trainer
+    from toolkit.pretrain import SimSiamObjective
 
     recipe = tiny(tmp_path, "train.epochs=2", "study.variants=['baseline']")
-    original = Trainer._collapse_check
+    original = SimSiamObjective.end_of_epoch
 
-    def stop_after_first_epoch(self: Trainer, record: dict, low: int) -> int:
+    def stop_after_first_epoch(self: SimSiamObjective, record: dict) -> None:
         if record["epoch"] == 1:  # called after epoch 1's checkpoint is saved
             raise Interrupted("test interrupt")
-        return original(self, record, low)
+        original(self, record)
 
-    monkeypatch.setattr(Trainer, "_collapse_check", stop_after_first_epoch)
+    monkeypatch.setattr(SimSiamObjective, "end_of_epoch", stop_after_first_epoch)
     with pytest.raises(Interrupted, match="rerun the same toolkit study command with --out"):
         run_study(recipe, tmp_path / "out")
-    monkeypatch.setattr(Trainer, "_collapse_check", original)
+    monkeypatch.setattr(SimSiamObjective, "end_of_epoch", original)
     capsys.readouterr()
     result = run_study(recipe, tmp_path / "out")
     assert "resuming" in capsys.readouterr().err

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.data.sources import ROTATION_SUFFIXES
+from toolkit.data.subsets import ROTATION_SUFFIXES
 from toolkit.errors import ToolkitError
 
 

@@ -11,6 +11,15 @@ from collections.abc import Sequence
 import torch
 
 
+def resize_size(image_size: int, load_size: int = 0) -> int:
+    """The shorter side images are resized to before the centre crop of ``image_size``.
+
+    ``data.load_size`` (0 = ``image_size``) never goes below the network input: the one rule that
+    training (``toolkit.data.store.load_data``), checkpoints and exported models share.
+    """
+    return max(int(load_size or image_size), int(image_size))
+
+
 class Normalizer:
     """uint8 (N, C, H, W) -> float32 ``(x / 255 - mean) / std`` on ``device``, optionally channels_last."""
 

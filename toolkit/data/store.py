@@ -20,6 +20,7 @@ from PIL import Image, ImageOps
 
 from toolkit.config import DataConfig
 from toolkit.console import warn
+from toolkit.data.preprocess import resize_size
 from toolkit.data.sources import ImageSet
 from toolkit.errors import ToolkitError
 
@@ -217,7 +218,7 @@ def load_data(cfg: DataConfig) -> LoadedData:
 
     if cfg.channels not in (1, 3):
         raise ToolkitError(f"data.channels must be 1 or 3, got {cfg.channels}")
-    size = max(cfg.load_size or cfg.image_size, cfg.image_size)
+    size = resize_size(cfg.image_size, cfg.load_size)
     splits = load_splits(cfg)
     train = build_store(splits.train, size, cfg.channels, cfg.cache_gb)
     test = build_store(splits.test, size, cfg.channels, cfg.cache_gb) if splits.test is not None and len(splits.test) else None

@@ -1,17 +1,25 @@
-"""The one checkpoint format every command reads: written atomically, loaded with ``weights_only=True``.
+"""``Checkpoint``: the one checkpoint format every command reads, and the only code that knows its layout.
 
-A checkpoint is a dict of tensors and plain Python values:
+On disk a checkpoint is a dict of tensors and plain Python values (so ``torch.load(...,
+weights_only=True)`` can read it and a malicious pickle never executes). Format version 2::
+
     format, format_version, kind ("pretrain" | "finetune"), toolkit_version,
-    recipe (the fully resolved recipe as a dict), model (state dict of the trained module),
-    preprocess {image_size, channels, mean, std}, embedding_dim, class_names,
-    optimizer, scaler, epoch (completed epochs), step_in_epoch, partial (running sums of an
-    interrupted epoch), rng {torch, cuda, numpy, python}, data_source.
+    recipe        the fully resolved recipe as a dict
+    weights       state dict of the trained module (SimSiam, or Encoder for fine-tuning)
+    preprocessing {image_size, resize_size, channels, mean, std}
+    embedding_dim, class_names
+    training      {optimizer, scaler, epoch (completed epochs), step_in_epoch, partial (running
+                   sums of an interrupted epoch), rng {torch, cuda, numpy, python}}
+    data          {source, skipped_images}
+
+Version 1 (before this module owned the layout) kept everything at the top level under other
+names (``model``, ``preprocess`` without ``resize_size``); ``Checkpoint.load`` still reads it.
 """
 
 from __future__ import annotations
 
-import os
 import random
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,55 +28,214 @@ import torch
 from torch import nn
 
 from toolkit import __version__
-from toolkit.config import Recipe, recipe_from_dict
+from toolkit.config import Recipe, recipe_from_dict, recipe_to_dict
+from toolkit.data.preprocess import resize_size
 from toolkit.errors import ToolkitError
 from toolkit.models.encoder import Encoder
 from toolkit.models.heads import embedding_head
 from toolkit.models.simsiam import SimSiam
 
 FORMAT = "toolkit-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 TOOLKIT_VERSION = __version__
+KINDS = ("pretrain", "finetune")
 
 
-def save_atomic(payload: dict[str, Any], path: Path) -> None:
-    """torch.save to a temporary file in the same folder, fsync, then rename over ``path``.
+@dataclass(frozen=True)
+class Preprocessing:
+    """How images become the network's input: shorter side to ``resize_size``, centre crop, normalise."""
 
-    A crash (even kill -9) leaves either the old or the new checkpoint, never a torn one.
-    """
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        torch.save(payload, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    image_size: int
+    resize_size: int
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
 
-
-def load(path: str | Path) -> dict[str, Any]:
-    """Load a toolkit checkpoint (a file, or a run folder holding ``checkpoint.pt``).
-
-    Raises:
-        ToolkitError: missing file, unreadable file, or not a toolkit checkpoint.
-    """
-    path = Path(path)
-    if path.is_dir():
-        path = path / "checkpoint.pt"
-    if not path.is_file():
-        raise ToolkitError(f"{path}: no such checkpoint")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - pickle/zip errors of all kinds mean "not ours"
-        raise ToolkitError(f"{path}: not a readable toolkit checkpoint ({type(exc).__name__})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ToolkitError(f"{path}: not a toolkit checkpoint (no '{FORMAT}' marker)")
-    if payload.get("format_version", 0) > FORMAT_VERSION:
-        raise ToolkitError(f"{path}: checkpoint format {payload['format_version']} is newer than this toolkit")
-    payload["path"] = str(path)
-    return payload
+    @classmethod
+    def of(cls, recipe: Recipe, mean: Any, std: Any) -> Preprocessing:
+        data = recipe.data
+        return cls(int(data.image_size), resize_size(data.image_size, data.load_size), int(data.channels),
+                   tuple(float(m) for m in mean), tuple(float(s) for s in std))
 
 
-def recipe_of(ckpt: dict[str, Any]) -> Recipe:
-    return recipe_from_dict(ckpt["recipe"], source=ckpt.get("path", "checkpoint"))
+@dataclass
+class TrainingState:
+    """Where training stands: optimiser and scaler state, completed epochs, the interrupted epoch, RNGs."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    partial: dict[str, Any] | None = None
+    optimizer: dict[str, Any] = field(default_factory=dict)
+    scaler: dict[str, Any] | None = None
+    rng: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def mid_epoch(self) -> bool:
+        return self.step_in_epoch > 0
+
+
+@dataclass
+class Checkpoint:
+    """A pretrain or finetune checkpoint: what was trained, how, on which inputs, and where training stands."""
+
+    kind: str
+    recipe_dict: dict[str, Any]
+    weights: dict[str, torch.Tensor]
+    preprocessing: Preprocessing | None
+    embedding_dim: int = 0
+    class_names: list[str] = field(default_factory=list)
+    training: TrainingState = field(default_factory=TrainingState)
+    data_source: str = ""
+    skipped_images: int = 0
+    toolkit_version: str = TOOLKIT_VERSION
+    format_version: int = FORMAT_VERSION
+    path: Path | None = None
+
+    # ---------------------------------------------------------------- views
+    @property
+    def recipe(self) -> Recipe:
+        """The resolved recipe the run was trained with.
+
+        Raises:
+            ToolkitError: the stored recipe is not valid for this toolkit.
+        """
+        return recipe_from_dict(self.recipe_dict, source=str(self.path or "checkpoint"))
+
+    @property
+    def epoch(self) -> int:
+        return self.training.epoch
+
+    @property
+    def trained_on(self) -> tuple[str, int | None]:
+        """``data.path`` and ``data.channels`` of the training data (tolerant of partial recipes)."""
+        data = self.recipe_dict.get("data", {}) if isinstance(self.recipe_dict, dict) else {}
+        channels = self.preprocessing.channels if self.preprocessing else data.get("channels")
+        return str(data.get("path")), channels
+
+    @property
+    def predates_validation_split(self) -> bool:
+        """Trained before ``data.val_fraction`` existed: its "validation" images may have been trained on."""
+        data = self.recipe_dict.get("data", {}) if isinstance(self.recipe_dict, dict) else {}
+        return "val_fraction" not in data
+
+    def finished(self, epochs: int) -> bool:
+        """Whether the run completed ``epochs`` epochs (and is not in the middle of the next one)."""
+        return self.epoch >= epochs and not self.training.mid_epoch
+
+    def describe(self) -> str:
+        return f"{self.kind}, epoch {self.epoch}"
+
+    # ---------------------------------------------------------------- models
+    def training_model(self) -> nn.Module:
+        """The module the run trained (SimSiam or Encoder), with the checkpoint's weights."""
+        model = build_training_model(self.recipe, self.kind)
+        model.load_state_dict(self.weights)
+        return model
+
+    def encoder(self) -> Encoder:
+        """The deployable encoder (backbone, plus the head after fine-tuning), in eval mode."""
+        model = self.training_model()
+        encoder = Encoder(model.backbone) if isinstance(model, SimSiam) else model
+        return encoder.eval()  # type: ignore[return-value]
+
+    def backbone_weights(self) -> dict[str, torch.Tensor]:
+        """The ``backbone.*`` weights (without the prefix) of a pretrain or finetune checkpoint."""
+        prefix = "backbone."
+        return {k[len(prefix):]: v for k, v in self.weights.items() if k.startswith(prefix)}
+
+    # ---------------------------------------------------------------- disk
+    def to_dict(self) -> dict[str, Any]:
+        """The version-2 layout (see the module docstring)."""
+        pre = self.preprocessing
+        return {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "kind": self.kind,
+            "toolkit_version": self.toolkit_version, "recipe": self.recipe_dict, "weights": self.weights,
+            "preprocessing": None if pre is None else {
+                "image_size": pre.image_size, "resize_size": pre.resize_size, "channels": pre.channels,
+                "mean": list(pre.mean), "std": list(pre.std)},
+            "embedding_dim": self.embedding_dim, "class_names": list(self.class_names),
+            "training": {"epoch": self.training.epoch, "step_in_epoch": self.training.step_in_epoch,
+                         "partial": self.training.partial, "optimizer": self.training.optimizer,
+                         "scaler": self.training.scaler, "rng": self.training.rng},
+            "data": {"source": self.data_source, "skipped_images": self.skipped_images},
+        }
+
+    def save(self, path: str | Path) -> None:
+        """torch.save atomically (``toolkit.engine.run_folder.atomic_write``): a crash leaves the old file or the new."""
+        from toolkit.engine.run_folder import atomic_write
+
+        with atomic_write(path, "wb") as handle:
+            torch.save(self.to_dict(), handle)
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any], path: Path | None = None) -> Checkpoint:
+        """Read a version-1 or version-2 layout. Missing fields take their defaults."""
+        source = str(path or "checkpoint")
+        version = payload.get("format_version", 1)
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise ToolkitError(f"{source}: checkpoint format {version} is newer than this toolkit")
+        kind = payload.get("kind")
+        if kind not in KINDS:
+            raise ToolkitError(f"{source}: not a toolkit checkpoint (kind {kind!r})")
+        recipe = payload.get("recipe") or {}
+        if version >= 2:
+            pre, train, data = payload.get("preprocessing"), payload.get("training") or {}, payload.get("data") or {}
+            weights = payload.get("weights") or {}
+        else:  # version 1: one flat dict
+            pre, train, weights = payload.get("preprocess"), payload, payload.get("model") or {}
+            data = {"source": payload.get("data_source", ""), "skipped_images": payload.get("skipped_images", 0)}
+        try:
+            preprocessing = None if pre is None else Preprocessing(
+                int(pre["image_size"]),
+                int(pre.get("resize_size") or resize_size(pre["image_size"], recipe.get("data", {}).get("load_size", 0))),
+                int(pre["channels"]), tuple(float(m) for m in pre["mean"]), tuple(float(s) for s in pre["std"]))
+            state = TrainingState(epoch=int(train.get("epoch", 0)), step_in_epoch=int(train.get("step_in_epoch", 0) or 0),
+                                  partial=train.get("partial"), optimizer=train.get("optimizer") or {},
+                                  scaler=train.get("scaler"), rng=train.get("rng") or {})
+            skipped = data.get("skipped_images", 0)
+            return cls(kind=kind, recipe_dict=recipe, weights=weights, preprocessing=preprocessing,
+                       embedding_dim=int(payload.get("embedding_dim", 0) or 0),
+                       class_names=[str(c) for c in payload.get("class_names") or []], training=state,
+                       data_source=str(data.get("source", "")),
+                       skipped_images=len(skipped) if isinstance(skipped, (list, tuple)) else int(skipped or 0),
+                       toolkit_version=str(payload.get("toolkit_version", "")), format_version=version, path=path)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ToolkitError(f"{source}: broken toolkit checkpoint ({type(exc).__name__}: {exc})") from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> Checkpoint:
+        """Load a checkpoint file, or the ``checkpoint.pt`` of a run folder (``weights_only=True``).
+
+        Raises:
+            ToolkitError: missing file, unreadable file, or not a toolkit checkpoint (one line).
+        """
+        path = Path(path)
+        if path.is_dir():
+            path = path / "checkpoint.pt"
+        if not path.is_file():
+            raise ToolkitError(f"{path}: no such checkpoint")
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - pickle/zip errors of all kinds mean "not ours"
+            raise ToolkitError(f"{path}: not a readable toolkit checkpoint ({type(exc).__name__})") from None
+        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+            raise ToolkitError(f"{path}: not a toolkit checkpoint (no '{FORMAT}' marker)")
+        return cls.from_dict(payload, path)
+
+    def with_training(self, **changes: Any) -> Checkpoint:
+        return replace(self, training=replace(self.training, **changes))
+
+
+def load(path: str | Path) -> Checkpoint:
+    """``Checkpoint.load``."""
+    return Checkpoint.load(path)
+
+
+def new_checkpoint(kind: str, recipe: Recipe, weights: dict[str, torch.Tensor], mean: Any, std: Any,
+                   embedding_dim: int, **fields: Any) -> Checkpoint:
+    """A checkpoint of ``recipe``'s run (preprocessing from its ``[data]`` section, ``mean``/``std`` resolved)."""
+    return Checkpoint(kind=kind, recipe_dict=recipe_to_dict(recipe), weights=weights,
+                      preprocessing=Preprocessing.of(recipe, mean, std), embedding_dim=embedding_dim, **fields)
 
 
 def build_training_model(recipe: Recipe, kind: str) -> nn.Module:
@@ -77,15 +244,6 @@ def build_training_model(recipe: Recipe, kind: str) -> nn.Module:
     if kind == "pretrain":
         return model
     return Encoder(model.backbone, embedding_head(model.feat_dim, recipe.finetune.embedding_dim))
-
-
-def encoder_from_checkpoint(ckpt: dict[str, Any]) -> Encoder:
-    """Rebuild the deployable encoder of a pretrain or finetune checkpoint, in eval mode."""
-    recipe = recipe_of(ckpt)
-    model = build_training_model(recipe, ckpt["kind"])
-    model.load_state_dict(ckpt["model"])
-    encoder = Encoder(model.backbone) if isinstance(model, SimSiam) else model
-    return encoder.eval()
 
 
 def capture_rng() -> dict[str, Any]:

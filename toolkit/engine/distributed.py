@@ -9,7 +9,10 @@ same with a differentiable all-reduce of the per-channel sums.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -64,6 +67,41 @@ def init_distributed(device_name: str) -> DistEnv:
             local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size)))
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
     return DistEnv(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--nproc":
+            skip = True
+        elif not item.startswith("--nproc="):
+            out.append(item)
+    return out
+
+
+def launch_local_processes(nproc: int, script: str | Path, run_dir: Path, resuming: bool,
+                           argv: list[str] | None = None) -> None:
+    """With ``--nproc N`` > 1, re-run this command line under torchrun with N local processes and exit with its status.
+
+    Does nothing for N = 1 or inside a process torchrun started (``WORLD_SIZE`` set). The run
+    folder is passed on as ``--out`` so every rank writes the same one (the default name has a
+    timestamp).
+
+    Raises:
+        ToolkitError: N < 1.
+        SystemExit: always when it launched (the exit status of torchrun).
+    """
+    if nproc < 1:
+        raise ToolkitError(f"--nproc {nproc}: must be at least 1")
+    if nproc == 1 or "WORLD_SIZE" in os.environ:
+        return
+    args = _without_nproc(list(sys.argv[1:] if argv is None else argv))
+    if not resuming and not any(a == "--out" or a.startswith("--out=") for a in args):
+        args += ["--out", str(run_dir)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", str(script), *args]
+    raise SystemExit(subprocess.call(cmd))
 
 
 def seed_everything(seed: int) -> None:

@@ -12,13 +12,15 @@ import torch.nn.functional as F
 from toolkit.data.augment import eval_transform
 from toolkit.data.store import ImageStore
 from toolkit.data.preprocess import Normalizer
+from toolkit.engine.checkpoint import Checkpoint
 
 
 @torch.no_grad()
 def embed_store(fn: Callable[[torch.Tensor], torch.Tensor], store: ImageStore, normalizer: Normalizer,
                 image_size: int, batch_size: int = 256,
-                autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> np.ndarray:
-    """l2-normalised ``fn`` outputs of every image of ``store``, as float32 N x D (the evaluation view)."""
+                autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+                l2_normalise: bool = True) -> np.ndarray:
+    """``fn`` outputs of every image of ``store`` (l2-normalised unless told not), float32 N x D (the evaluation view)."""
     crop = eval_transform(image_size) if store.images.shape[-1] != image_size else None
     chunks = []
     for start in range(0, len(store), batch_size):
@@ -27,5 +29,16 @@ def embed_store(fn: Callable[[torch.Tensor], torch.Tensor], store: ImageStore, n
             images = crop(images)
         with autocast():
             out = fn(normalizer(images))
-        chunks.append(F.normalize(out.float(), dim=1).cpu())
+        out = out.float()
+        chunks.append((F.normalize(out, dim=1) if l2_normalise else out).cpu())
     return torch.cat(chunks).numpy()
+
+
+def embed_checkpoint(ckpt: Checkpoint, device: torch.device, *stores: ImageStore) -> list[np.ndarray]:
+    """fp32 embeddings (N x D, unit length) of every store by a checkpoint's encoder, as the exported fp32 model computes them."""
+    encoder = ckpt.encoder().to(device)
+    pre = ckpt.preprocessing
+    assert pre is not None, "a trained checkpoint always records its preprocessing"
+    normalizer = Normalizer(pre.mean, pre.std, device)
+    with torch.inference_mode():
+        return [embed_store(encoder, store, normalizer, pre.image_size) for store in stores]

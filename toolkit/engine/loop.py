@@ -1,147 +1,61 @@
 """The one training loop shared by ``pretrain`` and ``finetune``.
 
-An ``Objective`` says what is trained (model, batches, loss); the loop does the rest the same
-way for both: SGD with a per-step cosine schedule (schedules precomputed per step, as in DINO),
-mixed precision, channels_last, optional torch.compile, DistributedDataParallel, the epoch-0
-record before any step, the kNN monitor, ``metrics.jsonl``, atomic checkpoints every epoch,
-exact resume, Ctrl-C and non-finite-loss handling.
+An ``Objective`` (``toolkit.engine.objective``) says what is trained (model, batches, loss) and
+carries the ``LoopSettings`` the loop reads; the loop does the rest the same way for both: SGD
+with a per-step cosine schedule (schedules precomputed per step, as in DINO), mixed precision,
+channels_last, optional torch.compile, DistributedDataParallel, the epoch-0 record before any
+step, the kNN monitor, ``metrics.jsonl``, atomic checkpoints every epoch, exact resume, Ctrl-C,
+SIGTERM and non-finite-loss handling.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import signal
 import time
-from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import Dataset
 
-from toolkit.engine import checkpoint as ckpt_io
-from toolkit.engine.best import BestCheckpoint
-from toolkit.config import Recipe, recipe_to_dict, write_recipe
-from toolkit.console import info, warn
-from toolkit.engine.distributed import DistEnv, all_reduce_sum, barrier, convert_sync_batchnorm
-from toolkit.errors import Interrupted, NonFiniteLoss, ToolkitError
-from toolkit.engine.embed import embed_store
-from toolkit.data.store import ImageStore, default_normalization
-from toolkit.data.loaders import Plan, PlanSampler, make_loader
-from toolkit.engine.precision import autocast_context, autocast_dtype, describe
+from toolkit.config import Recipe
+from toolkit.console import info
+from toolkit.data.loaders import PlanSampler, make_loader
 from toolkit.data.preprocess import Normalizer
+from toolkit.data.store import ImageStore, default_normalization
+from toolkit.engine.best import BestCheckpoint
+from toolkit.engine.checkpoint import Checkpoint, capture_rng, new_checkpoint, restore_rng
+from toolkit.engine.distributed import DistEnv, all_reduce_sum, barrier, convert_sync_batchnorm
+from toolkit.engine.embed import embed_store
+from toolkit.engine.interrupt import StopFlag
+from toolkit.engine.objective import Objective, RunResult, StepOutput, check_batch_size
+from toolkit.engine.precision import autocast_context, autocast_dtype, describe
 from toolkit.engine.progress import EpochProgress
-from toolkit.engine.run_folder import append_metrics, plot_curves, read_metrics, truncate_metrics
+from toolkit.engine.run_folder import RunFolder, recipe_text
 from toolkit.engine.schedule import cosine_schedule
-
-
-@dataclass(frozen=True)
-class LoopSettings:
-    """Optimisation settings of one run (from ``[optim]``/``[train]`` or ``[finetune]``)."""
-
-    epochs: int
-    batch_size: int
-    base_lr: float
-    momentum: float
-    weight_decay: float
-    warmup_epochs: float
-
-
-@dataclass
-class ParamGroup:
-    """Parameters sharing an lr rule: scaled schedule, fixed initial lr, or frozen for some epochs."""
-
-    name: str
-    params: list[nn.Parameter]
-    lr_scale: float = 1.0
-    fixed_lr: bool = False
-    frozen_epochs: int = 0
-
-
-@dataclass
-class StepOutput:
-    """A step's loss (a scalar tensor with grad) and scalar statistics averaged over the epoch."""
-
-    loss: torch.Tensor
-    stats: dict[str, torch.Tensor] = field(default_factory=dict)
-
-
-class Objective(ABC):
-    """What a training command contributes to the loop."""
-
-    kind: str  # "pretrain" | "finetune"
-    lr_key = "optim.base_lr"  # the recipe key of this objective's learning rate (named in the non-finite hint)
-    model: nn.Module
-    embedding_dim: int
-
-    @abstractmethod
-    def dataset(self) -> Dataset: ...
-
-    @abstractmethod
-    def plan(self, epoch: int) -> Plan:
-        """This rank's batches of ``epoch`` (epoch 0 = the batches measured at initialisation)."""
-
-    @abstractmethod
-    def step(self, model: nn.Module, batch: Any, normalizer: Normalizer) -> StepOutput: ...
-
-    @abstractmethod
-    def param_groups(self) -> list[ParamGroup]: ...
-
-    @abstractmethod
-    def monitor_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Features the kNN monitor classifies (N x F), computed by the unwrapped model."""
-
-    def epoch_extras(self) -> dict[str, Any]:
-        """Constant fields added to every metrics record (e.g. z_std_ref)."""
-        return {}
-
-
-@dataclass
-class RunResult:
-    """What a finished run leaves: its folder, its metrics records (rank 0) and the trained module."""
-
-    run_dir: Path
-    records: list[dict[str, Any]]
-    model: nn.Module
-
-
-class _SigintFlag:
-    """Turns the first Ctrl-C into a flag the loop checks between steps; a second one aborts."""
-
-    def __init__(self) -> None:
-        self.raised = False
-        self._previous: Any = None
-
-    def __enter__(self) -> _SigintFlag:
-        self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, *_: Any) -> None:
-        self.raised = True
-        signal.signal(signal.SIGINT, self._previous)
-
-    def __exit__(self, *_: Any) -> None:
-        signal.signal(signal.SIGINT, self._previous)
+from toolkit.errors import NonFiniteLoss
 
 
 class Trainer:
-    """Runs an ``Objective`` to ``settings.epochs``, writing the run folder on rank 0."""
+    """Runs an ``Objective`` to ``objective.settings.epochs``, writing the run folder on rank 0.
 
-    def __init__(self, objective: Objective, recipe: Recipe, settings: LoopSettings, train_store: ImageStore,
-                 test_store: ImageStore | None, run_dir: Path, env: DistEnv, skipped_images: int = 0,
-                 best: BestCheckpoint | None = None) -> None:
+    ``recipe`` is only stored in the checkpoint and gives the input format (``[data]``); every
+    training value comes from ``objective.settings``.
+    """
+
+    def __init__(self, objective: Objective, recipe: Recipe, train_store: ImageStore, test_store: ImageStore | None,
+                 folder: RunFolder, env: DistEnv, skipped_images: int = 0, best: BestCheckpoint | None = None) -> None:
         self.best = best  # keeps the best checkpoint by the monitor and stops early (finetune on validation)
-        self.objective, self.recipe, self.settings = objective, recipe, settings
+        self.objective, self.recipe, self.settings = objective, recipe, objective.settings
+        settings = self.settings
         self.train_store, self.test_store = train_store, test_store
-        self.run_dir, self.env, self.skipped_images = run_dir, env, skipped_images
+        self.folder, self.run_dir, self.env, self.skipped_images = folder, folder.path, env, skipped_images
+        check_batch_size(settings, env.world_size)
         device = env.device
-        self.amp_dtype = autocast_dtype(recipe.train.precision, device)
+        self.amp_dtype = autocast_dtype(settings.precision, device)
         self.autocast = autocast_context(device, self.amp_dtype)
-        memory_format = torch.channels_last if recipe.train.channels_last else torch.contiguous_format
+        memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
         self.module = objective.model.to(device=device, memory_format=memory_format)
         if env.distributed:
             self.module = convert_sync_batchnorm(self.module, device)
@@ -154,50 +68,45 @@ class Trainer:
         if env.distributed:
             self.forward_model = DistributedDataParallel(
                 self.module, device_ids=[device.index] if device.type == "cuda" else None)
-        if recipe.train.compile:
+        if settings.compile:
             self.forward_model = torch.compile(self.forward_model)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
-        mean, std = default_normalization(recipe.data.channels, recipe.data.mean, recipe.data.std)
-        self.mean, self.std = mean, std
-        self.normalizer = Normalizer(mean, std, device, channels_last=recipe.train.channels_last)
+        self.mean, self.std = default_normalization(recipe.data.channels, recipe.data.mean, recipe.data.std)
+        self.normalizer = Normalizer(self.mean, self.std, device, channels_last=settings.channels_last)
         self.sampler = PlanSampler()
-        workers = min(recipe.train.workers, os.cpu_count() or 1)  # more processes than cores only cost memory
+        workers = min(settings.workers, os.cpu_count() or 1)  # more processes than cores only cost memory
         self.loader = make_loader(objective.dataset(), self.sampler, workers, device.type == "cuda")
         self.steps_per_epoch = len(objective.plan(1))
         if self.steps_per_epoch == 0:
-            raise ToolkitError(f"batch size {settings.batch_size} is larger than the {len(train_store)} training images; lower train.batch_size")
-        self.lr = settings.base_lr * settings.batch_size / 256  # linear scaling rule (Goyal et al. 2017; SimSiam Sec. 3)
+            check_batch_size(settings, env.world_size, len(train_store))
+        self.lr = settings.scaled_lr
         self.schedule = cosine_schedule(self.lr, settings.epochs * self.steps_per_epoch,
                                         int(round(settings.warmup_epochs * self.steps_per_epoch)))
         self.sync_every = 1 if device.type == "cpu" else 10
 
     # ---------------------------------------------------------------- state
-    def _payload(self, epoch: int, step_in_epoch: int, partial: dict[str, Any] | None) -> dict[str, Any]:
-        return {
-            "format": ckpt_io.FORMAT, "format_version": ckpt_io.FORMAT_VERSION, "kind": self.objective.kind,
-            "toolkit_version": ckpt_io.TOOLKIT_VERSION, "recipe": recipe_to_dict(self.recipe),
-            "model": self.module.state_dict(),
-            "preprocess": {"image_size": self.recipe.data.image_size, "channels": self.recipe.data.channels,
-                           "mean": self.mean, "std": self.std},
-            "embedding_dim": self.objective.embedding_dim, "class_names": list(self.train_store.class_names),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "epoch": epoch, "step_in_epoch": step_in_epoch, "partial": partial, "rng": ckpt_io.capture_rng(),
-            "data_source": self.recipe.data.path, "skipped_images": self.skipped_images,
-        }
+    def checkpoint(self, epoch: int, step_in_epoch: int = 0, partial: dict[str, Any] | None = None) -> Checkpoint:
+        """The run as it stands: weights, optimiser, RNGs and the position in the epoch."""
+        ckpt = new_checkpoint(self.objective.kind, self.recipe, self.module.state_dict(), self.mean, self.std,
+                              self.objective.embedding_dim, class_names=list(self.train_store.class_names),
+                              data_source=self.recipe.data.path, skipped_images=self.skipped_images)
+        return ckpt.with_training(epoch=epoch, step_in_epoch=step_in_epoch, partial=partial,
+                                  optimizer=self.optimizer.state_dict(), rng=capture_rng(),
+                                  scaler=self.scaler.state_dict() if self.scaler is not None else None)
 
     def _save(self, epoch: int, step_in_epoch: int = 0, partial: dict[str, Any] | None = None) -> None:
         if self.env.is_main:
-            ckpt_io.save_atomic(self._payload(epoch, step_in_epoch, partial), self.run_dir / "checkpoint.pt")
+            self.checkpoint(epoch, step_in_epoch, partial).save(self.folder.checkpoint)
         barrier(self.env)
 
-    def _restore(self, ckpt: dict[str, Any]) -> tuple[int, int, dict[str, Any] | None]:
-        self.module.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        if self.scaler is not None and ckpt.get("scaler"):
-            self.scaler.load_state_dict(ckpt["scaler"])
-        ckpt_io.restore_rng(ckpt["rng"])
-        return int(ckpt["epoch"]), int(ckpt.get("step_in_epoch", 0)), ckpt.get("partial")
+    def _restore(self, ckpt: Checkpoint) -> tuple[int, int, dict[str, Any] | None]:
+        state = ckpt.training
+        self.module.load_state_dict(ckpt.weights)
+        self.optimizer.load_state_dict(state.optimizer)
+        if self.scaler is not None and state.scaler:
+            self.scaler.load_state_dict(state.scaler)
+        restore_rng(state.rng)
+        return state.epoch, state.step_in_epoch, state.partial
 
     # ---------------------------------------------------------------- pieces
     def _set_lr(self, epoch: int, global_step: int) -> float:
@@ -235,7 +144,7 @@ class Trainer:
         """
         buffers = {k: v.clone() for k, v in self.module.state_dict().items() if "running" in k or "num_batches" in k}
         self.forward_model.train()
-        plan = self.objective.plan(0)[: max(1, self.recipe.train.init_batches)]
+        plan = self.objective.plan(0)[: max(1, self.settings.init_batches)]
         self.sampler.set_plan(plan)
         sums: dict[str, torch.Tensor] = {}
         steps = 0
@@ -262,10 +171,10 @@ class Trainer:
         finally:
             self.module.train()
         return knn_top1(bank, self.train_store.labels, queries, self.test_store.labels,
-                        k=self.recipe.train.knn_k, temperature=self.recipe.train.knn_t)
+                        k=self.settings.knn_k, temperature=self.settings.knn_t)
 
     def _monitor(self, epoch: int) -> float | None:
-        every = max(1, self.recipe.train.knn_every)
+        every = max(1, self.settings.knn_every)
         due = epoch in (0, self.settings.epochs) or epoch % every == 0
         value = self._knn() if (due and self.env.is_main) else None
         barrier(self.env)
@@ -273,7 +182,7 @@ class Trainer:
 
     # ---------------------------------------------------------------- epochs
     def _train_epoch(self, epoch: int, start_step: int, partial: dict[str, Any] | None,
-                     flag: _SigintFlag, progress: EpochProgress) -> dict[str, Any]:
+                     flag: StopFlag, progress: EpochProgress) -> dict[str, Any]:
         plan = self.objective.plan(epoch)
         self.sampler.set_plan(plan, start=start_step)
         self.forward_model.train()
@@ -298,7 +207,7 @@ class Trainer:
                     raise NonFiniteLoss(
                         f"loss became {loss_value} at epoch {epoch}, step {step}; stopped without saving, "
                         f"the last good checkpoint (epoch {epoch - 1}) is kept in {self.run_dir}. "
-                        f"Lower {self.objective.lr_key}"
+                        f"Lower {self.settings.lr_key}"
                         + (" or use train.precision=fp32" if self.amp_dtype is not None else ""))
                 rate = images / max(1e-9, elapsed + time.perf_counter() - tic)
                 progress.update(step, loss=loss_value, lr=lr, rate=rate)
@@ -306,7 +215,7 @@ class Trainer:
                 seconds = elapsed + time.perf_counter() - tic
                 cpu_sums = {k: float(v) for k, v in sums.items()}
                 self._save(epoch - 1, step, {"sums": cpu_sums, "seconds": seconds, "images": images})
-                raise Interrupted(f"interrupted at epoch {epoch}, step {step}/{len(plan)}; checkpoint saved, "
+                raise flag.error(f"interrupted at epoch {epoch}, step {step}/{len(plan)}; checkpoint saved, "
                                   f"continue with: toolkit {self.objective.kind} --resume {self.run_dir}")
         seconds = elapsed + time.perf_counter() - tic
         progress.end_epoch()
@@ -314,29 +223,27 @@ class Trainer:
                  / (len(plan) * self.env.world_size) for k, v in sums.items()}
         return {"epoch": epoch, **means, "lr": lr, "img_per_s": images / max(seconds, 1e-9)}
 
-    def _interrupted(self, flag: _SigintFlag) -> bool:
+    def _interrupted(self, flag: StopFlag) -> bool:
         if not self.env.distributed:
             return flag.raised
         raised = all_reduce_sum(torch.tensor([1.0 if flag.raised else 0.0]), self.env)
         return bool(raised.item() > 0)
 
-    def fit(self, resume: dict[str, Any] | None = None) -> RunResult:
+    def fit(self, resume: Checkpoint | None = None) -> RunResult:
         """Train from scratch (or from ``resume``, a loaded checkpoint) to ``settings.epochs``."""
         start_epoch, start_step, partial = 0, 0, None
+        if self.env.is_main:
+            self.folder.begin(recipe_text(self.recipe), resuming=resume is not None)
         if resume is not None:
             start_epoch, start_step, partial = self._restore(resume)
             if self.env.is_main:
-                truncate_metrics(self.run_dir, start_epoch)
+                self.folder.truncate_metrics(start_epoch)
             info(f"resuming {self.run_dir} after epoch {start_epoch}" + (f", step {start_step}" if start_step else ""))
             if self.best is not None and self.env.is_main:
-                self.best.resume_from(read_metrics(self.run_dir))
-        elif self.env.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            write_recipe(self.recipe, self.run_dir / "recipe.toml")
-            (self.run_dir / "metrics.jsonl").write_text("")
+                self.best.resume_from(self.folder.read_metrics())
         barrier(self.env)
         info(f"device {self.env.device} x{self.env.world_size}, precision {describe(self.amp_dtype)}, "
-             f"channels_last {self.recipe.train.channels_last}, {self.steps_per_epoch} steps/epoch, lr {self.lr:.4g}")
+             f"channels_last {self.settings.channels_last}, {self.steps_per_epoch} steps/epoch, lr {self.lr:.4g}")
         if resume is None:
             record = {"epoch": 0, **self._initial_record(), "lr": float(self.schedule[0]), "img_per_s": None}
             record.update(self.objective.epoch_extras())
@@ -344,9 +251,8 @@ class Trainer:
             self._log(record)
             self._save(0)
             self._track_best(record, 0)
-        low_epochs = 0
         last_epoch = start_epoch
-        with _SigintFlag() as flag, EpochProgress(self.settings.epochs, enabled=self.env.is_main) as progress:
+        with StopFlag() as flag, EpochProgress(self.settings.epochs, enabled=self.env.is_main) as progress:
             for epoch in range(start_epoch + 1, self.settings.epochs + 1):
                 record = self._train_epoch(epoch, start_step, partial, flag, progress)
                 start_step, partial = 0, None
@@ -354,7 +260,8 @@ class Trainer:
                 record["knn_top1"] = self._monitor(epoch)
                 self._log(record)
                 self._save(epoch)
-                low_epochs = self._collapse_check(record, low_epochs)
+                if self.env.is_main:
+                    self.objective.end_of_epoch(record)
                 last_epoch = epoch
                 if self._track_best(record, epoch):
                     info(f"early stop after epoch {epoch}: no better validation {self.best.metric} for "  # type: ignore[union-attr]
@@ -363,7 +270,7 @@ class Trainer:
         if self.best is not None and self.env.is_main:
             self.best.finish(last_epoch)
         barrier(self.env)
-        return RunResult(self.run_dir, read_metrics(self.run_dir) if self.env.is_main else [], self.module)
+        return RunResult(self.run_dir, self.folder.read_metrics() if self.env.is_main else [], self.module)
 
     def _track_best(self, record: dict[str, Any], epoch: int) -> bool:
         """Update the best checkpoint (rank 0); True on every rank when early stopping is due."""
@@ -380,20 +287,7 @@ class Trainer:
     def _log(self, record: dict[str, Any]) -> None:
         if not self.env.is_main:
             return
-        append_metrics(self.run_dir, record)
-        plot_curves(read_metrics(self.run_dir), self.run_dir / "curves.png")
+        self.folder.append_metrics(record)
+        self.folder.plot_curves()
         shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items() if v is not None)
         info(shown)
-
-    def _collapse_check(self, record: dict[str, Any], low_epochs: int) -> int:
-        ref = record.get("z_std_ref")
-        if ref is None or record.get("z_std") is None:
-            return 0
-        threshold = self.recipe.train.collapse_fraction * ref
-        low_epochs = low_epochs + 1 if record["z_std"] < threshold else 0
-        if low_epochs >= min(2, self.settings.epochs):
-            warn(f"possible collapse: z_std {record['z_std']:.4f} has stayed below {self.recipe.train.collapse_fraction:g} x "
-                 f"1/sqrt(d) = {threshold:.4f} for {low_epochs} epoch(s) (SimSiam Sec. 4.1)")
-        return low_epochs
-
-

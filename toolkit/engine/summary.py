@@ -1,4 +1,4 @@
-"""The one-screen summary printed at the end of a training run."""
+"""The one-screen summary printed at the end of a training run (pretrain and finetune alike)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 from rich.table import Table
 
-from toolkit.console import console, is_rank_zero
+from toolkit.console import console, info, is_rank_zero
 
 
 def _fmt(value: Any) -> str:
@@ -36,3 +36,17 @@ def print_run_summary(title: str, records: list[dict[str, Any]], rows: list[tupl
     for name, value in rows:
         table.add_row(name, "", _fmt(value))
     console.print(table)
+
+
+def finish_run(title: str, records: list[dict[str, Any]], rows: list[tuple[str, Any]], features: str) -> None:
+    """The end of a run: the summary table, then the kNN accuracy at initialisation and at the end.
+
+    Args:
+        features: what the kNN monitor classified, for the line ("", "of the embedding").
+    """
+    if not is_rank_zero() or not records:
+        return
+    print_run_summary(title, records, rows)
+    first, last = records[0].get("knn_top1"), records[-1].get("knn_top1")
+    if first is not None and last is not None:
+        info(f"kNN top-1{features}: {first:.4f} at initialisation -> {last:.4f} after {records[-1]['epoch']} epochs")

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from toolkit.evaluate.episodes import sample_episodes, summarize
-from toolkit.metrics.classification import l2_normalise
+from toolkit.metrics.similarity import l2_normalise
 from toolkit.metrics.verification import sample_pairs, verification_metrics
 
 DEFAULT_FAR = 1e-3

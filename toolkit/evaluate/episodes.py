@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from toolkit.metrics.classification import l2_normalise
+from toolkit.metrics.similarity import l2_normalise
 from toolkit.errors import ToolkitError
 
 

@@ -1,7 +1,7 @@
 """``toolkit evaluate``: few-shot episodes, imbalanced classification and pair verification of a checkpoint.
 
 Works on any checkpoint: after pretraining the embedding is the l2-normalised backbone feature,
-after fine-tuning the output of the embedding head (``checkpoint.encoder_from_checkpoint``), so
+after fine-tuning the output of the embedding head (``Checkpoint.encoder``), so
 users see what each stage bought them. The numbers come from ``toolkit.evaluate.episodes``,
 ``toolkit.metrics.classification`` and ``toolkit.metrics.verification``; this module embeds the splits, wires
 them together and writes ``eval.json``, ``confusion.png`` and ``embeddings.png``.
@@ -28,15 +28,13 @@ Protocol:
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from toolkit.engine import checkpoint
+from toolkit.engine.checkpoint import Checkpoint
 from toolkit.metrics.balanced_knn import balanced_knn_predict, choose_rule
 from toolkit.metrics.classification import classification_metrics, confusion, knn_predict, prototype_predict
 from toolkit.config import Recipe, replace, with_sets
@@ -45,11 +43,11 @@ from toolkit.evaluate.calibration import DEFAULT_FAR, calibrate, open_set_report
 from toolkit.engine.distributed import resolve_device
 from toolkit.evaluate.episodes import check_episodes, run_episodes
 from toolkit.errors import ToolkitError
-from toolkit.out_paths import ensure_out_dir, write_error
-from toolkit.engine.embed import embed_store
+from toolkit.out_paths import ensure_out_dir
+from toolkit.engine.embed import embed_checkpoint
+from toolkit.engine.run_folder import RunFolder, write_json_atomic
 from toolkit.data.store import ImageStore, load_data
 from toolkit.metrics.knn_monitor import halve_per_class
-from toolkit.data.preprocess import Normalizer
 from toolkit.metrics.verification import sample_pairs, verification_metrics
 
 VALIDATION_FRACTION = 0.2  # share of each reference class that chooses classification.rule
@@ -68,33 +66,28 @@ class EpisodeSpec:
     within_group: bool = False  # also draw episodes whose classes share one group (Lake et al. 2015)
 
 
-def evaluation_recipe(ckpt: dict[str, Any], data: str | None = None, sets: list[str] | tuple[str, ...] = (),
+def evaluation_recipe(ckpt: Checkpoint, data: str | None = None, sets: list[str] | tuple[str, ...] = (),
                       device: str | None = None) -> Recipe:
     """The checkpoint's own recipe, with ``--data`` (only ``data.path`` changes), ``--device`` and ``--set``.
 
     The input format (channels, image size, normalisation) belongs to the network, so it always
     comes from the checkpoint; a ``--set`` that contradicts it is an error.
     """
-    recipe = checkpoint.recipe_of(ckpt)
+    recipe = ckpt.recipe
     overrides = {k: v for k, v in (("data.path", data), ("train.device", device)) if v is not None}
     recipe = with_sets(replace(recipe, **overrides) if overrides else recipe, sets)
-    pre = ckpt["preprocess"]
-    if recipe.data.channels != pre["channels"] or recipe.data.image_size != pre["image_size"]:
-        raise ToolkitError(f"{ckpt['path']} takes {pre['channels']}-channel {pre['image_size']} px images; "
+    pre = ckpt.preprocessing
+    if pre is None:
+        raise ToolkitError(f"{ckpt.path}: the checkpoint records no preprocessing; it cannot be evaluated")
+    if recipe.data.channels != pre.channels or recipe.data.image_size != pre.image_size:
+        raise ToolkitError(f"{ckpt.path} takes {pre.channels}-channel {pre.image_size} px images; "
                            f"do not change data.channels or data.image_size")
-    return replace(recipe, **{"data.mean": list(pre["mean"]), "data.std": list(pre["std"])})
+    return replace(recipe, **{"data.mean": list(pre.mean), "data.std": list(pre.std)})
 
 
-def embed(ckpt: dict[str, Any], recipe: Recipe, *stores: ImageStore) -> list[np.ndarray]:
-    """fp32 embeddings (N x D, unit length) of every store, as the exported fp32 model computes them."""
-    import torch
-
-    device = resolve_device(recipe.train.device)
-    encoder = checkpoint.encoder_from_checkpoint(ckpt).to(device)
-    pre = ckpt["preprocess"]
-    normalizer = Normalizer(pre["mean"], pre["std"], device)
-    with torch.inference_mode():
-        return [embed_store(encoder, store, normalizer, pre["image_size"]) for store in stores]
+def embed(ckpt: Checkpoint, recipe: Recipe, *stores: ImageStore) -> list[np.ndarray]:
+    """fp32 embeddings (N x D, unit length) of every store on ``recipe``'s device."""
+    return embed_checkpoint(ckpt, resolve_device(recipe.train.device), *stores)
 
 
 def classify(reference: tuple[np.ndarray, np.ndarray] | None, test_emb: np.ndarray, test_labels: np.ndarray,
@@ -161,18 +154,6 @@ def verify(embeddings: np.ndarray, labels: np.ndarray, pairs: int, seed: int) ->
     return verification_metrics(scores, same)
 
 
-def write_json(payload: dict[str, Any], path: Path) -> None:
-    """Write JSON atomically: a reader (``toolkit score``) never sees a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(payload, indent=2) + "\n")
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise write_error(path, exc) from None
-
-
 def plot_confusion_of(truth_and_pred: np.ndarray, class_names: list[str], path: Path) -> None:
     """The confusion matrix over the classes that occur (not every class of the data)."""
     from toolkit.evaluate.plots import plot_confusion
@@ -206,9 +187,9 @@ def evaluate(checkpoint_path: str | Path, data: str | None = None, spec: Episode
 
     if not 0 < far < 1:
         raise ToolkitError(f"--far {far}: the target false-accept rate must be between 0 and 1, e.g. 0.001")
-    ckpt = checkpoint.load(checkpoint_path)
+    ckpt = Checkpoint.load(checkpoint_path)
     recipe = evaluation_recipe(ckpt, data, sets, device)
-    out_dir = ensure_out_dir(Path(out) if out is not None else Path(ckpt["path"]).parent)  # before the work
+    out_dir = ensure_out_dir(Path(out) if out is not None else Path(ckpt.path).parent)  # before the work
     loaded = load_data(recipe.data)
     if not loaded.train.labeled:
         raise ToolkitError(f"--data {recipe.data.path}: evaluation needs labeled images (class sub-folders or a CSV 'label' column)")
@@ -256,7 +237,7 @@ def evaluate(checkpoint_path: str | Path, data: str | None = None, spec: Episode
         "calibration": calibration,
         "operating_points": operating_points,
         "open_set": open_set,
-        "checkpoint": {"path": ckpt["path"], "kind": ckpt["kind"], "epoch": int(ckpt["epoch"]),
+        "checkpoint": {"path": str(ckpt.path), "kind": ckpt.kind, "epoch": ckpt.epoch,
                        "embedding_dim": int(test_emb.shape[1])},
         "data": {"source": loaded.source, "evaluated_split": split_name, "train_images": len(loaded.train),
                  "evaluated_images": len(evaluated), "evaluated_classes": int(len(np.unique(test_labels))),
@@ -264,7 +245,7 @@ def evaluate(checkpoint_path: str | Path, data: str | None = None, spec: Episode
         "protocol": {**protocol, "seed": seed, "verification_pairs": VERIFICATION_PAIRS, "far_target": far,
                      "similarity": "cosine of l2-normalised embeddings", "precision": "fp32"},
     }
-    write_json(result, out_dir / "eval.json")
+    write_json_atomic(out_dir / RunFolder.EVAL, result)
     if plots:
         plot_confusion_of(truth_pred, class_names, out_dir / "confusion.png")
         from toolkit.evaluate.plots import plot_embeddings
@@ -275,12 +256,12 @@ def evaluate(checkpoint_path: str | Path, data: str | None = None, spec: Episode
     return result
 
 
-def _calibration(ckpt: dict[str, Any], recipe: Recipe, val: ImageStore | None, test_emb: np.ndarray,
+def _calibration(ckpt: Checkpoint, recipe: Recipe, val: ImageStore | None, test_emb: np.ndarray,
                  test_labels: np.ndarray, split_name: str, spec: EpisodeSpec, seed: int, far: float) -> dict[str, Any]:
     """Thresholds chosen on the validation split (or, failing that, on the evaluated split, with a warning)."""
     if val is not None and val.labels is not None and len(np.unique(val.labels)) >= 2:
-        if "val_fraction" not in ckpt.get("recipe", {}).get("data", {}):
-            warn(f"{ckpt['path']} was trained before validation splits existed: its validation images may have been "
+        if ckpt.predates_validation_split:
+            warn(f"{ckpt.path} was trained before validation splits existed: its validation images may have been "
                  "trained on, so the calibrated thresholds can be optimistic")
         (val_emb,) = embed(ckpt, recipe, val)
         calibration = calibrate(val_emb, val.labels, "val", spec.way, spec.shot, spec.query, spec.episodes,

@@ -29,3 +29,16 @@ def z_std(z: torch.Tensor) -> torch.Tensor:
     About 1/sqrt(d) when outputs are spread over the unit sphere, 0 when they collapse to one point.
     """
     return F.normalize(z.float(), dim=1).std(dim=0).mean()
+
+
+def collapse_threshold(z_std_ref: float, fraction: float) -> float:
+    """The z_std below which an output counts as collapsed: ``fraction`` x 1/sqrt(d) (Sec. 4.1, Figure 2).
+
+    Healthy training keeps z_std near ``z_std_ref`` = 1/sqrt(d); a collapsed output goes to 0.
+    """
+    return fraction * z_std_ref
+
+
+def collapsed(z_std_value: float, z_std_ref: float, fraction: float) -> bool:
+    """The collapse rule, the one copy used by the training warning and the study's outcome."""
+    return z_std_value < collapse_threshold(z_std_ref, fraction)

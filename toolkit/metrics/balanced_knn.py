@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from toolkit.errors import ToolkitError
-from toolkit.metrics.classification import _check_split, topk_cosine
+from toolkit.metrics.classification import KEY_CHUNK, QUERY_CHUNK, _check_split
+from toolkit.metrics.similarity import top_k_similar
 
 RULES = ("knn", "knn_balanced", "prototype")  # ties in validation go to the earlier rule
 
@@ -49,7 +50,8 @@ def balanced_knn_predict(train_emb: np.ndarray, train_labels: np.ndarray, test_e
     counts = np.bincount(train_labels)
     share = torch.from_numpy(np.where(counts > 0, counts / len(train_labels), 1.0).astype(np.float32))
     labels_t = torch.from_numpy(train_labels.astype(np.int64))
-    sims, idx = topk_cosine(test_emb, train_emb, k)  # M x k, column 0 is the largest
+    sims_np, idx_np = top_k_similar(test_emb, train_emb, k, query_chunk=QUERY_CHUNK, key_chunk=KEY_CHUNK)
+    sims, idx = torch.from_numpy(sims_np), torch.from_numpy(idx_np)  # M x k, column 0 is the largest
     neighbour_labels = labels_t[idx]
     weights = ((sims - sims[:, :1]) / temperature).exp() / share[neighbour_labels]
     votes = torch.zeros(len(test_emb), len(counts)).scatter_add_(1, neighbour_labels, weights)

@@ -12,23 +12,10 @@ import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, recall_score
 
 from toolkit.errors import ToolkitError
+from toolkit.metrics.similarity import class_prototypes, top_k_similar
 
 QUERY_CHUNK = 1024
 KEY_CHUNK = 16384  # 1024 x 16384 float32 similarities = 64 MiB per block
-
-
-def l2_normalise(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Scales vectors to unit length along ``axis``; an all-zero vector stays zero."""
-    norm = np.linalg.norm(x, axis=axis, keepdims=True)
-    return x / np.maximum(norm, 1e-12)
-
-
-def _as_tensor(x: np.ndarray) -> torch.Tensor:
-    """Float32 C-contiguous tensor sharing memory with ``x`` when possible (big arrays stay)."""
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if not x.flags.writeable:  # torch.from_numpy warns on read-only buffers (e.g. np.load mmap)
-        x = x.copy()
-    return torch.from_numpy(x)
 
 
 def _check_split(train_emb: np.ndarray, train_labels: np.ndarray, test_emb: np.ndarray) -> None:
@@ -49,49 +36,6 @@ def _check_split(train_emb: np.ndarray, train_labels: np.ndarray, test_emb: np.n
         )
     if train_labels.min() < 0:
         raise ToolkitError(f"labels must be >= 0; got {int(train_labels.min())}")
-
-
-def topk_cosine(
-    queries: np.ndarray,
-    keys: np.ndarray,
-    k: int,
-    query_chunk: int | None = None,
-    key_chunk: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``k`` most similar keys of every query, computed block by block.
-
-    Args:
-        queries: ``Q x D`` unit vectors.
-        keys: ``M x D`` unit vectors.
-        k: neighbours per query; must be ``<= M``.
-        query_chunk: queries per block (default ``QUERY_CHUNK``, read at call time).
-        key_chunk: keys per block (default ``KEY_CHUNK``); the running top-k is merged with
-            each block's top-k, so peak memory is ``query_chunk x (key_chunk + k)`` similarities.
-
-    Returns:
-        ``(similarities, indices)``, both ``Q x k``, sorted by decreasing similarity.
-    """
-    query_chunk = query_chunk or QUERY_CHUNK
-    key_chunk = key_chunk or KEY_CHUNK
-    keys_t = _as_tensor(keys)
-    out_s, out_i = [], []
-    for q0 in range(0, len(queries), query_chunk):
-        q = _as_tensor(queries[q0 : q0 + query_chunk])
-        best_s = best_i = None
-        for k0 in range(0, len(keys_t), key_chunk):
-            sims = q @ keys_t[k0 : k0 + key_chunk].T  # chunk x key_chunk
-            top_s, top_i = sims.topk(min(k, sims.shape[1]), dim=1)
-            top_i += k0
-            if best_s is not None:
-                top_s, top_i = torch.cat([best_s, top_s], 1), torch.cat([best_i, top_i], 1)
-                top_s, order = top_s.topk(min(k, top_s.shape[1]), dim=1)
-                top_i = top_i.gather(1, order)
-            best_s, best_i = top_s, top_i
-        out_s.append(best_s)
-        out_i.append(best_i)
-    if not out_s:
-        return torch.zeros(0, k), torch.zeros(0, k, dtype=torch.long)
-    return torch.cat(out_s), torch.cat(out_i)
 
 
 def knn_predict(
@@ -133,7 +77,10 @@ def knn_predict(
     k = min(int(k), len(train_emb))
     num_classes = int(train_labels.max()) + 1
     labels_t = torch.from_numpy(train_labels.astype(np.int64))
-    sims, idx = topk_cosine(test_emb, train_emb, k)  # M x k, sorted, so column 0 is the max
+    if len(test_emb) == 0:
+        return np.zeros(0, dtype=np.int64)
+    sims_np, idx_np = top_k_similar(test_emb, train_emb, k, query_chunk=QUERY_CHUNK, key_chunk=KEY_CHUNK)
+    sims, idx = torch.from_numpy(sims_np), torch.from_numpy(idx_np)  # M x k, sorted, so column 0 is the max
     weights = ((sims - sims[:, :1]) / temperature).exp()
     votes = torch.zeros(len(test_emb), num_classes).scatter_add_(1, labels_t[idx], weights)
     return votes.argmax(dim=1).numpy().astype(np.int64)
@@ -162,13 +109,12 @@ def prototype_predict(
     """
     train_labels = np.asarray(train_labels)
     _check_split(train_emb, train_labels, test_emb)
+    if len(test_emb) == 0:
+        return np.zeros(0, dtype=np.int64)
     classes, inverse = np.unique(train_labels, return_inverse=True)
-    sums = torch.zeros(len(classes), train_emb.shape[1]).index_add_(
-        0, torch.from_numpy(inverse.astype(np.int64)), _as_tensor(train_emb)
-    )
-    prototypes = l2_normalise(sums.numpy())  # the mean's direction; the 1/n factor cancels
-    _, nearest = topk_cosine(test_emb, prototypes, 1)
-    return classes[nearest[:, 0].numpy()].astype(np.int64)
+    present, prototypes = class_prototypes(train_emb, inverse, len(classes))  # every class is present
+    _, nearest = top_k_similar(test_emb, prototypes, 1)
+    return classes[present[nearest[:, 0]]].astype(np.int64)
 
 
 def _check_labels(name: str, y: np.ndarray, num_classes: int) -> None:

@@ -22,11 +22,38 @@ TOPK_CHUNK_BYTES = 256 * 2**20
 UNKNOWN = "unknown"
 
 
-def l2_normalise(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (zero rows stay zero), as float32: [N, D] -> [N, D]."""
+def l2_normalise(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Vectors along ``axis`` scaled to unit length (all-zero ones stay zero), as float32."""
     x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    norms = np.linalg.norm(x, axis=axis, keepdims=True)
     return x / np.maximum(norms, 1e-12)
+
+
+def _as_tensor(x: np.ndarray) -> torch.Tensor:
+    """Float32 C-contiguous tensor sharing memory with ``x`` when possible (big arrays stay)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if not x.flags.writeable:  # torch.from_numpy warns on read-only buffers (e.g. np.load mmap)
+        x = x.copy()
+    return torch.from_numpy(x)
+
+
+def class_prototypes(embeddings: np.ndarray, labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unit-length class means (Snell et al. 2017, Eq. 1, on the unit sphere) of the classes present.
+
+    Args:
+        embeddings: [N, D] unit embeddings.
+        labels: [N] ints in [0, num_classes).
+
+    Returns:
+        present [C'] class indices that have an embedding, and their [C', D] float32 prototypes
+        (the direction of the class mean; the 1/n factor cancels).
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    counts = np.bincount(labels, minlength=num_classes)
+    sums = torch.zeros(num_classes, embeddings.shape[1], dtype=torch.float64).index_add_(
+        0, torch.from_numpy(labels), _as_tensor(embeddings).double())
+    present = np.flatnonzero(counts > 0)
+    return present, l2_normalise(sums.numpy()[present])
 
 
 def pair_scores(
@@ -77,12 +104,15 @@ def top_k_similar(
     *,
     chunk_bytes: int = TOPK_CHUNK_BYTES,
     device: str | torch.device = "cpu",
+    query_chunk: int | None = None,
+    key_chunk: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` most similar gallery rows of every query, best first.
+    """The ``k`` most similar gallery rows of every query, best first: the one cosine top-k of the project.
 
-    The full Q x G matrix is never allocated: chunks of ``similarity_chunk_rows(G, chunk_bytes)``
-    queries are multiplied against the whole gallery (``torch.mm``) and reduced with ``topk``,
-    so 100k x 100k runs in 256 MiB blocks (about 670 queries per block).
+    The full Q x G matrix is never allocated: chunks of queries are multiplied against blocks of
+    the gallery (``torch.mm``) and reduced with ``topk``, the running top-k merged with each
+    block's, as DINO's kNN evaluation does; by default a block is the whole gallery and a chunk
+    holds ``similarity_chunk_rows(G, chunk_bytes)`` queries, so 100k x 100k runs in 256 MiB blocks.
 
     Args:
         queries: [Q, D] unit embeddings.
@@ -90,24 +120,36 @@ def top_k_similar(
         k: neighbours wanted; clipped to G.
         chunk_bytes: memory bound of one similarity block.
         device: where the matrix products run ("cpu" or a CUDA device).
+        query_chunk: queries per chunk (overrides the ``chunk_bytes`` rule).
+        key_chunk: gallery rows per block (default: all of them).
 
     Returns:
         scores [Q, min(k, G)] float32 and indices [Q, min(k, G)] int64 into ``gallery``.
     """
     if gallery.shape[0] == 0 or k < 1:
         raise ValueError(f"need a non-empty gallery and k >= 1, got G={gallery.shape[0]}, k={k}")
-    k = min(k, gallery.shape[0])
+    size = gallery.shape[0]
+    k = min(k, size)
+    key_chunk = min(key_chunk or size, size)
     n = queries.shape[0]
     scores = np.empty((n, k), dtype=np.float32)
     indices = np.empty((n, k), dtype=np.int64)
-    gal = torch.as_tensor(np.ascontiguousarray(gallery, dtype=np.float32)).to(device)
-    rows = similarity_chunk_rows(gallery.shape[0], chunk_bytes)
+    gal = _as_tensor(gallery).to(device)
+    rows = query_chunk or similarity_chunk_rows(key_chunk, chunk_bytes)
     for start in range(0, n, rows):
-        q = torch.as_tensor(np.ascontiguousarray(queries[start : start + rows], dtype=np.float32))
-        sim = torch.mm(q.to(device), gal.T)  # rows x G
-        top = torch.topk(sim, k, dim=1, largest=True, sorted=True)
-        scores[start : start + rows] = top.values.cpu().numpy()
-        indices[start : start + rows] = top.indices.cpu().numpy()
+        q = _as_tensor(queries[start : start + rows]).to(device)
+        best_s = best_i = None
+        for k0 in range(0, size, key_chunk):
+            sim = torch.mm(q, gal[k0 : k0 + key_chunk].T)  # rows x key_chunk
+            top_s, top_i = sim.topk(min(k, sim.shape[1]), dim=1, largest=True, sorted=True)
+            top_i += k0
+            if best_s is not None:
+                top_s, top_i = torch.cat([best_s, top_s], 1), torch.cat([best_i, top_i], 1)
+                top_s, order = top_s.topk(min(k, top_s.shape[1]), dim=1)
+                top_i = top_i.gather(1, order)
+            best_s, best_i = top_s, top_i
+        scores[start : start + rows] = best_s.cpu().numpy()
+        indices[start : start + rows] = best_i.cpu().numpy()
     return scores, indices
 
 
@@ -138,13 +180,9 @@ def classify_by_prototype(
     in_range = labels.size == 0 or (labels.min() >= 0 and labels.max() < len(class_names))
     if labels.shape != (support.shape[0],) or not in_range:
         raise ValueError(f"support_labels must be {support.shape[0]} ints in [0, {len(class_names)})")
-    counts = np.bincount(labels, minlength=len(class_names))
-    sums = np.zeros((len(class_names), support.shape[1]), dtype=np.float64)
-    np.add.at(sums, labels, support)
-    present = np.flatnonzero(counts > 0)
+    present, prototypes = class_prototypes(support, labels, len(class_names))  # C' x D
     if present.size == 0:
         raise ValueError("no class has a support embedding")
-    prototypes = l2_normalise(sums[present] / counts[present, None])  # C' x D
     scores, nearest = top_k_similar(queries, prototypes, 1)
     scores = scores[:, 0]
     names = [class_names[c] for c in present[nearest[:, 0]]]

@@ -20,16 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from toolkit.engine import checkpoint
-from toolkit.config import Recipe, replace, write_recipe
+from toolkit.engine.checkpoint import Checkpoint
+from toolkit.config import Recipe, replace
 from toolkit.console import info, warn
 from toolkit.errors import Interrupted, NonFiniteLoss, ToolkitError
-from toolkit.engine.run_folder import read_metrics
+from toolkit.engine.run_folder import RunFolder, read_metrics, recipe_text, write_text_atomic
 from toolkit.study.outcome import Finding, VariantResult, findings, judge_seeds
 from toolkit.study.report import print_summary, write_outputs
 from toolkit.study.variants import Variant, build_variant, check_names, recipe_differences, replaced_switches, same_run_key
 
-RUN_FILE = "study_run.json"  # per variant: status (finished | failed), error, wall seconds
+RUN_FILE = RunFolder.STUDY_RUN  # per variant: status (finished | failed), error, wall seconds
 
 
 @dataclass
@@ -53,8 +53,13 @@ def run_study(recipe: Recipe, out_dir: Path) -> StudyResult:
     notes = replaced_switches(recipe)
     for note in notes:
         warn(f"study: {note}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_recipe(recipe, out_dir / "study.toml")
+    with RunFolder(out_dir).writing():
+        return _run_variants(recipe, out_dir, names, variants, notes, train_images)
+
+
+def _run_variants(recipe: Recipe, out_dir: Path, names: list[str], variants: list[Variant], notes: list[str],
+                  train_images: int) -> StudyResult:
+    write_text_atomic(out_dir / RunFolder.STUDY_RECIPE, recipe_text(recipe))
     info(f"study of {len(variants)} variants in {out_dir}: {', '.join(names)}")
 
     results = [_result(v, out_dir, "missing") for v in variants]
@@ -111,8 +116,8 @@ def _run_variant(variant: Variant, out_dir: Path, folder: str | None = None) -> 
     state = _read_run_file(run_dir)
     resume = None
     if (run_dir / "checkpoint.pt").exists():
-        resume = checkpoint.load(run_dir)
-        diffs = recipe_differences(resume["recipe"], variant.recipe)
+        resume = Checkpoint.load(run_dir)
+        diffs = recipe_differences(resume.recipe_dict, variant.recipe)
         if diffs:
             raise ToolkitError(f"{run_dir} holds a run of another setting ({'; '.join(diffs[:3])}); "
                                "choose another --out, or delete that folder to rerun the variant")
@@ -121,8 +126,8 @@ def _run_variant(variant: Variant, out_dir: Path, folder: str | None = None) -> 
                  f"(delete {run_dir} to try again)")
             return _result(variant, out_dir, folder=folder, status="failed", records=read_metrics(run_dir),
                            error=state.get("error"), wall_s=state.get("wall_s"))
-        if int(resume["epoch"]) >= variant.recipe.train.epochs:
-            info(f"variant {variant.name}: finished run reused ({resume['epoch']} epochs)")
+        if resume.epoch >= variant.recipe.train.epochs:
+            info(f"variant {variant.name}: finished run reused ({resume.epoch} epochs)")
             return _result(variant, out_dir, folder=folder, status="finished", records=read_metrics(run_dir),
                            wall_s=state.get("wall_s"))
     status, error = "finished", None
@@ -132,10 +137,12 @@ def _run_variant(variant: Variant, out_dir: Path, folder: str | None = None) -> 
     except NonFiniteLoss as exc:  # bn_all or a high lr may diverge: that is an outcome, not a crash
         status, error = "failed", str(exc).split(";")[0]
         warn(f"variant {variant.name}: {error}; recorded as unstable, the study goes on")
-    except Interrupted:
+    except Interrupted as exc:
         _write_run_file(run_dir, {**state, "wall_s": state.get("wall_s", 0.0) + time.perf_counter() - tic})
-        raise Interrupted(f"study interrupted in variant {variant.name}, its checkpoint saved; rerun the same "
-                          f"toolkit study command with --out {out_dir} to continue (finished variants are reused)") from None
+        stopped = Interrupted(f"study interrupted in variant {variant.name}, its checkpoint saved; rerun the same "
+                              f"toolkit study command with --out {out_dir} to continue (finished variants are reused)")
+        stopped.exit_code = exc.exit_code  # 130 for Ctrl-C, 143 for SIGTERM
+        raise stopped from None
     wall = state.get("wall_s", 0.0) + time.perf_counter() - tic
     _write_run_file(run_dir, {"status": status, "error": error, "wall_s": round(wall, 1)})
     return _result(variant, out_dir, folder=folder, status=status, records=read_metrics(run_dir), error=error,
@@ -149,4 +156,4 @@ def _read_run_file(run_dir: Path) -> dict[str, Any]:
 
 def _write_run_file(run_dir: Path, state: dict[str, Any]) -> None:
     if run_dir.is_dir():
-        (run_dir / RUN_FILE).write_text(json.dumps(state, indent=1) + "\n")
+        write_text_atomic(run_dir / RUN_FILE, json.dumps(state, indent=1) + "\n")

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from toolkit.losses.simsiam import collapse_threshold, collapsed
 from toolkit.study.seeds import decide, t_interval
 from toolkit.study.variants import COLLAPSES, FAILS, NO_COLLAPSE, UNSTABLE, WORKS, PaperOutcome
 
@@ -135,7 +136,7 @@ def _judge_one(r: VariantResult, status: str, error: str | None, fraction: float
     if status == "missing" or z is None or ref is None:
         r.outcome, r.why = "not run", "no epoch recorded yet"
         return
-    r.collapsed = z < fraction * ref
+    r.collapsed = collapsed(z, ref, fraction)
     gain = r.knn_gain
     rises = r.loss_rises
     trained = max(1, r.epochs_done - 1)
@@ -144,7 +145,7 @@ def _judge_one(r: VariantResult, status: str, error: str | None, fraction: float
         r.why = f"loss became non-finite after epoch {r.epochs_done}"
     elif r.collapsed:
         r.outcome = COLLAPSED
-        r.why = f"z_std {z:.4f} < {fraction:g} x 1/sqrt(d) = {fraction * ref:.4f}"
+        r.why = f"z_std {z:.4f} < {fraction:g} x 1/sqrt(d) = {collapse_threshold(ref, fraction):.4f}"
     elif rises >= max(2, math.ceil(trained / 4)):
         r.outcome = DIVERGED
         r.why = f"loss rose in {rises} of {trained} epoch-to-epoch steps (oscillates)"

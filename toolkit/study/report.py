@@ -10,6 +10,8 @@ from typing import Any
 
 from toolkit.config import Recipe
 from toolkit.console import console
+from toolkit.engine.run_folder import RunFolder, write_text_atomic
+from toolkit.losses.simsiam import collapse_threshold
 from toolkit.study.outcome import BATCH_TOLERANCE, LEARN_FRACTION, MIN_BASELINE_GAIN, RISE, Finding, VariantResult
 from toolkit.study.seeds import INTERVAL
 from toolkit.study.variants import COLLAPSES
@@ -28,11 +30,11 @@ def write_outputs(out_dir: Path, recipe: Recipe, results: list[VariantResult], s
                   notes: list[str], train_images: int) -> None:
     """Write report.md, study.json and the three plots into ``out_dir``."""
     data = study_json(recipe, results, study_findings, notes, train_images)
-    (out_dir / "study.json").write_text(json.dumps(data, indent=1) + "\n")
-    (out_dir / "report.md").write_text(report_markdown(recipe, results, study_findings, notes, train_images))
+    write_text_atomic(out_dir / RunFolder.STUDY_JSON, json.dumps(data, indent=1) + "\n")
+    write_text_atomic(out_dir / RunFolder.STUDY_REPORT, report_markdown(recipe, results, study_findings, notes, train_images))
     ref = next((r.last("z_std_ref") for r in results if r.last("z_std_ref")), None)
     fraction = recipe.train.collapse_fraction
-    zlines = [] if ref is None else [(ref, "1/sqrt(d)", "--"), (fraction * ref, f"collapse threshold ({fraction:g}/sqrt(d))", ":")]
+    zlines = [] if ref is None else [(ref, "1/sqrt(d)", "--"), (collapse_threshold(ref, fraction), f"collapse threshold ({fraction:g}/sqrt(d))", ":")]
     plot_metric(results, "z_std", out_dir / "zstd.png", "std of l2-normalised z (Fig. 2, middle)", zlines)
     plot_metric(results, "loss", out_dir / "loss.png", "training loss (Fig. 2, left)", [(-1.0, "minimum -1", "--")])
     plot_metric(results, "knn_top1", out_dir / "knn.png", "kNN top-1 accuracy (Fig. 2, right)", [])
