@@ -251,13 +251,18 @@ def index_build(
     batch_size: BatchOpt = 64,
     workers: WorkersOpt = None,
     threads: ThreadsOpt = None,
+    engine: EngineOpt = "local",
+    address: AddressOpt = "auto",
+    replicas: ReplicasOpt = None,
+    gpus_per_replica: GpusOpt = 0.0,
 ) -> None:
     """Embed a gallery once into shards and build a faiss index; prints build time, memory and recall@10."""
     from scoring.index.run import index_build as run_build
     from scoring.jobs import Settings
 
     run_build(model, gallery, out, kind=kind, nprobe=nprobe, shard_size=shard_size, device=device,
-              settings=Settings(backend, batch_size, workers, threads))
+              settings=Settings(backend, batch_size, workers, threads, engine=engine, address=address,
+                                replicas=replicas, gpus_per_replica=gpus_per_replica))
 
 
 @index_app.command("add")

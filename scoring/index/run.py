@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from exporters.runtime import Backend
+from exporters.runtime import Backend, open_backend
 from scoring.index import job
 from scoring.index.fingerprint import model_fingerprint
 from scoring.index.store import DEFAULT_SHARD_SIZE, EmbeddingStore
@@ -21,11 +21,14 @@ def fingerprint_of(backend: Backend) -> dict[str, Any]:
 def index_build(model: str | Path, gallery: str | Path, out: str | Path, *, kind: str = "flat",
                 nprobe: int | None = None, shard_size: int = DEFAULT_SHARD_SIZE, device: str = "cpu",
                 settings: Settings = Settings()) -> job.IndexSummary:
-    """``toolkit index build MODEL GALLERY --out DIR``."""
+    """``toolkit index build MODEL GALLERY --out DIR``; with ``--engine ray`` the gallery is embedded by
+    the Ray engine's replicas, and the driver opens the model only to fingerprint it (so an index built
+    on a cluster is searchable by the local engine and vice versa)."""
     paths = job.read_gallery(gallery)
-    backend = _open(model, settings)
-    return job.build(out, paths, _TimedEmbedder(backend, settings), fingerprint_of(backend),
-                     source=str(Path(backend.source).resolve()), kind=kind, nprobe=nprobe, shard_size=shard_size,
+    embed = _open(model, settings)
+    local = open_backend(model, settings.backend, threads=1) if settings.engine == "ray" else embed
+    return job.build(out, paths, _TimedEmbedder(embed, settings), fingerprint_of(local),
+                     source=str(Path(local.source).resolve()), kind=kind, nprobe=nprobe, shard_size=shard_size,
                      device=device)
 
 

@@ -74,3 +74,24 @@ def test_choose_rule_returns_the_best_validation_score() -> None:
     rule, scores = choose_rule(bank, labels, k=20, temperature=0.1, seed=0)
     assert set(scores) == set(RULES) and all(0 <= v <= 1 for v in scores.values())
     assert scores[rule] == max(scores.values())
+
+
+def test_choose_rule_on_a_validation_split_scores_every_rule_on_it() -> None:
+    from sklearn.metrics import balanced_accuracy_score
+
+    from toolkit.metrics.classification import knn_predict, prototype_predict
+
+    rng = np.random.default_rng(2)
+    labels = np.repeat(np.arange(4), [60, 30, 8, 5])
+    centres = rng.normal(size=(4, 8))
+    bank = _unit(centres[labels] + 0.9 * rng.normal(size=(len(labels), 8)))
+    val_labels = np.repeat(np.arange(4), 6)
+    val = _unit(centres[val_labels] + 0.9 * rng.normal(size=(len(val_labels), 8)))
+    rule, scores = choose_rule(bank, labels, k=15, temperature=0.1, queries=(val, val_labels))
+    expected = {  # each rule built from the whole bank, scored on the validation images only
+        "knn": balanced_accuracy_score(val_labels, knn_predict(bank, labels, val, k=15, temperature=0.1)),
+        "knn_balanced": balanced_accuracy_score(val_labels, balanced_knn_predict(bank, labels, val, k=15, temperature=0.1)),
+        "prototype": balanced_accuracy_score(val_labels, prototype_predict(bank, labels, val)),
+    }
+    assert scores == pytest.approx(expected)
+    assert rule == max(RULES, key=lambda name: (expected[name], -RULES.index(name)))

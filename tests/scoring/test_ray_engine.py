@@ -115,6 +115,30 @@ def test_every_score_mode_on_ray_writes_the_local_rows(crash_marker: Path, expor
     assert remote == local and len(remote) == len(everything)
 
 
+def test_index_built_on_ray_equals_the_local_build_and_is_searchable_locally(
+        crash_marker: Path, exported_run: Path, images: Path, tmp_path: Path) -> None:
+    model = str(exported_run / "export" / "encoder.onnx")
+    shards = ("--kind", "flat", "--shard-size", "7")
+    for name, flags in (("local", LOCAL), ("ray", RAY)):
+        result = invoke("index", "build", model, str(images), "--out", str(tmp_path / name), *shards, *flags)
+        assert result.exit_code == 0, result.output
+    local_store, ray_store = tmp_path / "local" / "shards", tmp_path / "ray" / "shards"
+    names = sorted(p.name for p in local_store.iterdir())
+    assert names == sorted(p.name for p in ray_store.iterdir()) and any(n.endswith(".npy") for n in names)
+    for name in names:
+        if name.endswith(".npy"):
+            assert _cosines(np.load(ray_store / name), np.load(local_store / name)).min() >= 0.99999
+        else:
+            assert (ray_store / name).read_text() == (local_store / name).read_text()
+    # The same fingerprint: the index built on the cluster answers the local engine's queries.
+    out = tmp_path / "matches.csv"
+    result = invoke("score", model, "--query", str(images), "--index", str(tmp_path / "ray"), "--top-k", "1",
+                    "--out", str(out), *LOCAL)
+    assert result.exit_code == 0, result.output
+    rows = read_rows(out)
+    assert rows and all(r["query"] == r["gallery"] for r in rows)  # each image finds itself first
+
+
 def test_without_ray_the_engine_is_a_one_line_error(exported_run: Path, image_list, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError

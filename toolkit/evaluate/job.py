@@ -91,14 +91,17 @@ def embed(ckpt: Checkpoint, recipe: Recipe, *stores: ImageStore) -> list[np.ndar
 
 
 def classify(reference: tuple[np.ndarray, np.ndarray] | None, test_emb: np.ndarray, test_labels: np.ndarray,
-             class_names: list[str], k: int, temperature: float,
-             seed: int = 0) -> tuple[dict[str, Any], dict[str, Any], np.ndarray]:
+             class_names: list[str], k: int, temperature: float, seed: int = 0,
+             validation: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[dict[str, Any], dict[str, Any], np.ndarray]:
     """kNN, class-balanced kNN and nearest-prototype metrics; the rule chosen on validation also at the top level.
 
     Args:
         reference: train embeddings and labels to build the classifiers from, or None to build
             them from the first half of each test class and score the other half.
-        seed: seeds the validation split of the reference that chooses ``classification.rule``.
+        seed: seeds the split of the reference that chooses ``classification.rule`` when there is
+            no usable validation split.
+        validation: validation embeddings and labels; when the reference holds all their classes,
+            each rule is built from the reference and scored on them, and the best one is reported.
 
     Returns:
         The ``classification`` dict, the protocol notes, and the chosen rule's (true, predicted)
@@ -113,24 +116,19 @@ def classify(reference: tuple[np.ndarray, np.ndarray] | None, test_emb: np.ndarr
     predictions = {"knn": knn_predict(bank, bank_labels, queries, k=k, temperature=temperature),
                    "knn_balanced": balanced_knn_predict(bank, bank_labels, queries, k=k, temperature=temperature),
                    "prototype": prototype_predict(bank, bank_labels, queries)}
-    rule, validation = choose_rule_on_validation(bank, bank_labels, k, temperature, seed)
+    if validation is not None and reference is not None and np.isin(validation[1], bank_labels).all():
+        rule, rule_scores = choose_rule(bank, bank_labels, k, temperature, queries=validation)
+        chosen_on = f"the validation split ({len(validation[1])} images) against the {built_from}, by balanced accuracy"
+    else:
+        rule, rule_scores = choose_rule(bank, bank_labels, k, temperature, fraction=VALIDATION_FRACTION, seed=seed)
+        chosen_on = (f"{VALIDATION_FRACTION:.0%} of each class of the {built_from} (seed {seed}), by balanced accuracy "
+                     "(the validation split does not share the reference's classes)")
     metrics = {name: classification_metrics(query_labels, pred, class_names) for name, pred in predictions.items()}
     result = {**metrics[rule], "rule": rule, **metrics}
     notes = {"classifiers_built_from": built_from, "knn_k": min(k, len(bank)), "knn_t": temperature,
              "reference_images": int(len(bank)), "scored_images": int(len(queries)),
-             "rule_chosen_on": f"validation: {VALIDATION_FRACTION:.0%} of each class of the {built_from} "
-                               f"(seed {seed}), by balanced accuracy",
-             "rule_validation_balanced_accuracy": validation}
+             "rule_chosen_on": chosen_on, "rule_validation_balanced_accuracy": rule_scores}
     return result, notes, np.stack([query_labels, predictions[rule]])
-
-
-def choose_rule_on_validation(bank: np.ndarray, bank_labels: np.ndarray, k: int, temperature: float,
-                              seed: int) -> tuple[str, dict[str, float]]:
-    """The rule ``classification`` reports, chosen on a per-class validation split of the reference.
-
-    One place to point at a recipe's own validation split once the data has one.
-    """
-    return choose_rule(bank, bank_labels, k, temperature, fraction=VALIDATION_FRACTION, seed=seed)
 
 
 def within_group_fewshot(embeddings: np.ndarray, labels: np.ndarray, class_names: list[str], data_path: str,
@@ -221,10 +219,11 @@ def evaluate(checkpoint_path: str | Path, data: str | None = None, spec: Episode
                            class_names=class_names)
     if spec.within_group:
         fewshot["within_group"] = within_group_fewshot(test_emb, test_labels, class_names, recipe.data.path, spec, seed)
+    validation = embed_validation(ckpt, recipe, loaded.val)
     classification, protocol, truth_pred = classify(reference, test_emb, test_labels, class_names,
-                                                    recipe.train.knn_k, recipe.train.knn_t, seed)
+                                                    recipe.train.knn_k, recipe.train.knn_t, seed, validation)
     verification = verify(test_emb, test_labels, VERIFICATION_PAIRS, seed)
-    calibration = _calibration(ckpt, recipe, loaded.val, test_emb, test_labels, split_name, spec, seed, far)
+    calibration = _calibration(validation, test_emb, test_labels, split_name, spec, seed, far)
     verification["threshold"] = calibration["threshold_eer"]
     operating_points = pair_operating_points(test_emb, test_labels, calibration, VERIFICATION_PAIRS, seed, far)
     open_set = (None if calibration["unknown_threshold"] is None else
@@ -256,20 +255,34 @@ def evaluate(checkpoint_path: str | Path, data: str | None = None, spec: Episode
     return result
 
 
-def _calibration(ckpt: Checkpoint, recipe: Recipe, val: ImageStore | None, test_emb: np.ndarray,
-                 test_labels: np.ndarray, split_name: str, spec: EpisodeSpec, seed: int, far: float) -> dict[str, Any]:
+def embed_validation(ckpt: Checkpoint, recipe: Recipe, val: ImageStore | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """Embeddings and labels of the validation split, or None when there is none."""
+    if val is None or val.labels is None or len(val) == 0:
+        return None
+    if ckpt.predates_validation_split:
+        warn(f"{ckpt.path} was trained before validation splits existed: its validation images may have been "
+             "trained on, so the calibrated thresholds and the chosen rule can be optimistic")
+    (val_emb,) = embed(ckpt, recipe, val)
+    return val_emb, val.labels
+
+
+def _can_calibrate(labels: np.ndarray) -> bool:
+    """Same- and different-class pairs need two classes and a class with two images."""
+    _, counts = np.unique(labels, return_counts=True)
+    return len(counts) >= 2 and counts.max() >= 2
+
+
+def _calibration(validation: tuple[np.ndarray, np.ndarray] | None, test_emb: np.ndarray, test_labels: np.ndarray,
+                 split_name: str, spec: EpisodeSpec, seed: int, far: float) -> dict[str, Any]:
     """Thresholds chosen on the validation split (or, failing that, on the evaluated split, with a warning)."""
-    if val is not None and val.labels is not None and len(np.unique(val.labels)) >= 2:
-        if ckpt.predates_validation_split:
-            warn(f"{ckpt.path} was trained before validation splits existed: its validation images may have been "
-                 "trained on, so the calibrated thresholds can be optimistic")
-        (val_emb,) = embed(ckpt, recipe, val)
-        calibration = calibrate(val_emb, val.labels, "val", spec.way, spec.shot, spec.query, spec.episodes,
+    if validation is not None and _can_calibrate(validation[1]):
+        val_emb, val_labels = validation
+        calibration = calibrate(val_emb, val_labels, "val", spec.way, spec.shot, spec.query, spec.episodes,
                                 VERIFICATION_PAIRS, seed, far)
-        info(f"thresholds calibrated on the validation split ({len(val)} images), reported on the {split_name} split")
+        info(f"thresholds calibrated on the validation split ({len(val_emb)} images), reported on the {split_name} split")
     else:
-        warn(f"no validation split with two classes (data.val_fraction = 0, or too few classes): thresholds are "
-             f"calibrated on the {split_name} split they are reported on, so they are optimistic")
+        warn(f"no validation split with two classes and a class of two images (data.val_fraction = 0, or too few "
+             f"images): thresholds are calibrated on the {split_name} split they are reported on, so they are optimistic")
         calibration = calibrate(test_emb, test_labels, split_name, spec.way, spec.shot, spec.query, spec.episodes,
                                 VERIFICATION_PAIRS, seed, far)
     if calibration["unknown_threshold"] is None:

@@ -81,11 +81,12 @@ def validation_split(labels: np.ndarray, fraction: float = 0.2, seed: int = 0) -
 
 
 def choose_rule(bank: np.ndarray, bank_labels: np.ndarray, k: int, temperature: float, fraction: float = 0.2,
-                seed: int = 0) -> tuple[str, dict[str, float]]:
-    """The rule of ``RULES`` with the highest balanced accuracy on a validation split of the bank.
+                seed: int = 0, queries: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[str, dict[str, float]]:
+    """The rule of ``RULES`` with the highest balanced accuracy on validation images.
 
-    The bank is split per class (``validation_split``); each rule is built from the rest and
-    scored on the held-out part.
+    With ``queries`` (a validation split's embeddings and labels) each rule is built from the whole
+    bank and scored on them; without, the bank is split per class (``validation_split``), each
+    rule built from the rest and scored on the held-out part.
 
     Returns:
         The chosen rule and every rule's validation balanced accuracy.
@@ -94,15 +95,19 @@ def choose_rule(bank: np.ndarray, bank_labels: np.ndarray, k: int, temperature: 
 
     from toolkit.metrics.classification import knn_predict, prototype_predict
 
-    keep, held = validation_split(bank_labels, fraction, seed)
-    if len(held) == 0:
-        raise ToolkitError("no class has two images: a validation split to choose the classification rule is impossible")
+    if queries is not None:
+        reference, reference_labels, (held_emb, held_labels) = bank, bank_labels, queries
+    else:
+        keep, held = validation_split(bank_labels, fraction, seed)
+        if len(held) == 0:
+            raise ToolkitError("no class has two images: a validation split to choose the classification rule is impossible")
+        reference, reference_labels, held_emb, held_labels = bank[keep], bank_labels[keep], bank[held], bank_labels[held]
     rules: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = {
         "knn": lambda a, b, q: knn_predict(a, b, q, k=k, temperature=temperature),
         "knn_balanced": lambda a, b, q: balanced_knn_predict(a, b, q, k=k, temperature=temperature),
         "prototype": prototype_predict,
     }
-    scores = {name: float(balanced_accuracy_score(bank_labels[held], rule(bank[keep], bank_labels[keep], bank[held])))
+    scores = {name: float(balanced_accuracy_score(held_labels, rule(reference, reference_labels, held_emb)))
               for name, rule in rules.items()}
     best = max(RULES, key=lambda name: (scores[name], -RULES.index(name)))
     return best, scores
