@@ -98,6 +98,30 @@ class TopKResult:
         return self.top_k < self.top_k_requested
 
 
+TOP_K_COLUMNS = ["query", "rank", "gallery", "score", "error"]
+
+
+def top_k_rows(query_paths: list[str], row_of: dict[str, int], failed: dict[str, str], scores: np.ndarray,
+               ids: np.ndarray, gallery: list[str]) -> Iterable[list[object]]:
+    """``query,rank,gallery,score,error`` rows of a top-k search, queries in input order.
+
+    ``scores``/``ids`` hold one row per query that was embedded, in input order; an id of -1 (an
+    approximate index that found fewer than k) is skipped. A query that failed gets one row with
+    its error.
+    """
+    done = 0
+    for query in query_paths:
+        if query not in row_of:
+            yield [query, "", "", "", one_line(failed[query])]
+            continue
+        rank = 0
+        for s, g in zip(scores[done].tolist(), ids[done].tolist()):
+            if g >= 0:
+                rank += 1
+                yield [query, rank, gallery[g], f"{s:.6f}", ""]
+        done += 1
+
+
 def score_top_k(
     query_paths: Sequence[str],
     gallery_paths: Sequence[str],
@@ -139,17 +163,8 @@ def score_top_k(
         )
     k = min(top_k, len(gallery_rows))
 
-    def rows() -> Iterable[list[object]]:
-        done = 0
-        for query in query_paths:
-            if query not in row_of:
-                yield [query, "", "", "", one_line(failed[query])]
-                continue
-            for rank, (s, g) in enumerate(zip(scores[done].tolist(), indices[done].tolist()), start=1):
-                yield [query, rank, gallery_ok[g], f"{s:.6f}", ""]
-            done += 1
-
-    written = _write_csv_atomic(Path(output_csv), ["query", "rank", "gallery", "score", "error"], rows())
+    rows = top_k_rows(query_paths, row_of, failed, scores, indices, gallery_ok)
+    written = _write_csv_atomic(Path(output_csv), TOP_K_COLUMNS, rows)
     return TopKResult(
         output_csv=Path(output_csv),
         rows_written=written,

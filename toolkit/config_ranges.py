@@ -91,6 +91,12 @@ RANGES: dict[str, Range] = {
     "augment.hue": Range(0.0, 0.5, why="torchvision's ColorJitter"),
     "augment.grayscale_p": PROBABILITY,
     "augment.blur_p": PROBABILITY,
+    "augment.affine_rotation": Range(0.0, 180.0, why="degrees, 0 = off"),
+    "augment.affine_shear": Range(0.0, 89.0, why="degrees, 0 = off"),
+    "augment.affine_scale_min": above(0),
+    "augment.affine_scale_max": above(0),
+    "augment.affine_translate": Range(0.0, 1.0, why="a fraction of the side, 0 = off"),
+    "augment.affine_fill": Range(0, 255, why="a uint8 pixel value"),
     # [model]
     "model.width": at_least(1),
     "model.dim": at_least(1),
@@ -127,6 +133,9 @@ RANGES: dict[str, Range] = {
     "finetune.way": at_least(2),
     "finetune.shot": at_least(1),
     "finetune.query": at_least(1),
+    "finetune.early_stop_patience": at_least(0, "0 = off"),
+    # [study]
+    "study.seeds": at_least(1),
 }
 
 
@@ -182,4 +191,7 @@ def check_recipe(recipe: Any, source: str) -> Any:
         if augment.crop_min_scale > augment.crop_max_scale:
             raise ToolkitError(f"{source}: recipe key '{section}.crop_min_scale' ({augment.crop_min_scale:g}) is larger "
                                f"than '{section}.crop_max_scale' ({augment.crop_max_scale:g})")
+        if augment.affine_scale_min > augment.affine_scale_max:
+            raise ToolkitError(f"{source}: recipe key '{section}.affine_scale_min' ({augment.affine_scale_min:g}) is "
+                               f"larger than '{section}.affine_scale_max' ({augment.affine_scale_max:g})")
     return recipe

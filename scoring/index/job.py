@@ -11,19 +11,19 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from scoring.csv_out import in_blocks, one_line, write_csv_atomic
+from scoring.csv_out import in_blocks, write_csv_atomic
 from scoring.image_lists import EmbedPaths, embed_unique, read_image_list
 from scoring.index import faiss_index
 from scoring.index.faiss_index import IndexParams
-from scoring.index.fingerprint import model_fingerprint
 from scoring.index.store import DEFAULT_SHARD_SIZE, EmbeddingStore, Shard, embed_into_shards
+from scoring.score import TOP_K_COLUMNS, top_k_rows
 from toolkit.console import info as say
 from toolkit.console import warn
 from toolkit.errors import ToolkitError
@@ -235,20 +235,8 @@ def search(folder: str | Path, query_paths: Sequence[str], output_csv: str | Pat
     if rows:
         scores, ids = index.search(np.ascontiguousarray(embeddings[rows], dtype=np.float32), k)
 
-    def lines() -> Iterable[list[object]]:
-        done = 0
-        for query in query_paths:
-            if query not in row_of:
-                yield [query, "", "", "", one_line(failed[query])]
-                continue
-            rank = 0
-            for s, g in zip(scores[done].tolist(), ids[done].tolist()):
-                if g >= 0:  # -1: an approximate index found fewer than k
-                    rank += 1
-                    yield [query, rank, gallery[g], f"{s:.6f}", ""]
-            done += 1
-
-    written = write_csv_atomic(Path(output_csv), ["query", "rank", "gallery", "score", "error"], in_blocks(lines()))
+    lines = top_k_rows(query_paths, row_of, failed, scores, ids, gallery)
+    written = write_csv_atomic(Path(output_csv), TOP_K_COLUMNS, in_blocks(lines))
     if k < top_k:
         warn(f"--top-k {top_k} clipped to the index's {len(gallery)} vectors")
     return IndexSearchResult(Path(output_csv), written, len(query_paths) - len(rows), len(query_paths), len(gallery), k,

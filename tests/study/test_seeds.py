@@ -58,7 +58,7 @@ def test_study_with_two_seeds_runs_each_variant_twice(tmp_path: Path) -> None:
     for name in ("baseline", "no_stop_gradient"):
         assert [s["run_dir"] for s in by[name]["seed_runs"]] == [f"{name}-seed1"]
         assert (tmp_path / "out" / f"{name}-seed1" / "checkpoint.pt").is_file()
-        assert checkpoint.load(tmp_path / "out" / f"{name}-seed1")["recipe"]["train"]["seed"] == 1
+        assert checkpoint.load(tmp_path / "out" / f"{name}-seed1").recipe.train.seed == 1
         knn = [by[name]["final"]["knn_top1"], by[name]["seed_runs"][0]["final_knn_top1"]]
         mean, half = t_interval(knn)
         assert by[name]["knn_over_seeds"] == {"mean": pytest.approx(mean), "ci95": pytest.approx(half), "runs": 2}

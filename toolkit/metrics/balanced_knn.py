@@ -13,11 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-import torch
 
 from toolkit.errors import ToolkitError
-from toolkit.metrics.classification import KEY_CHUNK, QUERY_CHUNK, _check_split
-from toolkit.metrics.similarity import top_k_similar
+from toolkit.metrics.classification import knn_predict
 
 RULES = ("knn", "knn_balanced", "prototype")  # ties in validation go to the earlier rule
 
@@ -41,21 +39,9 @@ def balanced_knn_predict(train_emb: np.ndarray, train_labels: np.ndarray, test_e
         ``M`` int64 predicted labels.
     """
     train_labels = np.asarray(train_labels)
-    _check_split(train_emb, train_labels, test_emb)
-    if k < 1:
-        raise ToolkitError(f"k must be >= 1; got {k}")
-    if not temperature > 0:
-        raise ToolkitError(f"temperature must be > 0; got {temperature}")
-    k = min(int(k), len(train_emb))
-    counts = np.bincount(train_labels)
-    share = torch.from_numpy(np.where(counts > 0, counts / len(train_labels), 1.0).astype(np.float32))
-    labels_t = torch.from_numpy(train_labels.astype(np.int64))
-    sims_np, idx_np = top_k_similar(test_emb, train_emb, k, query_chunk=QUERY_CHUNK, key_chunk=KEY_CHUNK)
-    sims, idx = torch.from_numpy(sims_np), torch.from_numpy(idx_np)  # M x k, column 0 is the largest
-    neighbour_labels = labels_t[idx]
-    weights = ((sims - sims[:, :1]) / temperature).exp() / share[neighbour_labels]
-    votes = torch.zeros(len(test_emb), len(counts)).scatter_add_(1, neighbour_labels, weights)
-    return votes.argmax(dim=1).numpy().astype(np.int64)
+    counts = np.bincount(train_labels) if len(train_labels) else np.zeros(0, np.int64)
+    share = np.where(counts > 0, counts / max(len(train_labels), 1), 1.0)
+    return knn_predict(train_emb, train_labels, test_emb, k=k, temperature=temperature, class_vote_scale=1.0 / share)
 
 
 def validation_split(labels: np.ndarray, fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -93,7 +79,7 @@ def choose_rule(bank: np.ndarray, bank_labels: np.ndarray, k: int, temperature: 
     """
     from sklearn.metrics import balanced_accuracy_score
 
-    from toolkit.metrics.classification import knn_predict, prototype_predict
+    from toolkit.metrics.classification import prototype_predict
 
     if queries is not None:
         reference, reference_labels, (held_emb, held_labels) = bank, bank_labels, queries

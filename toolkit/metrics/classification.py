@@ -44,6 +44,7 @@ def knn_predict(
     test_emb: np.ndarray,
     k: int = 200,
     temperature: float = 0.1,
+    class_vote_scale: np.ndarray | None = None,
 ) -> np.ndarray:
     """Weighted k-nearest-neighbour vote by cosine similarity.
 
@@ -64,6 +65,8 @@ def knn_predict(
         test_emb: ``M x D`` unit vectors.
         k: neighbours that vote (default 200 as in Wu et al. 2018 and DINO).
         temperature: ``T`` in ``exp(sim / T)`` (default 0.1).
+        class_vote_scale: optional per-class factor every vote for that class is multiplied by
+            (``toolkit.metrics.balanced_knn`` divides by the class's share of the bank).
 
     Returns:
         ``M`` int64 predicted labels.
@@ -81,8 +84,11 @@ def knn_predict(
         return np.zeros(0, dtype=np.int64)
     sims_np, idx_np = top_k_similar(test_emb, train_emb, k, query_chunk=QUERY_CHUNK, key_chunk=KEY_CHUNK)
     sims, idx = torch.from_numpy(sims_np), torch.from_numpy(idx_np)  # M x k, sorted, so column 0 is the max
+    neighbour_labels = labels_t[idx]
     weights = ((sims - sims[:, :1]) / temperature).exp()
-    votes = torch.zeros(len(test_emb), num_classes).scatter_add_(1, labels_t[idx], weights)
+    if class_vote_scale is not None:
+        weights = weights * torch.from_numpy(np.asarray(class_vote_scale, dtype=np.float32))[neighbour_labels]
+    votes = torch.zeros(len(test_emb), num_classes).scatter_add_(1, neighbour_labels, weights)
     return votes.argmax(dim=1).numpy().astype(np.int64)
 
 
