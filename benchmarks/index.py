@@ -136,7 +136,9 @@ def main() -> None:
     def set_ef(ix: Any, v: int) -> None:
         ix.hnsw.efSearch = v
 
-    sub, sub_truth = queries[:SWEEP_QUERIES], truth[:SWEEP_QUERIES]
+    # nprobe / efSearch are tuned on separate queries drawn the same way, never on the reported ones.
+    sub = clustered(SWEEP_QUERIES, centres, rng, args.sigma)
+    _, sub_truth = top_k_similar(sub, gallery, K)
     index, seconds, params = built["ivf"]
     nprobe, sweep = tune(index, sub, sub_truth, [1, 2, 4, 8, 16, 32, 64, 128, 256], set_nprobe)
     set_nprobe(index, nprobe)
