@@ -23,13 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from scoring import score
-from scoring.images import default_workers, embedder
 from exporters.metadata import DEFAULT_THRESHOLD
+from exporters.runtime import Backend
+from scoring import score
+from scoring.embedding import Settings, TimedEmbedder, open_embedder
 from scoring.image_lists import drop_non_finite
 from scoring.pairs_csv import read_pairs_header
-from exporters.runtime import Backend, open_backend
-from toolkit.console import console
 from toolkit.console import info as say
 from toolkit.console import warn
 from toolkit.engine.run_folder import atomic_write
@@ -41,73 +40,6 @@ class FailedImages(ToolkitError):
     """``--strict`` and some images failed; the output was written anyway (exit code 1)."""
 
     exit_code = 1
-
-
-ENGINES = ("local", "ray")
-
-
-@dataclass(frozen=True)
-class Settings:
-    """How to run the model: ``--backend``, ``--batch-size``, ``--workers``, ``--threads``, ``--strict``;
-    ``--engine ray`` with ``--address``, ``--replicas``, ``--gpus-per-replica`` (``scoring.ray_engine``)."""
-
-    backend: str | None = None
-    batch_size: int = 64
-    workers: int | None = None
-    threads: int | None = None
-    strict: bool = False
-    progress: bool = True
-    engine: str = "local"
-    address: str = "auto"
-    replicas: int | None = None
-    gpus_per_replica: float = 0.0
-
-    def check(self) -> None:
-        if self.engine not in ENGINES:
-            raise ToolkitError(f"--engine {self.engine}: valid are {', '.join(ENGINES)}")
-        if self.batch_size < 1:
-            raise ToolkitError(f"--batch-size {self.batch_size}: must be 1 or more")
-        if self.workers is not None and self.workers < 0:
-            raise ToolkitError(f"--workers {self.workers}: must be 0 or more (0 decodes in the main process)")
-        if self.threads is not None and self.threads < 1:
-            raise ToolkitError(f"--threads {self.threads}: must be 1 or more")
-
-
-def _open(model: str | Path, settings: Settings) -> Backend | Any:
-    """The local backend, opened; with ``--engine ray`` the Ray embedder (the model opens in its replicas)."""
-    settings.check()
-    if settings.engine == "ray":
-        from scoring.ray_cluster import RayOptions
-        from scoring.ray_engine import RayEmbedder
-
-        options = RayOptions(settings.address, settings.replicas, settings.gpus_per_replica)
-        return RayEmbedder(model, backend=settings.backend, batch_size=settings.batch_size, threads=settings.threads,
-                           options=options, progress=settings.progress and console.is_terminal)
-    backend = open_backend(model, settings.backend, threads=settings.threads)
-    say(f"model {backend.source} on {backend.description}")
-    return backend
-
-
-class _TimedEmbedder:
-    """The ``embed_paths`` callable of ``scoring.score``, timing the embedding stage.
-
-    ``backend`` is an opened local backend, or a ``scoring.ray_engine.RayEmbedder`` (which
-    embeds on a Ray cluster); both carry the model's metadata as ``info``.
-    """
-
-    def __init__(self, backend: Backend | Any, settings: Settings) -> None:
-        if settings.engine == "ray":
-            self.embed = backend
-        else:
-            workers = default_workers() if settings.workers is None else settings.workers
-            self.embed = embedder(backend, batch_size=settings.batch_size, workers=workers, progress=settings.progress)
-        self.seconds = 0.0
-
-    def __call__(self, paths: list[str]) -> tuple[np.ndarray, list[str], dict[str, str]]:
-        start = time.perf_counter()
-        result = self.embed(paths)
-        self.seconds += time.perf_counter() - start
-        return result
 
 
 def _report_failures(errors: dict[str, str], rows: int, total: int, what: str, strict: bool, out: Path) -> None:
@@ -137,8 +69,8 @@ def embed_images(model: str | Path, images: str | Path, out: str | Path = "embed
     """
     out = check_out_file(out, example="embeddings.npz")  # before any work: a bad --out costs nothing
     paths = score.read_image_list(images)
-    backend = _open(model, settings)
-    timed = _TimedEmbedder(backend, settings)
+    backend = open_embedder(model, settings)
+    timed = TimedEmbedder(backend, settings)
     embeddings, ok_paths, errors = drop_non_finite(*timed(paths))
     out = Path(out)
     try:
@@ -257,8 +189,8 @@ def score_images(model: str | Path, *, pairs: Path | None = None, query: Path | 
         run = _score_index(model, index, queries, out, top_k, device, settings)  # type: ignore[arg-type]
         _html(html, mode, out, top_k, _indexed_paths(index))  # type: ignore[arg-type]
         return run
-    backend = _open(model, settings)
-    timed = _TimedEmbedder(backend, settings)
+    backend = open_embedder(model, settings)
+    timed = TimedEmbedder(backend, settings)
     start = time.perf_counter()
     if mode == "pairs":
         cut = resolve_threshold(threshold, backend)

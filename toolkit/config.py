@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomli_w
-
+from toolkit.config_parse import build, parse_set, set_dotted
 from toolkit.config_ranges import check_recipe, check_value
 from toolkit.errors import ToolkitError
 
@@ -236,90 +233,17 @@ def load_recipe(recipe: str | None = None, overrides: dict[str, Any] | None = No
     merged["name"] = name
     for key, value in (overrides or {}).items():
         if value is not None:
-            _set_dotted(merged, key, value)
+            set_dotted(merged, key, value)
     for item in sets:
         key, value = parse_set(item)
-        _set_dotted(merged, key, value)
+        set_dotted(merged, key, value)
     source = str(path) if path else "defaults"
-    return check_recipe(build(Recipe, merged, source=source), source)  # value ranges: toolkit.config_ranges
+    return check_recipe(build(Recipe, merged, source=source, choices=CHOICES), source)  # value ranges: toolkit.config_ranges
 
 
 def recipe_from_dict(raw: dict[str, Any], source: str = "checkpoint") -> Recipe:
     """Rebuild a recipe from the plain dict stored in a checkpoint or ``recipe.toml``."""
-    return build(Recipe, raw, source=source)
-
-
-def parse_set(item: str) -> tuple[str, Any]:
-    """Split ``section.key=value`` and read the value as TOML (strings may omit quotes)."""
-    if "=" not in item:
-        raise ToolkitError(f"--set {item!r}: expected section.key=value")
-    key, text = item.split("=", 1)
-    key = key.strip()
-    if "." not in key:
-        raise ToolkitError(f"--set {item!r}: the key must be section.key, e.g. train.epochs")
-    try:
-        value = tomllib.loads(f"v = {text.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = text.strip()
-    return key, value
-
-
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    node = tree
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ToolkitError(f"recipe key {dotted!r}: {part!r} is a value, not a section")
-        node = child
-    node[parts[-1]] = value
-
-
-def build(cls: type, raw: dict[str, Any], source: str, prefix: str = "") -> Any:
-    """Build dataclass ``cls`` from a plain dict, checking every key and type."""
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        dotted = f"{prefix}{key}"
-        if key not in names:
-            valid = ", ".join(sorted(prefix + n for n in names))
-            raise ToolkitError(f"{source}: unknown recipe key {dotted!r} (valid here: {valid})")
-        values[key] = _coerce(hints[key], value, dotted, source)
-    return cls(**values)
-
-
-def _coerce(hint: Any, value: Any, dotted: str, source: str) -> Any:
-    if dataclasses.is_dataclass(hint):
-        if not isinstance(value, dict):
-            raise ToolkitError(f"{source}: recipe key {dotted!r} must be a section (a TOML table)")
-        return build(hint, value, source, prefix=f"{dotted}.")
-    origin = typing.get_origin(hint)
-    if origin is tuple:
-        item_type = typing.get_args(hint)[0]
-        if isinstance(value, str) and item_type is str:
-            value = [v for v in (s.strip() for s in value.split(",")) if v]
-        if not isinstance(value, (list, tuple)):
-            raise ToolkitError(f"{source}: recipe key {dotted!r} must be a list of {item_type.__name__}, got {value!r}")
-        return tuple(_coerce(item_type, v, f"{dotted}[]", source) for v in value)
-    if origin in (typing.Union, types.UnionType):
-        raise TypeError(f"unsupported recipe type for {dotted}")  # pragma: no cover - schema bug
-    if hint is bool:
-        ok = isinstance(value, bool)
-    elif hint is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif hint is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif hint is str:
-        ok = isinstance(value, str)
-        if ok and dotted in CHOICES and value not in CHOICES[dotted]:
-            raise ToolkitError(f"{source}: recipe key {dotted!r} is {value!r}; valid: {', '.join(CHOICES[dotted])}")
-    else:  # pragma: no cover - schema bug
-        raise TypeError(f"unsupported recipe type {hint} for {dotted}")
-    if not ok:
-        raise ToolkitError(f"{source}: recipe key {dotted!r} must be {hint.__name__}, got {value!r}")
-    return value
+    return build(Recipe, raw, source=source, choices=CHOICES)
 
 
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
@@ -335,17 +259,12 @@ def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
     return plain(dataclasses.asdict(recipe))
 
 
-def write_recipe(recipe: Recipe, path: Path) -> None:
-    """Write the fully resolved recipe as TOML."""
-    path.write_text(tomli_w.dumps(recipe_to_dict(recipe)))
-
-
 def replace(recipe: Recipe, **dotted: Any) -> Recipe:
     """A copy of ``recipe`` with dotted keys replaced, e.g. ``replace(r, **{"train.epochs": 2})``."""
     raw = recipe_to_dict(recipe)
     for key, value in dotted.items():
         check_value(key, value, "override")  # the new values only: a stored recipe is trusted as it was run
-        _set_dotted(raw, key, value)
+        set_dotted(raw, key, value)
     return recipe_from_dict(raw, source="override")
 
 

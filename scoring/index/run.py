@@ -9,7 +9,7 @@ from exporters.runtime import Backend, open_backend
 from scoring.index import job
 from scoring.index.fingerprint import model_fingerprint
 from scoring.index.store import DEFAULT_SHARD_SIZE, EmbeddingStore
-from scoring.jobs import Settings, _open, _TimedEmbedder
+from scoring.embedding import Settings, TimedEmbedder, open_embedder
 from toolkit.errors import ToolkitError
 
 
@@ -25,9 +25,9 @@ def index_build(model: str | Path, gallery: str | Path, out: str | Path, *, kind
     the Ray engine's replicas, and the driver opens the model only to fingerprint it (so an index built
     on a cluster is searchable by the local engine and vice versa)."""
     paths = job.read_gallery(gallery)
-    embed = _open(model, settings)
+    embed = open_embedder(model, settings)
     local = open_backend(model, settings.backend, threads=1) if settings.engine == "ray" else embed
-    return job.build(out, paths, _TimedEmbedder(embed, settings), fingerprint_of(local),
+    return job.build(out, paths, TimedEmbedder(embed, settings), fingerprint_of(local),
                      source=str(Path(local.source).resolve()), kind=kind, nprobe=nprobe, shard_size=shard_size,
                      device=device)
 
@@ -39,10 +39,10 @@ def index_add(folder: str | Path, images: str | Path, settings: Settings = Setti
     model = manifest["source_model"]
     if not Path(model).exists():
         raise ToolkitError(f"{folder}: the model that built it, {model}, no longer exists")
-    backend = _open(model, Settings(manifest.get("backend"), settings.batch_size, settings.workers, settings.threads,
+    backend = open_embedder(model, Settings(manifest.get("backend"), settings.batch_size, settings.workers, settings.threads,
                                     settings.strict, settings.progress))
     EmbeddingStore(folder).check_fingerprint(fingerprint_of(backend), model)
-    return job.add(folder, paths, _TimedEmbedder(backend, settings))
+    return job.add(folder, paths, TimedEmbedder(backend, settings))
 
 
 def index_search(model: str | Path, folder: str | Path, query_paths: list[str], out: Path, *, top_k: int,
@@ -51,9 +51,9 @@ def index_search(model: str | Path, folder: str | Path, query_paths: list[str], 
     seconds after the model was loaded and fingerprinted."""
     import time
 
-    backend = _open(model, settings)
+    backend = open_embedder(model, settings)
     EmbeddingStore(folder).check_fingerprint(fingerprint_of(backend), str(model))
-    timed = _TimedEmbedder(backend, settings)
+    timed = TimedEmbedder(backend, settings)
     start = time.perf_counter()
     result = job.search(folder, query_paths, out, timed, fingerprint_of(backend), source=str(model), top_k=top_k,
                         device=device)
