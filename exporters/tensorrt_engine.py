@@ -20,7 +20,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import onnx
 import torch
 
 from exporters.onnx_fp16 import INPUT_NAME, _write_bytes_atomic, convert_to_mixed_fp16, onnx_input_chw

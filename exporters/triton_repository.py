@@ -17,13 +17,13 @@ is installed; otherwise the same fields are written as text.
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
 
+from toolkit.engine.run_folder import atomic_path, write_text_atomic
 from toolkit.errors import ToolkitError
 
 # ONNX TensorProto element types -> Triton data types.
@@ -109,14 +109,10 @@ def _config_text(name: str, platform: str, max_batch: int, inputs: list[TensorSp
 def _write_model(repo: Path, name: str, platform: str, model_file: Path, filename: str, max_batch: int,
                  inputs: list[TensorSpec], outputs: list[TensorSpec], instance_kind: str) -> Path:
     folder = repo / name
-    (folder / "1").mkdir(parents=True, exist_ok=True)
-    tmp = folder / "1" / f".{filename}.tmp-{os.getpid()}"
-    shutil.copyfile(model_file, tmp)
-    os.replace(tmp, folder / "1" / filename)
-    text = model_config_text(name, platform, max_batch, inputs, outputs, instance_kind)
-    tmp = folder / f".config.pbtxt.tmp-{os.getpid()}"
-    tmp.write_text(text)
-    os.replace(tmp, folder / "config.pbtxt")
+    with atomic_path(folder / "1" / filename) as tmp:
+        shutil.copyfile(model_file, tmp)
+    write_text_atomic(folder / "config.pbtxt",
+                      model_config_text(name, platform, max_batch, inputs, outputs, instance_kind))
     return folder
 
 

@@ -9,7 +9,6 @@ store's row order.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from scoring.index.store import DEFAULT_SHARD_SIZE, EmbeddingStore, Shard, embed
 from scoring.score import TOP_K_COLUMNS, top_k_rows
 from toolkit.console import info as say
 from toolkit.console import warn
+from toolkit.engine.run_folder import atomic_path, write_text_atomic
 from toolkit.errors import ToolkitError
 
 RECALL_K = 10
@@ -55,18 +55,12 @@ def _mib(size: int) -> str:
 def _write_index(index: Any, path: Path) -> None:
     import faiss
 
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         faiss.write_index(index, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _write_meta(folder: Path, meta: dict[str, Any]) -> None:
-    tmp = folder / f".index.json.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, folder / "index.json")
+    write_text_atomic(folder / "index.json", json.dumps(meta, indent=1))
 
 
 def _read_meta(folder: Path) -> dict[str, Any]:

@@ -21,7 +21,6 @@ Ray workers) can write them itself.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from scoring.image_lists import EmbedPaths
+from toolkit.engine.run_folder import atomic_path
 from toolkit.errors import ToolkitError
 from toolkit.metrics.similarity import l2_normalise
 
@@ -38,12 +38,9 @@ DEFAULT_SHARD_SIZE = 50_000
 
 
 def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    """``write(tmp)`` then rename over ``path`` (``toolkit.engine.run_folder.atomic_path``)."""
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _write_json(path: Path, data: Any) -> None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.scoring.test_score import read_csv, write_csv
 from tests.tiny_models import make_checkpoint, reference_embeddings
 from tests.test_cli import invoke
 
@@ -16,16 +16,10 @@ FAST = ("--workers", "0", "--threads", "1")
 
 
 def write_pairs(path: Path, rows: list[list[str]], header: tuple[str, ...] = ("image_a", "image_b", "label")) -> Path:
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
+    return write_csv(path, list(header), rows)  # type: ignore[arg-type]
 
 
-def read_rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+read_rows = read_csv
 
 
 def errors_in(output: str) -> list[str]:

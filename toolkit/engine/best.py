@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.console import info
+from toolkit.engine.run_folder import atomic_path
 
 BEST_FILE = "best.pt"
 LAST_FILE = "last.pt"
@@ -48,9 +49,8 @@ class BestCheckpoint:
         if value is None or (self.best_value is not None and value <= self.best_value):
             return False
         self.best_value, self.best_epoch = float(value), int(record["epoch"])
-        tmp = self.run_dir / f".{BEST_FILE}.tmp-{os.getpid()}"
-        shutil.copyfile(self.run_dir / "checkpoint.pt", tmp)
-        os.replace(tmp, self.run_dir / BEST_FILE)
+        with atomic_path(self.run_dir / BEST_FILE) as tmp:
+            shutil.copyfile(self.run_dir / "checkpoint.pt", tmp)
         return True
 
     def should_stop(self, epoch: int, monitored: bool) -> bool:
