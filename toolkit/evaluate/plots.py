@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from sklearn.manifold import TSNE
 from threadpoolctl import threadpool_limits
 
+from toolkit.engine.run_folder import atomic_path
 from toolkit.errors import ToolkitError
 
 MAX_TICK_LABELS = 30  # beyond this class names overlap: hide them rather than print a smear
@@ -28,9 +29,9 @@ TSNE_THREADS = 1
 
 
 def _save(fig: Figure, path: str | Path) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    fig.savefig(path, format="png")
+    with atomic_path(path) as tmp:  # a reader never sees a half-written image
+        fig.savefig(tmp, format="png")
     fig.clear()
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from toolkit.config import Recipe
 from toolkit.console import console
-from toolkit.engine.run_folder import RunFolder, write_text_atomic
+from toolkit.engine.run_folder import RunFolder, atomic_path, write_text_atomic
 from toolkit.losses.simsiam import collapse_threshold
 from toolkit.study.outcome import BATCH_TOLERANCE, LEARN_FRACTION, MIN_BASELINE_GAIN, RISE, Finding, VariantResult
 from toolkit.study.seeds import INTERVAL
@@ -194,7 +194,8 @@ def plot_metric(results: list[VariantResult], key: str, path: Path, title: str,
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
 
 
