@@ -8,7 +8,6 @@ whether the run was interrupted and resumed: a resumed run replays exactly the s
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -16,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from toolkit.data.store import ImageStore
+from toolkit.data.workers import worker_init_fn
 
 Key = tuple[int, int]
 Plan = list[list[Key]]
@@ -92,13 +92,8 @@ class OneViewDataset(TwoViewDataset):
         return self.transform(self.images[index]), self.labels[index]
 
 
-def _worker_init(_: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the training process's to handle
-    torch.set_num_threads(1)
-
-
 def make_loader(dataset: Dataset, sampler: PlanSampler, workers: int, pin_memory: bool) -> DataLoader:
     """A DataLoader over ``sampler``'s plan; workers persist across epochs."""
     return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, pin_memory=pin_memory,
-                      persistent_workers=workers > 0, worker_init_fn=_worker_init if workers > 0 else None,
+                      persistent_workers=workers > 0, worker_init_fn=worker_init_fn(single_thread=True) if workers > 0 else None,
                       prefetch_factor=4 if workers > 0 else None)

@@ -1,0 +1,60 @@
+"""Set-up of DataLoader worker processes (training loaders and the scoring decoders).
+
+Workers share the main process's process group, so a signal sent to the group (``timeout -s TERM``,
+SLURM's ``scancel``, a container stop, Ctrl-C in a terminal) reaches them too. They ignore SIGINT
+and SIGTERM: the main process decides (the training loop saves mid-epoch and exits 130/143) and
+then shuts its workers down. A worker must not outlive its parent either (``kill -9`` of the main
+process): on Linux the kernel sends it SIGKILL when the parent dies (``PR_SET_PDEATHSIG``); elsewhere
+a watchdog thread exits once the parent pid changes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """SIGKILL this process when ``parent_pid`` exits (Linux), else poll the parent pid every second."""
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if os.getppid() != parent_pid:  # the parent died before the death signal was armed
+        os._exit(1)
+    if armed:
+        return
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
+def init_worker(parent_pid: int, single_thread: bool, _worker_id: int) -> None:
+    """``worker_init_fn``: ignore SIGINT/SIGTERM, die with ``parent_pid``, optionally one torch thread."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _die_with_parent(parent_pid)
+    if single_thread:
+        import torch
+
+        torch.set_num_threads(1)
+
+
+def worker_init_fn(single_thread: bool = False) -> Callable[[int], None]:
+    """A picklable ``worker_init_fn`` bound to this (the parent) process's pid."""
+    return functools.partial(init_worker, os.getpid(), single_thread)
