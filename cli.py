@@ -91,6 +91,16 @@ def finetune(
     set_: SetOpt = None,
     resume: ResumeOpt = None,
     nproc: NprocOpt = 1,
+    refit: Annotated[Optional[bool], typer.Option("--refit/--no-refit", help="Choose the epoch count on validation (run "
+                                                  "<out>/selection), then train again on train + validation (finetune.refit).")] = None,
+    aux: Annotated[Optional[str], typer.Option("--aux", help="Auxiliary loss during fine-tuning: none or simsiam "
+                                               "(finetune.aux; Gidaris et al. 2019).")] = None,
+    aux_weight: Annotated[Optional[float], typer.Option("--aux-weight", help="Weight of the auxiliary loss (finetune.aux_weight).")] = None,
+    features: Annotated[Optional[str], typer.Option("--features", help="What the model embeds: embedding (the head) or backbone "
+                                                    "(penultimate features; finetune.features).")] = None,
+    allow_seen_pretraining: Annotated[bool, typer.Option(
+        "--allow-seen-pretraining", help="Start from an init whose train or validation split holds test images of "
+        "this split (refused otherwise); the checkpoint and eval.json record it.")] = False,
 ) -> None:
     """Fine-tune the twin encoder with a contrastive, triplet or prototypical loss on labelled images."""
     from toolkit.engine.distributed import launch_local_processes
@@ -98,10 +108,11 @@ def finetune(
     from toolkit.finetune import finetune as run_finetune
 
     shortcuts = {"finetune.loss": loss, "finetune.init": init, "finetune.epochs": epochs, "data.path": data,
-                 "train.device": device}
+                 "train.device": device, "finetune.refit": refit, "finetune.aux": aux, "finetune.aux_weight": aux_weight,
+                 "finetune.features": features}
     start = start_run("finetune", recipe, shortcuts, set_ or [], out, resume, run_name="{name}-finetune-{loss}")
     launch_local_processes(nproc, __file__, start.run_dir, resuming=resume is not None)
-    run_finetune(start.recipe, start.run_dir, resume=start.resume)
+    run_finetune(start.recipe, start.run_dir, resume=start.resume, allow_seen_pretraining=allow_seen_pretraining)
 
 
 @app.command()
@@ -133,7 +144,8 @@ def evaluate(
 # --- export / embed / score (issue 3) ---
 
 ModelArg = Annotated[str, typer.Argument(help="Checkpoint (.pt or run folder), .onnx, or TensorRT .engine.")]
-BackendOpt = Annotated[Optional[str], typer.Option("--backend", help="torch, onnx or tensorrt (default: by MODEL's suffix).")]
+BackendOpt = Annotated[Optional[str], typer.Option("--backend", help="torch, onnx, openvino or tensorrt (default: the fastest "
+                                                  "measured for MODEL here: openvino for an .onnx on a bf16 CPU, else by suffix).")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per model call.")]
 WorkersOpt = Annotated[Optional[int], typer.Option("--workers", help="Image decoding processes (default: cores - 1; 0 = none).")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads of the model (default: all cores).")]

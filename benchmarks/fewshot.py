@@ -41,6 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 SETTINGS = ((5, 1), (5, 5), (20, 1))  # (way, shot)
+TEST_ALPHABETS = ("Korean", "Sanskrit", "Tagalog")
 QUERY, EPISODES = 15, 600
 
 
@@ -120,6 +121,32 @@ def fewshot_numbers(ckpt_path: Path, data_path: str) -> dict[str, Any]:
     return out
 
 
+def stage_times(work: Path) -> dict[str, float]:
+    """Wall seconds of every stage trained so far under ``work`` (kept across reuses)."""
+    path = work / "timings.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def save_stage_times(work: Path, timings: dict[str, float]) -> None:
+    (work / "timings.json").write_text(json.dumps(stage_times(work) | timings, indent=2) + "\n")
+
+
+def labelled_subset(manifest: Path, fraction: float, seed: int = 0) -> list[str]:
+    """``data.classes`` patterns for a random ``fraction`` of the training characters plus the test alphabets.
+
+    The test alphabets stay in (held out whole as the test split, as in the full run), so the
+    label-scarce run is scored on exactly the same test images and episodes.
+    """
+    import numpy as np
+
+    with manifest.open(newline="") as handle:
+        labels = sorted({row["label"] for row in csv.DictReader(handle)})
+    train_chars = [label for label in labels if label.split("/")[0] not in TEST_ALPHABETS]
+    rng = np.random.default_rng(seed)
+    keep = sorted(rng.choice(train_chars, max(2, int(round(fraction * len(train_chars)))), replace=False).tolist())
+    return keep + [f"{alphabet}/*" for alphabet in TEST_ALPHABETS]
+
+
 def omniglot(args: argparse.Namespace, work: Path, timings: dict[str, float]) -> dict[str, Any]:
     from toolkit.config import load_recipe, replace
     from toolkit.finetune import finetune
@@ -128,55 +155,76 @@ def omniglot(args: argparse.Namespace, work: Path, timings: dict[str, float]) ->
     manifest, images, characters = omniglot_manifest(Path(args.omniglot).expanduser(), work / "omniglot.csv")
     print(f"omniglot: {images} images of {characters} characters -> {manifest}", file=sys.stderr)
     data = {"data.path": str(manifest)}
-    names = ["random_init", "simsiam", "simsiam_contrastive", "simsiam_triplet", "simsiam_proto"]
-    if args.scratch_triplet:
-        names.insert(1, "scratch_triplet")
-    runs = {name: work / name for name in names}
-    # The kNN monitor only reports (it changes no weight and draws no random number); every
-    # 5 epochs instead of every epoch saves a fifth of the pretraining time.
+    losses = [loss for loss in args.losses.split(",") if loss]
+    runs = {"random_init": work / "random_init", "simsiam": work / "simsiam"}
+    # The kNN monitor only reports (it changes no weight and draws no random number).
     simsiam = load_recipe("omniglot", {**data, "train.knn_every": 5,
                                        **({"train.epochs": args.pretrain_epochs} if args.pretrain_epochs else {})})
     timed_stage("random_init", runs["random_init"], 0,
                 lambda: pretrain(replace(simsiam, **{"train.epochs": 0}), runs["random_init"]), timings)
     timed_stage("simsiam", runs["simsiam"], simsiam.train.epochs, lambda: pretrain(simsiam, runs["simsiam"]), timings)
-    for name in names[1:]:
-        if name == "simsiam":
-            continue
-        loss = name.split("_")[1]
-        init = "none" if name == "scratch_triplet" else str(runs["simsiam"])
-        recipe = load_recipe(f"omniglot_{loss}", {**data, "finetune.init": init,
-                                                  **({"finetune.epochs": args.finetune_epochs} if args.finetune_epochs else {})})
-        timed_stage(name, runs[name], recipe.finetune.epochs, lambda r=recipe, n=name: finetune(r, runs[n]), timings)
+    save_stage_times(work, timings)
 
+    def fine_tune(name: str, loss: str, init: str, extra: dict[str, Any]) -> None:
+        runs[name] = work / name
+        recipe = load_recipe(f"omniglot_{loss}", {**data, "finetune.init": init, **extra,
+                                                  **({"finetune.epochs": args.finetune_epochs} if args.finetune_epochs else {})})
+        timed_stage(name, runs[name], recipe.finetune.epochs, lambda r=recipe: finetune(r, runs[name]), timings)
+        save_stage_times(work, timings)
+
+    for loss in losses:
+        fine_tune(f"simsiam_{loss}", loss, str(runs["simsiam"]), {})
+        if args.scratch:
+            fine_tune(f"scratch_{loss}", loss, "none", {})
+    scarce = f"simsiam_{losses[0]}_labelled_{args.label_fraction:g}" if args.label_fraction else None
+    if scarce:
+        fine_tune(scarce, losses[0], str(runs["simsiam"]), {"data.classes": labelled_subset(manifest, args.label_fraction)})
+
+    times = stage_times(work)
     results: dict[str, Any] = {"data": {"images": images, "characters": characters,
-                                        "held_out": "Korean, Sanskrit, Tagalog (+ rotations)"}}
+                                        "held_out": ", ".join(TEST_ALPHABETS) + " (+ rotations)"},
+                               "stage_seconds": times}
     for name, run_dir in runs.items():
         results[name] = fewshot_numbers(run_dir, str(manifest))
         print(f"[{name}] {summary_line(results[name])}", file=sys.stderr)
-    results["protonet"] = protonet(args, str(manifest), timings)
+    pipeline = f"simsiam_{losses[0]}"
+    budget = args.protonet_seconds or times.get("simsiam", 0.0) + times.get(pipeline, 0.0)
+    results["protonet"] = protonet(args, str(manifest), timings, budget, {})
+    results["protonet"]["budget"] = {"seconds": budget, "same_as": f"simsiam + {pipeline}"}
     print(f"[protonet] {summary_line(results['protonet'])}", file=sys.stderr)
+    if scarce:
+        budget = times.get("simsiam", 0.0) + times.get(scarce, 0.0)
+        name = f"protonet_labelled_{args.label_fraction:g}"
+        results[name] = protonet(args, str(manifest), timings, budget,
+                                 {"data.classes": labelled_subset(manifest, args.label_fraction)}, name=name)
+        results[name]["budget"] = {"seconds": budget, "same_as": f"simsiam + {scarce}"}
+        print(f"[{name}] {summary_line(results[name])}", file=sys.stderr)
+    save_stage_times(work, timings)
     return results
 
 
-def protonet(args: argparse.Namespace, manifest: str, timings: dict[str, float]) -> dict[str, Any]:
-    """The baseline on the same decoded images, split and episodes as the pipelines."""
+def protonet(args: argparse.Namespace, manifest: str, timings: dict[str, float], seconds: float,
+             overrides: dict[str, Any], name: str = "protonet") -> dict[str, Any]:
+    """The baseline on the same decoded images (training and validation splits: the pipelines refit on
+    both), test split and episodes as the pipelines, trained for ``seconds`` of wall time."""
     import torch
 
     from toolkit.config import load_recipe
     from toolkit.data.groups import class_groups
+    from toolkit.data.merge import with_validation_in_train
     from toolkit.data.store import default_normalization, load_data
     from toolkit.data.preprocess import Normalizer
     from benchmarks.protonet import ProtoNetSettings, euclidean_episodes, train_protonet
     from toolkit.engine.embed import embed_store
 
-    recipe = load_recipe("omniglot", {"data.path": manifest})
-    loaded = load_data(recipe.data)
+    recipe = load_recipe("omniglot", {"data.path": manifest, **overrides})
+    loaded = with_validation_in_train(load_data(recipe.data))
     assert loaded.test is not None and loaded.test.labels is not None
     mean, std = default_normalization(recipe.data.channels, recipe.data.mean, recipe.data.std)
     normalizer = Normalizer(mean, std, torch.device("cpu"), channels_last=True)
-    settings = ProtoNetSettings(episodes=args.protonet_episodes)
-    net, seconds = train_protonet(loaded.train, normalizer, settings)
-    timings["protonet"] = seconds
+    settings = ProtoNetSettings(episodes=args.protonet_episodes if not seconds else 10**9, seconds=seconds)
+    net, trained_seconds = train_protonet(loaded.train, normalizer, settings)
+    timings[name] = trained_seconds
     emb = embed_store(net, loaded.test, normalizer, loaded.test.images.shape[-1], batch_size=512, l2_normalise=False)
     groups, _ = class_groups(loaded.test.class_names, manifest)
     out: dict[str, Any] = {}
@@ -185,7 +233,8 @@ def protonet(args: argparse.Namespace, manifest: str, timings: dict[str, float])
         within = euclidean_episodes(emb, loaded.test.labels, w, s, QUERY, EPISODES, seed=0, groups_of_class=groups)
         out[f"{w}-way {s}-shot"]["within_group"] = {k: within[k] for k in ("prototype", "nearest")}
     return out | {"training": {"way": settings.way, "shot": settings.shot, "query": settings.query,
-                               "episodes": settings.episodes}}
+                               "episodes": int(getattr(net, "trained_episodes", settings.episodes)),
+                               "seconds": trained_seconds, "images": len(loaded.train)}}
 
 
 def cifar_long_tail(args: argparse.Namespace, work: Path, timings: dict[str, float]) -> dict[str, Any]:
@@ -246,9 +295,13 @@ def summary_line(numbers: dict[str, Any]) -> str:
                      (f"{w}-way {s}-shot" for w, s in SETTINGS))
 
 
-NAMES = {"random_init": "random init", "scratch_triplet": "triplet from random init", "simsiam": "SimSiam only", "simsiam_contrastive": "SimSiam + contrastive",
-         "simsiam_triplet": "SimSiam + triplet", "simsiam_proto": "SimSiam + proto",
-         "protonet": "Prototypical Network (from scratch)"}
+NAMES = {"random_init": "random init", "simsiam": "SimSiam only",
+         "simsiam_proto": "SimSiam + proto", "scratch_proto": "proto from random init (same recipe)",
+         "simsiam_triplet": "SimSiam + triplet", "scratch_triplet": "triplet from random init (same recipe)",
+         "simsiam_contrastive": "SimSiam + contrastive",
+         "protonet": "Prototypical Network (from scratch, same time as SimSiam + proto)",
+         "simsiam_proto_labelled_0.25": "label-scarce: SimSiam (all images) + proto on 1/4 of the characters",
+         "protonet_labelled_0.25": "label-scarce: Prototypical Network on the same 1/4, same time"}
 
 
 def markdown(results: dict[str, Any], timings: dict[str, float]) -> str:
@@ -291,8 +344,15 @@ def main() -> None:
     parser.add_argument("--finetune-epochs", type=int, default=0, help="fine-tuning epochs (0 = the recipes', 30)")
     parser.add_argument("--protonet-episodes", type=int, default=4000,
                         help="ProtoNet training episodes (4000: about the time of SimSiam + triplet)")
-    parser.add_argument("--scratch-triplet", action="store_true",
-                        help="also fine-tune with the triplet loss from random weights (what SimSiam buys)")
+    parser.add_argument("--losses", default="proto,triplet",
+                        help="fine-tuning recipes omniglot_<loss>, comma-separated; the first is the pipeline the baselines match")
+    parser.add_argument("--scratch", action="store_true",
+                        help="also run every fine-tuning from random weights, same budget (what SimSiam buys)")
+    parser.add_argument("--label-fraction", type=float, default=0.0,
+                        help="label-scarce run: fine-tune with labels for this fraction of the training characters "
+                             "(SimSiam still on all images), against ProtoNet on the same labelled characters")
+    parser.add_argument("--protonet-seconds", type=float, default=0.0,
+                        help="ProtoNet's training time (0 = the wall time of SimSiam + the first pipeline, measured)")
     parser.add_argument("--cifar-epochs", type=int, default=8)
     parser.add_argument("--cifar-backbone", default="convnet", help="the CPU budget's backbone (the recipe has resnet18)")
     parser.add_argument("--supervised-seconds", type=float, default=240.0,

@@ -40,6 +40,7 @@ OUTPUT_NAME = "embeddings"
 # Used when neither --threshold nor the model's metadata gives one. Embeddings are unit
 # vectors, so 0.5 is a cosine of 60 degrees: a neutral guess, not a calibrated operating point.
 DEFAULT_THRESHOLD = 0.5
+MAX_SIZE = 8192  # largest image side / embedding dim accepted from metadata: a batch must fit in memory
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,8 @@ class ModelInfo:
         toolkit_version: version of the toolkit that exported the model.
         opset: ONNX opset of the exported graph, None before export.
         checkpoint: the checkpoint the model came from.
+        features: what the model embeds: "embedding" (the fine-tuning head's output) or "backbone"
+            (the backbone's pooled, penultimate features).
     """
 
     image_size: int
@@ -73,6 +76,7 @@ class ModelInfo:
     opset: int | None = None
     checkpoint: str = ""
     unknown_threshold: float | None = None
+    features: str = "backbone"
 
     @property
     def input_chw(self) -> tuple[int, int, int]:
@@ -111,14 +115,41 @@ class ModelInfo:
                 opset=None if data.get("opset") is None else int(data["opset"]),
                 checkpoint=str(data.get("checkpoint", "")),
                 unknown_threshold=None if data.get("unknown_threshold") is None else float(data["unknown_threshold"]),
+                features=str(data.get("features", "embedding" if data.get("kind") == "finetune" else "backbone")),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ToolkitError(f"{source}: broken toolkit metadata ({type(exc).__name__}: {exc})") from None
         if info.channels not in (1, 3) or len(info.mean) != info.channels or len(info.std) != info.channels:
             raise ToolkitError(
                 f"{source}: metadata has channels={info.channels} with mean {list(info.mean)}, std {list(info.std)}"
             )
+        _check_ranges(info, source)
         return info
+
+
+def _check_ranges(info: ModelInfo, source: str) -> None:
+    """Refuse values no model can have: a NaN threshold would silently call every pair "different".
+
+    Raises:
+        ToolkitError: naming the first key out of range and what would be valid.
+    """
+    sizes = {"image_size": info.image_size, "resize_size": info.resize_size, "embedding_dim": info.embedding_dim}
+    for key, size in sizes.items():
+        if not 1 <= size <= MAX_SIZE:
+            raise ToolkitError(f"{source}: metadata key {key} is {size}; must be an integer from 1 to {MAX_SIZE}")
+    if info.resize_size < info.image_size:
+        raise ToolkitError(f"{source}: metadata key resize_size {info.resize_size} is below image_size "
+                           f"{info.image_size}; the centre crop needs resize_size >= image_size")
+    if not all(math.isfinite(m) for m in info.mean):
+        raise ToolkitError(f"{source}: metadata key mean {list(info.mean)} must hold finite numbers")
+    if not all(math.isfinite(s) and s > 0 for s in info.std):
+        raise ToolkitError(f"{source}: metadata key std {list(info.std)} must hold finite numbers above 0 "
+                           "(the input is divided by it)")
+    for key in ("threshold", "unknown_threshold"):
+        value = getattr(info, key)
+        if value is not None and not (math.isfinite(value) and -1.0 <= value <= 1.0):
+            raise ToolkitError(f"{source}: metadata key {key} is {value}; a cosine threshold must be a finite "
+                               "number in [-1, 1] (or null for none)")
 
 
 def eval_thresholds(folder: Path) -> tuple[float | None, float | None]:
@@ -170,6 +201,7 @@ def info_from_checkpoint(ckpt: Checkpoint) -> ModelInfo:
         unknown_threshold=unknown_threshold,
         kind=ckpt.kind,
         checkpoint=str(path),
+        features=ckpt.features,
     )
 
 

@@ -37,6 +37,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "finetune.distance": ("euclidean", "cosine"),
     "finetune.pairs": ("all", "balanced"),
     "finetune.sampler": ("balanced", "random"),
+    "finetune.features": ("embedding", "backbone"),
+    "finetune.aux": ("none", "simsiam"),
+    "finetune.optimizer": ("sgd", "adam"),
 }
 
 
@@ -53,6 +56,7 @@ class DataConfig:
     std: tuple[float, ...] = ()
     test_fraction: float = 0.2  # held-out share of each class when the data has no test/ split
     val_fraction: float = 0.1  # validation share of each class (of the classes, with holdout_classes) when there is no val/ folder
+    val_min_images: int = 10  # a class with fewer images gives the per-class validation split none (rare classes keep theirs)
     split_seed: int = 0
     classes: tuple[str, ...] = ()  # keep only classes matching these glob patterns (empty = all)
     holdout_classes: tuple[str, ...] = ()  # classes moved whole into the test split (few-shot)
@@ -167,6 +171,18 @@ class FinetuneConfig:
     freeze_backbone_epochs: int = 0
     backbone_lr_scale: float = 0.1
     early_stop_patience: int = 0  # stop after N epochs without a better validation kNN, keep the best epoch (0 = off)
+    optimizer: str = "sgd"  # sgd (momentum from [optim]) | adam (Snell et al. 2017 train ProtoNets with Adam)
+    # What the deployed encoder outputs: the embedding head's output, or the backbone's pooled
+    # features (the penultimate layer; Chen et al. 2019, Tian et al. 2020 find it transfers
+    # better to unseen classes). embedding_dim = 0 trains without a head (Snell et al.'s ProtoNet).
+    features: str = "embedding"  # embedding | backbone
+    # Auxiliary SimSiam loss during fine-tuning (Gidaris et al. 2019; Su et al. 2020): the
+    # pretraining projector and predictor, on two views of every batch, weighted by aux_weight.
+    aux: str = "none"  # none | simsiam
+    aux_weight: float = 1.0
+    # After training, train again on train + validation for the chosen number of epochs (the best
+    # epoch with early stopping, else finetune.epochs), as scikit-learn's refit=True.
+    refit: bool = False
     augment: AugmentConfig = field(default_factory=_finetune_augment)
 
 

@@ -76,6 +76,7 @@ RANGES: dict[str, Range] = {
     "data.std[]": above(0),
     "data.test_fraction": Range(0.0, 1.0, high_open=True),
     "data.val_fraction": Range(0.0, 1.0, high_open=True),
+    "data.val_min_images": at_least(2),
     "data.split_seed": SEED,
     "data.imbalance_ratio": at_least(1, "1 = balanced"),
     "data.train_limit": at_least(0, "0 = all"),
@@ -119,7 +120,8 @@ RANGES: dict[str, Range] = {
     "train.init_batches": at_least(1),
     "train.collapse_fraction": NON_NEGATIVE,
     # [finetune]
-    "finetune.embedding_dim": at_least(1),
+    "finetune.embedding_dim": at_least(0, "0 = no embedding head: the backbone's features are trained directly"),
+    "finetune.aux_weight": NON_NEGATIVE,
     "finetune.triplet_margin": NON_NEGATIVE,
     "finetune.contrastive_margin": above(0),
     "finetune.m_per_class": at_least(2, "positive pairs need 2 images of a class in a batch"),

@@ -13,19 +13,24 @@ split only.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from toolkit.config import DataConfig, Recipe, recipe_to_dict, replace
 from toolkit.console import info, warn
 from toolkit.data.augment import view_transform
 from toolkit.data.episodic import EpisodeBatchSampler
-from toolkit.data.loaders import OneViewDataset, Plan, keyed_plan, shuffled_plan
+from toolkit.data.loaders import OneViewDataset, Plan, TwoViewDataset, keyed_plan, shuffled_plan
 from toolkit.data.preprocess import Normalizer
 from toolkit.data.sampling import ClassBalancedBatchSampler, inverse_frequency_weights
+from toolkit.data.split_check import check_init, check_same_split, difference, seen_in_init
+from toolkit.data.split_record import SplitRecord, record_of
+from toolkit.data.merge import with_validation_in_train
 from toolkit.data.store import ImageStore, load_data
 from toolkit.engine.best import BestCheckpoint
 from toolkit.engine.checkpoint import Checkpoint, build_training_model
@@ -39,6 +44,7 @@ from toolkit.losses.contrastive import ContrastiveLoss
 from toolkit.losses.prototypical import PrototypicalLoss
 from toolkit.losses.triplet import TripletLoss
 from toolkit.models.encoder import Encoder
+from toolkit.refit import select_refit_epochs
 
 RUNS_ROOT = Path("runs")
 
@@ -64,7 +70,7 @@ def metric_settings(recipe: Recipe) -> LoopSettings:
     ft = recipe.finetune
     return LoopSettings.of(recipe, epochs=ft.epochs, batch_size=global_batch(recipe), base_lr=ft.base_lr,
                            momentum=recipe.optim.momentum, weight_decay=ft.weight_decay,
-                           warmup_epochs=ft.warmup_epochs, section="finetune")
+                           warmup_epochs=ft.warmup_epochs, section="finetune", optimizer=ft.optimizer)
 
 
 class FinetuneObjective(Objective):
@@ -79,19 +85,31 @@ class FinetuneObjective(Objective):
         self.settings = metric_settings(recipe)
         ft = recipe.finetune
         self.model = build_training_model(recipe, "finetune")
-        self.embedding_dim = ft.embedding_dim
+        self.features = "backbone" if ft.embedding_dim == 0 else ft.features
+        # What the checkpoint's deployable encoder outputs (Checkpoint.encoder, export).
+        self.embedding_dim = self.model.feature_dim if self.features == "backbone" else ft.embedding_dim
+        # Snell et al.'s squared Euclidean prototypes need the raw embedding: on unit vectors the
+        # distances lie in [0, 4] and the softmax cannot become sharp.
+        self.raw_embeddings = ft.loss == "proto" and ft.proto_distance == "euclidean"
         self.transform = view_transform(ft.augment, recipe.data.image_size, recipe.data.channels)
         self.loss = metric_loss(recipe).to(env.device)  # the cosine proto loss has a learned temperature
         self.weights = (inverse_frequency_weights(store.labels, len(store.class_names)) if ft.class_weights else None)
         self.sampler: ClassBalancedBatchSampler | EpisodeBatchSampler | None = None
         if ft.loss == "proto":  # N-way K-shot episodes (Snell et al. 2017, Algorithm 1)
+            # The global episode is drawn once and sliced per rank in ``plan`` (whole classes per rank).
             self.sampler = EpisodeBatchSampler(store.labels, ft.way, ft.shot, ft.query, seed=recipe.train.seed,
                                                world_size=env.world_size)
+            skipped = self.sampler.describe_skipped()
+            if skipped:
+                warn(skipped)
         elif ft.sampler == "balanced":
             # The global batch is drawn once and sliced per rank, so every rank holds whole classes.
             self.sampler = ClassBalancedBatchSampler(store.labels, ft.m_per_class, ft.batch_size, seed=recipe.train.seed)
 
-    def dataset(self) -> OneViewDataset:
+    def dataset(self) -> OneViewDataset | TwoViewDataset:
+        # The auxiliary SimSiam loss needs two views of every image; the metric loss reads the first.
+        if self.recipe.finetune.aux == "simsiam":
+            return TwoViewDataset(self.store, self.transform)
         return OneViewDataset(self.store, self.transform)
 
     def plan(self, epoch: int) -> Plan:
@@ -105,8 +123,25 @@ class FinetuneObjective(Objective):
         return [batch[lo:lo + per_rank] for batch in batches]
 
     def step(self, model: nn.Module, batch: Any, normalizer: Normalizer) -> StepOutput:
+        if self.recipe.finetune.aux == "simsiam":
+            return self._step_with_aux(model, batch, normalizer)
         x, labels = batch
-        embeddings = model(normalizer(x))  # N x D, unit length, fp32
+        embeddings = model(normalizer(x), normalise=not self.raw_embeddings)  # N x D, fp32 (unit length unless raw)
+        return self._metric_step(embeddings, labels)
+
+    def _step_with_aux(self, model: nn.Module, batch: Any, normalizer: Normalizer) -> StepOutput:
+        """Metric loss on view 1 plus ``aux_weight`` x SimSiam's loss on (view 1, view 2) (Gidaris et al. 2019).
+
+        One backbone pass per view: the metric loss reads view 1's embedding and the SimSiam branch
+        both views' backbone features, so the auxiliary loss costs one extra backbone pass.
+        """
+        x1, x2, labels = batch
+        embeddings, aux = model(normalizer(x1), normalise=not self.raw_embeddings, second_view=normalizer(x2))
+        out = self._metric_step(embeddings, labels)
+        out.stats["aux_loss"] = aux.detach()
+        return StepOutput(out.loss + self.recipe.finetune.aux_weight * aux, out.stats)
+
+    def _metric_step(self, embeddings: torch.Tensor, labels: torch.Tensor) -> StepOutput:
         labels = labels.to(embeddings.device)
         weights = self.weights.to(embeddings.device)[labels] if self.weights is not None else None
         out = self.loss(embeddings, labels, weights)
@@ -122,23 +157,34 @@ class FinetuneObjective(Objective):
             ParamGroup("backbone", [p for p in model.backbone.parameters() if p.requires_grad],
                        lr_scale=ft.backbone_lr_scale, frozen_epochs=ft.freeze_backbone_epochs),
             ParamGroup("head", [p for p in model.head.parameters() if p.requires_grad]),
-        ] + ([ParamGroup("loss", list(self.loss.parameters()))] if list(self.loss.parameters()) else [])
+        ] + ([ParamGroup("aux", [p for p in model.aux.parameters() if p.requires_grad])] if hasattr(model, "aux") else []) + ([ParamGroup("loss", list(self.loss.parameters()), weight_decay=0.0)] if list(self.loss.parameters()) else [])
+        # no weight decay on the learned temperature: it would pull log_scale to 0 (scale 1, a nearly flat softmax)
+
+    def trained_beside_model(self) -> nn.Module | None:
+        return self.loss if list(self.loss.parameters()) else None  # the cosine proto loss's learned scale
 
     def monitor_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)  # the embedding itself: what evaluation and export will use
+        model: Encoder = self.model  # type: ignore[assignment]
+        if self.features == "backbone":
+            return F.normalize(model.backbone(x).float(), dim=1)  # what evaluation and export will use
+        return model(x)  # the embedding itself: what evaluation and export will use
 
 
 # ------------------------------------------------------------------ initial weights
-def latest_pretrain_checkpoint(root: Path = RUNS_ROOT, data: DataConfig | None = None) -> Path | None:
+def latest_pretrain_checkpoint(root: Path = RUNS_ROOT, data: DataConfig | None = None, split: SplitRecord | None = None,
+                               allow_seen: bool = False) -> Path | None:
     """The newest ``checkpoint.pt`` under ``root`` (any depth) whose kind is "pretrain", or None.
 
-    With ``data``, the newest run trained on the same ``data.path`` wins; failing that, the
-    newest with the same number of channels (a backbone cannot take other channels); failing
-    that, None.
+    With ``data``, only runs on images of ``data.channels`` channels qualify (a backbone cannot
+    take other channels), and with ``split`` (the fine-tuning split) only runs whose train and
+    validation splits hold none of its test images (unless ``allow_seen``): the newest such run
+    on the same ``data.path`` wins, failing that the newest such run on other data. A run that
+    records no split qualifies only on the same ``data.path`` (as before splits were recorded).
+    Each run passed over for its split is named on the console.
     """
     if not root.is_dir():
         return None
-    fallback = None
+    other = None
     for path in sorted(root.glob("**/checkpoint.pt"), key=lambda p: p.stat().st_mtime, reverse=True):
         try:
             ckpt = Checkpoint.load(path)
@@ -151,22 +197,38 @@ def latest_pretrain_checkpoint(root: Path = RUNS_ROOT, data: DataConfig | None =
         data_path, channels = ckpt.trained_on
         if channels != data.channels:
             continue
-        if data_path == str(data.path):
+        same_data = data_path == str(data.path)
+        if ckpt.split is None or split is None:
+            if same_data:
+                return path
+            continue  # its split cannot be checked against this one
+        seen = seen_in_init(ckpt.split, split)
+        if seen and not allow_seen:
+            info(f"init: not {path}: {seen} of the {len(split.test_ids)} test images here were in its train or "
+                 f"validation split ({difference(ckpt.split, split, str(path))})")
+            continue
+        if same_data:
             return path
-        fallback = fallback or path
-    return fallback
+        other = other or path
+    return other
 
 
-def resolve_init(recipe: Recipe) -> tuple[Recipe, Checkpoint | None]:
-    """Find the checkpoint to start from and adopt its architecture and input format.
+def resolve_init(recipe: Recipe, split: SplitRecord | None = None, allow_seen: bool = False) -> tuple[Recipe, Checkpoint | None]:
+    """Find the checkpoint to start from, check its split, and adopt its architecture and input format.
 
-    ``finetune.init`` is a checkpoint file or run folder, "" for the newest pretrain run under
-    ``runs/``, or "none" for random weights. With a checkpoint, the ``[model]`` section and
+    ``finetune.init`` is a checkpoint file or run folder, "" for the newest compatible pretrain run
+    under ``runs/`` (``latest_pretrain_checkpoint``, named on the console), or "none" for random
+    weights. The init's train and validation splits must hold none of the test images of
+    ``split`` (the fine-tuning split; computed from ``recipe.data`` when None) unless
+    ``allow_seen`` (``--allow-seen-pretraining``). With a checkpoint, the ``[model]`` section and
     ``data.image_size/mean/std`` come from its recipe (the backbone only works with the inputs it
     was trained on); ``finetune.init`` is set to the resolved path so the run folder records it.
 
     Returns:
         The recipe to train with and the loaded init checkpoint (None for random weights).
+
+    Raises:
+        ToolkitError: other channels, or test images seen by the init (one line naming the key).
     """
     spec = recipe.finetune.init.strip()
     if spec.lower() == "none":
@@ -175,10 +237,11 @@ def resolve_init(recipe: Recipe) -> tuple[Recipe, Checkpoint | None]:
     if spec:
         ckpt = Checkpoint.load(spec)
     else:
-        found = latest_pretrain_checkpoint(RUNS_ROOT, recipe.data)
+        split = split if split is not None else record_of(recipe.data)
+        found = latest_pretrain_checkpoint(RUNS_ROOT, recipe.data, split, allow_seen)
         if found is None:
-            info(f"init: random weights (no pretrain run of {recipe.data.channels}-channel images under {RUNS_ROOT}/; "
-                 "give --init CHECKPOINT to start from one)")
+            info(f"init: random weights (no pretrain run of {recipe.data.channels}-channel images under {RUNS_ROOT}/ "
+                 "whose split holds none of the test images here; give --init CHECKPOINT to start from one)")
             return replace(recipe, **{"finetune.init": "none"}), None
         ckpt = Checkpoint.load(found)
     source = ckpt.recipe
@@ -186,10 +249,12 @@ def resolve_init(recipe: Recipe) -> tuple[Recipe, Checkpoint | None]:
     if source.data.channels != recipe.data.channels:
         raise ToolkitError(f"--init {path} was trained on {source.data.channels}-channel images but this recipe has "
                            f"data.channels={recipe.data.channels}; set data.channels={source.data.channels} or use another checkpoint")
+    check_init(ckpt.split, split if split is not None else record_of(recipe.data), str(path), allow_seen)
     if source.data.image_size != recipe.data.image_size:
         info(f"data.image_size {recipe.data.image_size} -> {source.data.image_size} (the input size of --init)")
-    info(f"init: backbone of {path} ({ckpt.describe()}, {source.model.backbone})"
-         + ("" if spec else ", the newest pretrain run; --init to choose another, --init none for random weights"))
+    info(f"init: backbone of {path} ({ckpt.describe()}, {source.model.backbone}, trained on {ckpt.trained_on[0]})"
+         + ("" if spec else ", picked as the newest pretrain run under runs/ whose split holds none of the test "
+            "images here; --init to choose another, --init none for random weights"))
     adopted = replace(recipe, **{
         "model": recipe_to_dict(source)["model"],
         "data.image_size": source.data.image_size,
@@ -201,8 +266,22 @@ def resolve_init(recipe: Recipe) -> tuple[Recipe, Checkpoint | None]:
 
 
 def load_backbone(model: Encoder, ckpt: Checkpoint) -> None:
-    """Copy the ``backbone.*`` weights of a pretrain (SimSiam) or finetune (Encoder) checkpoint."""
+    """Copy the ``backbone.*`` weights of a pretrain (SimSiam) or finetune (Encoder) checkpoint.
+
+    With the auxiliary SimSiam branch, a pretrain checkpoint's projector and predictor start it
+    (the branch continues the pretraining objective); otherwise they start at random.
+    """
     model.backbone.load_state_dict(ckpt.backbone_weights())
+    aux = getattr(model, "aux", None)
+    if aux is None:
+        return
+    for part in ("projector", "predictor"):
+        prefix = f"{part}." if ckpt.kind == "pretrain" else f"aux.{part}."
+        weights = {k[len(prefix):]: v for k, v in ckpt.weights.items() if k.startswith(prefix)}
+        if weights:
+            getattr(aux, part).load_state_dict(weights)
+        else:
+            info(f"--aux simsiam: {ckpt.path} has no {part}; the auxiliary {part} starts at random")
 
 
 # ------------------------------------------------------------------ checks and the command
@@ -236,7 +315,8 @@ def check_batches(recipe: Recipe, store: ImageStore, env: DistEnv) -> None:
                            f"{classes * m} or less, or raise finetune.m_per_class")
 
 
-def finetune(recipe: Recipe, run_dir: Path, resume: Checkpoint | None = None) -> RunResult:
+def finetune(recipe: Recipe, run_dir: Path, resume: Checkpoint | None = None,
+             allow_seen_pretraining: bool = False) -> RunResult:
     """Fine-tune an encoder with the recipe's metric loss and write the run folder.
 
     Args:
@@ -244,14 +324,24 @@ def finetune(recipe: Recipe, run_dir: Path, resume: Checkpoint | None = None) ->
             (ignored when resuming: the checkpoint holds every weight).
         run_dir: the run folder (``recipe.toml``, ``metrics.jsonl``, ``curves.png``, ``checkpoint.pt``).
         resume: a loaded finetune checkpoint of this run to continue.
+        allow_seen_pretraining: start from an init whose train or validation split holds test
+            images of this split (``--allow-seen-pretraining``; the checkpoint and eval.json record it).
     """
+    if recipe.finetune.refit and resume is None:
+        recipe = select_refit_epochs(recipe, run_dir, partial(finetune, allow_seen_pretraining=allow_seen_pretraining))
     env = init_distributed(recipe.train.device)
     folder = RunFolder(run_dir)
     with folder.writing(env.is_main, resuming=resume is not None):
-        init = None
+        init, split = None, record_of(recipe.data)
         if resume is None:
-            recipe, init = resolve_init(recipe)
+            recipe, init = resolve_init(recipe, split, allow_seen_pretraining)
+            split = split.with_init(init.split if init is not None else None, recipe.finetune.init, allow_seen_pretraining)
+        else:
+            check_same_split(resume.split, split, str(run_dir), "resume with the data and [data] settings it started with")
+            split = split.with_init_of(resume.split) if resume.split is not None else split
         data = load_data(recipe.data)
+        if recipe.finetune.refit:
+            data = with_validation_in_train(data)
         info(data.describe())
         if not data.train.labeled:
             raise ToolkitError(f"--data {recipe.data.path}: finetune needs labeled images (class sub-folders or a CSV 'label' column)")
@@ -275,10 +365,12 @@ def finetune(recipe: Recipe, run_dir: Path, resume: Checkpoint | None = None) ->
             if ft.early_stop_patience > 0:
                 raise ToolkitError(f"finetune.early_stop_patience={ft.early_stop_patience} needs a validation split; "
                                    "set data.val_fraction > 0 or add a val/ folder")
-            warn("no validation split (data.val_fraction = 0 and no val/ folder): the kNN monitor is off")
+            if not ft.refit:
+                warn("no validation split (data.val_fraction = 0 and no val/ folder): the kNN monitor is off")
         elif ft.early_stop_patience > 0:
             best = BestCheckpoint(run_dir, ft.early_stop_patience)
-        trainer = Trainer(objective, recipe, data.train, data.val, folder, env, skipped_images=len(data.skipped), best=best)
+        trainer = Trainer(objective, recipe, data.train, data.val, folder, env, skipped_images=len(data.skipped), best=best,
+                          split=split)
         result = trainer.fit(resume)
     if result.records and env.is_main:
         finish_run(f"metric fine-tuning ({ft.loss}): {run_dir}", result.records, [

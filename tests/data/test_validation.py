@@ -81,3 +81,23 @@ def test_validation_holds_out_whole_groups_like_omniglot_alphabets(tmp_path: Pat
 def test_val_fraction_out_of_range_is_an_error() -> None:
     with pytest.raises(ToolkitError, match=r"data.val_fraction=1.0: must be in \[0, 1\)"):
         load_splits(DataConfig(path="digits", val_fraction=1.0))
+
+
+def test_classes_below_the_minimum_give_no_validation_images(tmp_path) -> None:
+    """data.val_min_images: a rare class keeps all its images for training, and the notes say how many."""
+    import numpy as np
+    from PIL import Image
+
+    from toolkit.config import load_recipe
+    from toolkit.data.sources import load_splits
+
+    counts = {"big": 30, "mid": 10, "rare": 4}
+    for name, n in counts.items():
+        for i in range(n):
+            (tmp_path / "d" / name).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((8, 8), i * 7 % 255, dtype=np.uint8)).save(tmp_path / "d" / name / f"{i}.png")
+    splits = load_splits(load_recipe(None, {"data.path": str(tmp_path / "d"), "data.test_fraction": 0.0,
+                                            "data.val_fraction": 0.2, "data.val_min_images": 10}).data)
+    per_class = {n: int(np.sum(np.asarray(splits.val.labels) == splits.val.class_names.index(n))) for n in counts}
+    assert per_class == {"big": 6, "mid": 2, "rare": 0}  # round(0.2 x n) for classes of 10 or more, none below
+    assert any("1 classes under data.val_min_images=10" in note for note in splits.notes)

@@ -12,7 +12,8 @@ Validation split (``data.val_fraction``, default 0.1): a ``val/`` folder beside 
 ``test/`` is used as it is. Otherwise, for labeled data, validation images are drawn from the
 train split: ``val_fraction`` of every class, or, when classes are held out for the test split
 (``data.holdout_classes``), whole classes: ``val_fraction`` of the remaining classes, taken
-group by group (a group is a class's parent folder, e.g. an Omniglot alphabet), disjoint from
+group by group (a class's group as ``toolkit.data.groups`` defines it: the first folder of the
+class, e.g. an Omniglot alphabet, or a CSV manifest's ``group`` column), disjoint from
 the test classes. Validation is what fine-tuning monitors and early-stops on and what
 ``toolkit evaluate`` calibrates thresholds on; the test split is only reported on.
 
@@ -49,11 +50,8 @@ def load_splits(cfg: DataConfig) -> DataSplits:
     train, test, source = _discover(cfg)
     val = val_folder(cfg, train)
     notes: list[str] = []
-    if cfg.classes:
-        train, test = _keep_classes(train, cfg.classes), (_keep_classes(test, cfg.classes) if test else None)
-        val = _keep_classes(val, cfg.classes) if val is not None else None
-        if len(train) == 0:
-            raise ToolkitError(f"data.classes={list(cfg.classes)} matches no class of {cfg.path}")
+    if cfg.classes and cfg.holdout_classes:  # whole-class splits are drawn among the chosen classes
+        train, test, val = _chosen_classes(cfg, train, test, val)
     rng = np.random.default_rng(cfg.split_seed)
     if cfg.holdout_classes:
         train, test = _hold_out(train, test, cfg.holdout_classes, cfg.path)
@@ -67,12 +65,19 @@ def load_splits(cfg: DataConfig) -> DataSplits:
         # A generator of its own, so the test split is the same with or without validation.
         val_rng = np.random.default_rng([cfg.split_seed, 1])
         if cfg.holdout_classes:
-            train, val = hold_out_val_classes(train, cfg.val_fraction, val_rng)
+            train, val = hold_out_val_classes(train, cfg.val_fraction, val_rng, cfg.path)
             if val is not None:
                 notes.append(f"{len(_present(val))} other held-out classes form the validation split")
         else:
-            train, val = _stratified_split(train, cfg.val_fraction, val_rng)
-            notes.append(f"validation split: {cfg.val_fraction:.0%} of each train class")
+            small = int(sum(np.sum(train.labels == c) < cfg.val_min_images for c in _present(train)))
+            train, val = _stratified_split(train, cfg.val_fraction, val_rng, min_count=cfg.val_min_images)
+            notes.append(f"validation split: {cfg.val_fraction:.0%} of each train class"
+                         + (f"; {small} classes under data.val_min_images={cfg.val_min_images} images give none "
+                            "and keep all theirs for training" if small else ""))
+    if cfg.classes and not cfg.holdout_classes:
+        # Per-class splits first: a class's test images do not depend on which other classes are
+        # chosen, so a run on some classes tests on none of the images a run on all of them trained on.
+        train, test, val = _chosen_classes(cfg, train, test, val)
     if cfg.rotations:
         if not train.labeled:
             raise ToolkitError("data.rotations needs labeled data: rotated images become new classes")
@@ -86,6 +91,16 @@ def load_splits(cfg: DataConfig) -> DataSplits:
     if cfg.test_limit and test is not None:
         test = limit(test, cfg.test_limit, rng)
     return DataSplits(train=train, test=test, source=source, notes=notes, val=val if val is not None and len(val) else None)
+
+
+def _chosen_classes(cfg: DataConfig, train: ImageSet, test: ImageSet | None,
+                    val: ImageSet | None) -> tuple[ImageSet, ImageSet | None, ImageSet | None]:
+    """Keep the classes matching ``data.classes`` in every split."""
+    train = _keep_classes(train, cfg.classes)
+    if len(train) == 0:
+        raise ToolkitError(f"data.classes={list(cfg.classes)} matches no class of {cfg.path}")
+    return (train, _keep_classes(test, cfg.classes) if test is not None else None,
+            _keep_classes(val, cfg.classes) if val is not None else None)
 
 
 def _discover(cfg: DataConfig) -> tuple[ImageSet, ImageSet | None, str]:

@@ -63,13 +63,16 @@ def _present(images: ImageSet) -> np.ndarray:
     return np.unique(images.labels) if images.labels is not None else np.array([], dtype=np.int64)
 
 
-def _stratified_split(images: ImageSet, fraction: float, rng: np.random.Generator) -> tuple[ImageSet, ImageSet]:
-    """Hold out ``fraction`` of every class (at least one image when the class has two or more)."""
+def _stratified_split(images: ImageSet, fraction: float, rng: np.random.Generator,
+                      min_count: int = 2) -> tuple[ImageSet, ImageSet]:
+    """Hold out ``fraction`` of every class (at least one image when the class has ``min_count`` or more;
+    a smaller class keeps all its images)."""
     train_idx: list[np.ndarray] = []
     test_idx: list[np.ndarray] = []
     for label in _present(images):
         members = rng.permutation(np.flatnonzero(images.labels == label))
-        n_test = min(len(members) - 1, max(1, int(round(fraction * len(members))))) if len(members) > 1 else 0
+        n_test = (min(len(members) - 1, max(1, int(round(fraction * len(members)))))
+                  if len(members) >= max(2, min_count) else 0)
         test_idx.append(members[:n_test])
         train_idx.append(members[n_test:])
     return images.subset(np.sort(np.concatenate(train_idx))), images.subset(np.sort(np.concatenate(test_idx)))

@@ -9,9 +9,13 @@ weights_only=True)`` can read it and a malicious pickle never executes). Format 
     preprocessing {image_size, resize_size, channels, mean, std}
     embedding_dim, class_names
     training      {optimizer, scaler, epoch (completed epochs), step_in_epoch, partial (running
-                   sums of an interrupted epoch), rng {torch, cuda, numpy, python}}
-    data          {source, skipped_images}
+                   sums of an interrupted epoch), rng {torch, cuda, numpy, python},
+                   loss_state (a loss's learned parameters, e.g. the proto scale)}
+    data          {source, skipped_images, split}
 
+``data.split`` (format version 3) is the ``SplitRecord`` of the run (``toolkit.data.split_record``):
+what defines its train / validation / test split, checked by ``finetune --init``, ``evaluate``
+and ``study``. Version 2 files have none and load with ``split`` None (the checks then warn).
 Version 1 (before this module owned the layout) kept everything at the top level under other
 names (``model``, ``preprocess`` without ``resize_size``); ``Checkpoint.load`` still reads it.
 """
@@ -30,13 +34,14 @@ from torch import nn
 from toolkit import __version__
 from toolkit.config import Recipe, recipe_from_dict, recipe_to_dict
 from toolkit.data.preprocess import resize_size
+from toolkit.data.split_record import SplitRecord
 from toolkit.errors import ToolkitError
-from toolkit.models.encoder import Encoder
+from toolkit.models.encoder import AuxSimSiam, Encoder
 from toolkit.models.heads import embedding_head
 from toolkit.models.simsiam import SimSiam
 
 FORMAT = "toolkit-checkpoint"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 TOOLKIT_VERSION = __version__
 KINDS = ("pretrain", "finetune")
 
@@ -68,6 +73,7 @@ class TrainingState:
     optimizer: dict[str, Any] = field(default_factory=dict)
     scaler: dict[str, Any] | None = None
     rng: dict[str, Any] = field(default_factory=dict)
+    loss_state: dict[str, Any] = field(default_factory=dict)  # a loss's learned parameters (the proto scale)
 
     @property
     def mid_epoch(self) -> bool:
@@ -87,6 +93,7 @@ class Checkpoint:
     training: TrainingState = field(default_factory=TrainingState)
     data_source: str = ""
     skipped_images: int = 0
+    split: SplitRecord | None = None  # None: written before format version 3
     toolkit_version: str = TOOLKIT_VERSION
     format_version: int = FORMAT_VERSION
     path: Path | None = None
@@ -135,8 +142,16 @@ class Checkpoint:
     def encoder(self) -> Encoder:
         """The deployable encoder (backbone, plus the head after fine-tuning), in eval mode."""
         model = self.training_model()
-        encoder = Encoder(model.backbone) if isinstance(model, SimSiam) else model
-        return encoder.eval()  # type: ignore[return-value]
+        if isinstance(model, SimSiam):
+            return Encoder(model.backbone).eval()
+        return model.deployable(self.features).eval()  # type: ignore[union-attr]
+
+    @property
+    def features(self) -> str:
+        """What the deployed encoder outputs: "embedding" (the head) or "backbone" (penultimate features)."""
+        if self.kind != "finetune":
+            return "backbone"
+        return "backbone" if self.recipe.finetune.embedding_dim == 0 else self.recipe.finetune.features
 
     def backbone_weights(self) -> dict[str, torch.Tensor]:
         """The ``backbone.*`` weights (without the prefix) of a pretrain or finetune checkpoint."""
@@ -145,7 +160,7 @@ class Checkpoint:
 
     # ---------------------------------------------------------------- disk
     def to_dict(self) -> dict[str, Any]:
-        """The version-2 layout (see the module docstring)."""
+        """The version-3 layout (see the module docstring)."""
         pre = self.preprocessing
         return {
             "format": FORMAT, "format_version": FORMAT_VERSION, "kind": self.kind,
@@ -156,8 +171,10 @@ class Checkpoint:
             "embedding_dim": self.embedding_dim, "class_names": list(self.class_names),
             "training": {"epoch": self.training.epoch, "step_in_epoch": self.training.step_in_epoch,
                          "partial": self.training.partial, "optimizer": self.training.optimizer,
-                         "scaler": self.training.scaler, "rng": self.training.rng},
-            "data": {"source": self.data_source, "skipped_images": self.skipped_images},
+                         "scaler": self.training.scaler, "rng": self.training.rng,
+                         "loss_state": self.training.loss_state},
+            "data": {"source": self.data_source, "skipped_images": self.skipped_images,
+                     "split": None if self.split is None else self.split.to_dict()},
         }
 
     def save(self, path: str | Path) -> None:
@@ -169,7 +186,7 @@ class Checkpoint:
 
     @classmethod
     def from_dict(cls, payload: dict[str, Any], path: Path | None = None) -> Checkpoint:
-        """Read a version-1 or version-2 layout. Missing fields take their defaults."""
+        """Read a version-1, 2 or 3 layout. Missing fields take their defaults."""
         source = str(path or "checkpoint")
         version = payload.get("format_version", 1)
         if not isinstance(version, int) or version > FORMAT_VERSION:
@@ -191,12 +208,14 @@ class Checkpoint:
                 int(pre["channels"]), tuple(float(m) for m in pre["mean"]), tuple(float(s) for s in pre["std"]))
             state = TrainingState(epoch=int(train.get("epoch", 0)), step_in_epoch=int(train.get("step_in_epoch", 0) or 0),
                                   partial=train.get("partial"), optimizer=train.get("optimizer") or {},
-                                  scaler=train.get("scaler"), rng=train.get("rng") or {})
+                                  scaler=train.get("scaler"), rng=train.get("rng") or {},
+                                  loss_state=train.get("loss_state") or {})
             skipped = data.get("skipped_images", 0)
+            split = SplitRecord.from_dict(data["split"]) if data.get("split") else None
             return cls(kind=kind, recipe_dict=recipe, weights=weights, preprocessing=preprocessing,
                        embedding_dim=int(payload.get("embedding_dim", 0) or 0),
                        class_names=[str(c) for c in payload.get("class_names") or []], training=state,
-                       data_source=str(data.get("source", "")),
+                       data_source=str(data.get("source", "")), split=split,
                        skipped_images=len(skipped) if isinstance(skipped, (list, tuple)) else int(skipped or 0),
                        toolkit_version=str(payload.get("toolkit_version", "")), format_version=version, path=path)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -243,7 +262,10 @@ def build_training_model(recipe: Recipe, kind: str) -> nn.Module:
     model = SimSiam(recipe.model, in_channels=recipe.data.channels)
     if kind == "pretrain":
         return model
-    return Encoder(model.backbone, embedding_head(model.feat_dim, recipe.finetune.embedding_dim))
+    ft = recipe.finetune
+    head = embedding_head(model.feat_dim, ft.embedding_dim) if ft.embedding_dim > 0 else None
+    aux = AuxSimSiam(model.projector, model.predictor) if ft.aux == "simsiam" else None
+    return Encoder(model.backbone, head, aux, feature_dim=model.feat_dim)
 
 
 def capture_rng() -> dict[str, Any]:

@@ -23,6 +23,7 @@ from toolkit.config import Recipe
 from toolkit.console import info
 from toolkit.data.loaders import PlanSampler, make_loader
 from toolkit.data.preprocess import Normalizer
+from toolkit.data.split_record import SplitRecord
 from toolkit.data.store import ImageStore, default_normalization
 from toolkit.engine.best import BestCheckpoint
 from toolkit.engine.checkpoint import Checkpoint, capture_rng, new_checkpoint, restore_rng
@@ -45,7 +46,9 @@ class Trainer:
     """
 
     def __init__(self, objective: Objective, recipe: Recipe, train_store: ImageStore, test_store: ImageStore | None,
-                 folder: RunFolder, env: DistEnv, skipped_images: int = 0, best: BestCheckpoint | None = None) -> None:
+                 folder: RunFolder, env: DistEnv, skipped_images: int = 0, best: BestCheckpoint | None = None,
+                 split: SplitRecord | None = None) -> None:
+        self.split = split  # recorded in every checkpoint: what defines the run's data split
         self.best = best  # keeps the best checkpoint by the monitor and stops early (finetune on validation)
         self.objective, self.recipe, self.settings = objective, recipe, objective.settings
         settings = self.settings
@@ -61,9 +64,15 @@ class Trainer:
             self.module = convert_sync_batchnorm(self.module, device)
             objective.model = self.module
         self.groups = objective.param_groups()
-        self.optimizer = torch.optim.SGD(
-            [{"params": g.params, "name": g.name} for g in self.groups],
-            lr=settings.base_lr, momentum=settings.momentum, weight_decay=settings.weight_decay)
+        self.beside = objective.trained_beside_model()  # e.g. the proto loss's learned scale: not in DDP's module
+        param_groups = [{"params": g.params, "name": g.name, **({} if g.weight_decay is None else {"weight_decay": g.weight_decay})}
+                        for g in self.groups]
+        if settings.optimizer == "adam":  # Snell et al. 2017 (Sec. 3.1) train ProtoNets with Adam
+            self.optimizer: torch.optim.Optimizer = torch.optim.Adam(
+                param_groups, lr=settings.base_lr, weight_decay=settings.weight_decay)
+        else:
+            self.optimizer = torch.optim.SGD(param_groups, lr=settings.base_lr, momentum=settings.momentum,
+                                             weight_decay=settings.weight_decay)
         self.forward_model: nn.Module = self.module
         if env.distributed:
             self.forward_model = DistributedDataParallel(
@@ -89,9 +98,10 @@ class Trainer:
         """The run as it stands: weights, optimiser, RNGs and the position in the epoch."""
         ckpt = new_checkpoint(self.objective.kind, self.recipe, self.module.state_dict(), self.mean, self.std,
                               self.objective.embedding_dim, class_names=list(self.train_store.class_names),
-                              data_source=self.recipe.data.path, skipped_images=self.skipped_images)
+                              data_source=self.recipe.data.path, skipped_images=self.skipped_images, split=self.split)
         return ckpt.with_training(epoch=epoch, step_in_epoch=step_in_epoch, partial=partial,
                                   optimizer=self.optimizer.state_dict(), rng=capture_rng(),
+                                  loss_state={} if self.beside is None else self.beside.state_dict(),
                                   scaler=self.scaler.state_dict() if self.scaler is not None else None)
 
     def _save(self, epoch: int, step_in_epoch: int = 0, partial: dict[str, Any] | None = None) -> None:
@@ -102,6 +112,8 @@ class Trainer:
     def _restore(self, ckpt: Checkpoint) -> tuple[int, int, dict[str, Any] | None]:
         state = ckpt.training
         self.module.load_state_dict(ckpt.weights)
+        if self.beside is not None:
+            self.beside.load_state_dict(state.loss_state)  # strict: a checkpoint without the learned scale is refused
         self.optimizer.load_state_dict(state.optimizer)
         if self.scaler is not None and state.scaler:
             self.scaler.load_state_dict(state.scaler)
@@ -127,12 +139,22 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(out.loss).backward()
+            self._sync_beside_grads()
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
             out.loss.backward()
+            self._sync_beside_grads()
             self.optimizer.step()
         return out
+
+    def _sync_beside_grads(self) -> None:
+        """Average the gradients of the module trained beside the model over the ranks, as DDP does for the model."""
+        if self.beside is None or not self.env.distributed:
+            return
+        for p in self.beside.parameters():
+            grad = p.grad.detach() if p.grad is not None else torch.zeros_like(p)  # every rank joins the collective
+            p.grad = all_reduce_sum(grad, self.env) / self.env.world_size
 
     @torch.no_grad()
     def _initial_record(self) -> dict[str, Any]:

@@ -36,6 +36,7 @@ class LoopSettings:
     momentum: float
     weight_decay: float
     warmup_epochs: float
+    optimizer: str = "sgd"  # sgd (with momentum) | adam (momentum unused)
     seed: int = 0
     precision: str = "auto"
     channels_last: bool = False
@@ -51,14 +52,14 @@ class LoopSettings:
 
     @classmethod
     def of(cls, recipe: Recipe, *, epochs: int, batch_size: int, base_lr: float, momentum: float,
-           weight_decay: float, warmup_epochs: float, section: str) -> LoopSettings:
+           weight_decay: float, warmup_epochs: float, section: str, optimizer: str = "sgd") -> LoopSettings:
         """The objective's own values plus the shared ``[train]`` ones; ``section`` names its keys."""
         t = recipe.train
         keys = ({"epochs_key": "train.epochs", "batch_size_key": "train.batch_size", "lr_key": "optim.base_lr"}
                 if section == "train" else
                 {"epochs_key": f"{section}.epochs", "batch_size_key": f"{section}.batch_size", "lr_key": f"{section}.base_lr"})
         return cls(epochs=epochs, batch_size=batch_size, base_lr=base_lr, momentum=momentum, weight_decay=weight_decay,
-                   warmup_epochs=warmup_epochs, seed=t.seed, precision=t.precision, channels_last=t.channels_last,
+                   warmup_epochs=warmup_epochs, optimizer=optimizer, seed=t.seed, precision=t.precision, channels_last=t.channels_last,
                    compile=t.compile, workers=t.workers, init_batches=t.init_batches, knn_every=t.knn_every,
                    knn_k=t.knn_k, knn_t=t.knn_t, **keys)
 
@@ -89,6 +90,7 @@ class ParamGroup:
     lr_scale: float = 1.0
     fixed_lr: bool = False
     frozen_epochs: int = 0
+    weight_decay: float | None = None  # None: the objective's weight_decay; 0 for e.g. a learned temperature
 
 
 @dataclass
@@ -123,6 +125,14 @@ class Objective(ABC):
     @abstractmethod
     def monitor_features(self, x: torch.Tensor) -> torch.Tensor:
         """Features the kNN monitor classifies (N x F), computed by the unwrapped model."""
+
+    def trained_beside_model(self) -> nn.Module | None:
+        """A module trained beside ``model`` (e.g. the cosine proto loss with its learned scale), or None.
+
+        The loop saves its state in the checkpoint, restores it on resume and, under DDP (which only
+        syncs ``model``), averages its gradients over the ranks.
+        """
+        return None
 
     def epoch_extras(self) -> dict[str, Any]:
         """Constant fields added to every metrics record (e.g. z_std_ref)."""

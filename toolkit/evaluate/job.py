@@ -7,6 +7,10 @@ users see what each stage bought them. The numbers come from ``toolkit.evaluate.
 them together and writes ``eval.json``, ``confusion.png`` and ``embeddings.png``.
 
 Protocol:
+- The split (``toolkit.data.split_check.check_evaluation``): no evaluated test image may be in the
+  checkpoint's train or validation split, nor a validation image in its train split; a change of
+  ``data.*`` (``--set data.split_seed=1``) that would break this is one line naming the key.
+  ``protocol`` records the check and ``allow_seen_pretraining`` of a fine-tuned checkpoint.
 - Episodes are drawn from the evaluated split (the test split; the train split when the data
   has none), seeded, so two checkpoints evaluated on the same data see the same episodes.
 - Classification: kNN (``train.knn_k``, ``train.knn_t``), class-balanced kNN (votes divided by
@@ -46,6 +50,8 @@ from toolkit.errors import ToolkitError
 from toolkit.out_paths import ensure_out_dir
 from toolkit.engine.embed import embed_checkpoint
 from toolkit.engine.run_folder import RunFolder, write_json_atomic
+from toolkit.data.split_check import check_evaluation
+from toolkit.data.split_record import record_of
 from toolkit.data.store import ImageStore, load_data
 from toolkit.metrics.knn_monitor import halve_per_class
 from toolkit.metrics.verification import sample_pairs, verification_metrics
@@ -188,7 +194,14 @@ def evaluate(checkpoint_path: str | Path, data: str | None = None, spec: Episode
     ckpt = Checkpoint.load(checkpoint_path)
     recipe = evaluation_recipe(ckpt, data, sets, device)
     out_dir = ensure_out_dir(Path(out) if out is not None else Path(ckpt.path).parent)  # before the work
+    # The split must report on no image the checkpoint's run trained or selected on (files listed only).
+    split_notes = check_evaluation(ckpt.split, record_of(recipe.data), str(ckpt.path))
     loaded = load_data(recipe.data)
+    if ckpt.kind == "finetune" and ckpt.recipe.finetune.refit and loaded.val is not None:
+        # finetune --refit trained on the validation images: nothing may be chosen on them.
+        warn("this model was refit on its validation split (finetune.refit): the rule and thresholds cannot be "
+             "chosen on it; evaluate <run>/selection for validation-calibrated numbers")
+        loaded.val = None
     if not loaded.train.labeled:
         raise ToolkitError(f"--data {recipe.data.path}: evaluation needs labeled images (class sub-folders or a CSV 'label' column)")
     split_name = "test" if loaded.test is not None else "train"
@@ -200,7 +213,8 @@ def evaluate(checkpoint_path: str | Path, data: str | None = None, spec: Episode
         from toolkit.data.groups import class_groups
         from toolkit.evaluate.within_group import check_within_group
 
-        check_within_group(evaluated.labels, class_groups(class_names, recipe.data.path)[0], spec.way)
+        check_within_group(evaluated.labels, class_groups(class_names, recipe.data.path)[0], spec.way,
+                           spec.shot + spec.query)
     info(f"{loaded.describe()}; evaluating the {split_name} split")
 
     test_labels = evaluated.labels
@@ -241,7 +255,7 @@ def evaluate(checkpoint_path: str | Path, data: str | None = None, spec: Episode
         "data": {"source": loaded.source, "evaluated_split": split_name, "train_images": len(loaded.train),
                  "evaluated_images": len(evaluated), "evaluated_classes": int(len(np.unique(test_labels))),
                  "notes": loaded.notes},
-        "protocol": {**protocol, "seed": seed, "verification_pairs": VERIFICATION_PAIRS, "far_target": far,
+        "protocol": {**protocol, **split_notes, "seed": seed, "verification_pairs": VERIFICATION_PAIRS, "far_target": far,
                      "similarity": "cosine of l2-normalised embeddings", "precision": "fp32"},
     }
     write_json_atomic(out_dir / RunFolder.EVAL, result)

@@ -66,19 +66,27 @@ def validation_split(labels: np.ndarray, fraction: float = 0.2, seed: int = 0) -
     return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))
 
 
+DEFAULT_RULE = "knn_balanced"  # the documented default for imbalanced data (kept unless validation says otherwise)
+
+
 def choose_rule(bank: np.ndarray, bank_labels: np.ndarray, k: int, temperature: float, fraction: float = 0.2,
                 seed: int = 0, queries: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[str, dict[str, float]]:
-    """The rule of ``RULES`` with the highest balanced accuracy on validation images.
+    """The rule of ``RULES`` to report: the best on validation when it beats the default by more than
+    the standard error of the difference, else ``DEFAULT_RULE`` (the class-balanced kNN).
+
+    Balanced accuracy is the mean of the per-class recalls, so the difference between two rules is
+    the mean of the per-class recall differences; its standard error is their standard deviation
+    over sqrt(classes). A win smaller than that is noise of the validation draw (one image can
+    swing it), and the default is kept.
 
     With ``queries`` (a validation split's embeddings and labels) each rule is built from the whole
     bank and scored on them; without, the bank is split per class (``validation_split``), each
     rule built from the rest and scored on the held-out part.
 
     Returns:
-        The chosen rule and every rule's validation balanced accuracy.
+        The chosen rule, and every rule's validation balanced accuracy plus
+        ``"standard_error"`` (of the best rule's difference to the default; 0 when the default is best).
     """
-    from sklearn.metrics import balanced_accuracy_score
-
     from toolkit.metrics.classification import prototype_predict
 
     if queries is not None:
@@ -93,7 +101,12 @@ def choose_rule(bank: np.ndarray, bank_labels: np.ndarray, k: int, temperature: 
         "knn_balanced": lambda a, b, q: balanced_knn_predict(a, b, q, k=k, temperature=temperature),
         "prototype": prototype_predict,
     }
-    scores = {name: float(balanced_accuracy_score(held_labels, rule(reference, reference_labels, held_emb)))
-              for name, rule in rules.items()}
+    classes = np.unique(held_labels)
+    recalls = {name: np.array([np.mean(pred[held_labels == c] == c) for c in classes])
+               for name, pred in ((n, rule(reference, reference_labels, held_emb)) for n, rule in rules.items())}
+    scores = {name: float(r.mean()) for name, r in recalls.items()}  # = sklearn's balanced_accuracy_score
     best = max(RULES, key=lambda name: (scores[name], -RULES.index(name)))
-    return best, scores
+    diff = recalls[best] - recalls[DEFAULT_RULE]
+    error = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("inf")
+    chosen = best if best == DEFAULT_RULE or diff.mean() > error else DEFAULT_RULE
+    return chosen, {**scores, "standard_error": 0.0 if best == DEFAULT_RULE else error}
