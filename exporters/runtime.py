@@ -1,16 +1,14 @@
 """Inference backends behind one interface: ``embed(images) -> embeddings``.
 
-Every backend takes the same input, the exported graph's contract: ``images`` [N, C, S, S]
-float32, already normalised, and returns [N, D] float32 unit vectors. Decoding, resizing and
-normalisation happen once, before the backend, from the model's metadata
-(``scoring.images``), so the backends see identical input and differ only in how they run:
+Every backend takes the exported graph's contract, ``images`` [N, C, S, S] float32 already
+normalised (from the model's metadata, once, in ``scoring.images``), and returns [N, D] float32
+unit vectors; they differ only in how they run:
 
-* ``TorchBackend``: a toolkit checkpoint in PyTorch. ``precision="auto"`` is the fastest
-  correct setting (bf16 autocast where the CPU has native bf16, channels_last);
-  ``"fp32"`` is plain eager fp32 NCHW, the reference the others are compared with.
-* ``OnnxBackend``: ``encoder.onnx`` (or ``encoder.int8.onnx``) on ONNX Runtime with the CUDA
-  provider when present, else the CPU; the provider that really runs is read back from the
-  session. IOBinding on CUDA keeps the output on the device until one copy back.
+* ``TorchBackend``: a checkpoint in PyTorch; ``precision="auto"`` = bf16 autocast where the CPU has
+  native bf16, channels_last; ``"fp32"`` = eager fp32 NCHW, the reference for the others.
+* ``OnnxBackend``: ``encoder.onnx`` (or ``.int8.onnx``) on ONNX Runtime, CUDA (IOBinding) when the
+  provider is present, else the CPU; the provider that really runs is read back from the session.
+* ``OpenVinoBackend``: the same ``encoder.onnx`` on OpenVINO's CPU plugin, bf16 where the CPU has it.
 * ``TensorRTBackend``: a serialized engine (``exporters.tensorrt_runtime.TensorRTEncoder``).
 
 ``open_backend`` picks one by the model path's suffix; its ``backend`` argument overrides.
@@ -30,7 +28,7 @@ from exporters.metadata import INPUT_NAME, OUTPUT_NAME, ModelInfo
 from toolkit.console import warn
 from toolkit.errors import ToolkitError
 
-BACKENDS = ("torch", "onnx", "tensorrt")
+BACKENDS = ("torch", "onnx", "openvino", "tensorrt")
 ONNX_SUFFIXES = (".onnx",)
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
@@ -40,7 +38,7 @@ class Backend(abc.ABC):
     """One way of running the encoder.
 
     Attributes:
-        name: "torch", "onnx" or "tensorrt".
+        name: "torch", "onnx", "openvino" or "tensorrt".
         info: the model's metadata (input framing, normalisation, threshold).
         description: what really runs, e.g. "onnxruntime 1.32.0, CPUExecutionProvider, 2 threads".
         source: the model file.
@@ -95,8 +93,7 @@ class TorchBackend(Backend):
                                    "cpu" if device == "auto" else device)
         self.dtype = autocast_dtype(precision, self.device)
         self.autocast = autocast_context(self.device, self.dtype)
-        # channels_last lets oneDNN / cuDNN pick their fast NHWC convolutions; "fp32" is the
-        # untouched eager reference.
+        # channels_last lets oneDNN / cuDNN pick their fast NHWC convolutions; "fp32" is the eager reference.
         self.memory_format = torch.contiguous_format if precision == "fp32" else torch.channels_last
         self.model = encoder.eval().to(self.device, memory_format=self.memory_format)
         self.info, self.source = info, source or info.checkpoint
@@ -121,14 +118,8 @@ class TorchBackend(Backend):
 
 
 def ort_session_options(threads: int | None):  # noqa: ANN201 - onnxruntime.SessionOptions
-    """ONNX Runtime session options for the encoder on the CPU (and CUDA).
-
-    ``ORT_ENABLE_ALL`` adds the layout transformation to NCHWc blocked convolutions on x86,
-    the largest CPU win for convnets; it is the default, set explicitly so a changed library
-    default cannot slow us down. The other settings measured by ``benchmarks/inference.py
-    --ort-variants`` (lower optimisation levels, no spin-waiting, no memory arena, no weight
-    prepacking) were slower or no faster.
-    """
+    """ONNX Runtime session options for the encoder on the CPU (and CUDA): ``ORT_ENABLE_ALL`` (NCHWc
+    blocked convolutions on x86), set explicitly; lower levels (``benchmarks/inference.py``) were no faster."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -209,6 +200,25 @@ class OnnxBackend(Backend):
         return binding.copy_outputs_to_cpu()[0]
 
 
+class OpenVinoBackend(Backend):
+    """An ONNX model on OpenVINO's CPU plugin (``precision="auto"``: bf16 where the CPU has it)."""
+
+    name = "openvino"
+
+    def __init__(self, path: str | Path, *, threads: int | None = None, precision: str = "auto",
+                 info: ModelInfo | None = None) -> None:
+        from exporters.onnx_export import read_info
+        from exporters.openvino_runtime import OpenVinoEncoder
+
+        self.info = info or read_info(path)
+        self.source = str(path)
+        self.encoder = OpenVinoEncoder(path, precision=precision, threads=threads)
+        self.description = f"OpenVINO {self.encoder.version}, CPU, {self.encoder.precision}, {self.encoder.threads} threads"
+
+    def _run(self, images: np.ndarray) -> np.ndarray:
+        return self.encoder.run(images)
+
+
 class TensorRTBackend(Backend):
     """A TensorRT engine; its metadata comes from ``encoder.json`` in the same folder."""
 
@@ -225,9 +235,8 @@ class TensorRTBackend(Backend):
         self.source = str(path)
         self.encoder = TensorRTEncoder(path)
         if tuple(self.encoder.chw) != self.info.input_chw:
-            raise ToolkitError(
-                f"{path}: the engine takes {list(self.encoder.chw)} but encoder.json says {list(self.info.input_chw)}"
-            )
+            raise ToolkitError(f"{path}: the engine takes {list(self.encoder.chw)} but encoder.json says "
+                               f"{list(self.info.input_chw)}")
         import tensorrt as trt
 
         self.description = f"TensorRT {trt.__version__}, {torch.cuda.get_device_name(self.encoder.device)}, " \
@@ -241,9 +250,9 @@ def resolve_model(model: str | Path, backend: str | None = None) -> tuple[str, P
     """Which backend runs ``model`` and from which file.
 
     By suffix: ``.onnx`` -> onnx, ``.engine``/``.plan``/``.trt`` -> tensorrt, anything else
-    (``.pt``, a run folder) -> torch. A folder resolves to its ``checkpoint.pt`` (a run), else
-    its ``encoder.onnx`` (an export folder); with ``backend`` given, a run folder resolves to
-    the file that backend needs (``export/encoder.onnx``, ``export/encoder.engine``).
+    (``.pt``, a run folder) -> torch (``scoring.embedding.default_backend`` may pick openvino). A
+    folder resolves to its ``checkpoint.pt`` (a run), else its ``encoder.onnx`` (an export folder);
+    with ``backend`` given, to the file that backend needs (``export/encoder.onnx``, ``.engine``).
 
     Raises:
         ToolkitError: an unknown backend, a missing path, or a folder without that model.
@@ -254,7 +263,8 @@ def resolve_model(model: str | Path, backend: str | None = None) -> tuple[str, P
     if not path.exists():
         raise ToolkitError(f"{path}: no such model (expected a checkpoint .pt, a run folder, an .onnx or a TensorRT .engine)")
     if path.is_dir():
-        candidates = {"torch": ["checkpoint.pt"], "onnx": ["encoder.onnx", "export/encoder.onnx"],
+        onnx = ["encoder.onnx", "export/encoder.onnx"]
+        candidates = {"torch": ["checkpoint.pt"], "onnx": onnx, "openvino": onnx,
                       "tensorrt": ["encoder.engine", "export/encoder.engine"]}
         order = [backend] if backend else ["torch", "onnx"]
         for kind in order:
@@ -262,16 +272,12 @@ def resolve_model(model: str | Path, backend: str | None = None) -> tuple[str, P
                 if (path / name).is_file():
                     return kind, path / name
         wanted = " or ".join(candidates[order[0]] if backend else ["checkpoint.pt", "encoder.onnx"])
-        hint = "; run toolkit export first" if backend in ("onnx", "tensorrt") else ""
+        hint = "; run toolkit export first" if backend in ("onnx", "openvino", "tensorrt") else ""
         raise ToolkitError(f"{path}: folder has no {wanted}{hint}")
-    suffix = path.suffix.lower()
     if backend is not None:
         return backend, path
-    if suffix in ONNX_SUFFIXES:
-        return "onnx", path
-    if suffix in ENGINE_SUFFIXES:
-        return "tensorrt", path
-    return "torch", path
+    suffix = path.suffix.lower()
+    return ("onnx" if suffix in ONNX_SUFFIXES else "tensorrt" if suffix in ENGINE_SUFFIXES else "torch"), path
 
 
 def open_backend(model: str | Path, backend: str | None = None, *, threads: int | None = None,
@@ -282,8 +288,12 @@ def open_backend(model: str | Path, backend: str | None = None, *, threads: int 
         ToolkitError: a missing model, a file that is not a toolkit model, an unavailable runtime.
     """
     kind, path = resolve_model(model, backend)
+    if kind == "openvino" and device.startswith("cuda"):
+        raise ToolkitError(f"--backend openvino runs on the CPU; for {device} use --backend onnx or torch")
     if kind == "onnx":
         return OnnxBackend(path, threads=threads, device=device)
+    if kind == "openvino":
+        return OpenVinoBackend(path, threads=threads, precision=precision)
     if kind == "tensorrt":
         return TensorRTBackend(path)
     return TorchBackend.from_checkpoint(path, precision=precision, device=device, threads=threads)

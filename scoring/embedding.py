@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from exporters.runtime import Backend, open_backend
+from exporters.runtime import Backend, open_backend, resolve_model
 from scoring.images import default_workers, embedder
 from toolkit.console import console
 from toolkit.console import info as say
@@ -46,8 +46,38 @@ class Settings:
             raise ToolkitError(f"--threads {self.threads}: must be 1 or more")
 
 
+def default_backend(model: str | Path) -> tuple[str, str]:
+    """The backend ``embed``, ``score`` and ``index build`` use without ``--backend``, and why (one phrase).
+
+    The rule, from ``benchmarks/results/inference_backends.json`` (README, "Inference backends"): an
+    fp32 ONNX model (``.onnx`` or an export folder; not ``.int8.onnx``, whose gate was measured on ONNX
+    Runtime) runs on OpenVINO when it is installed, the CPU has native bf16 and ONNX Runtime has no CUDA
+    provider: there OpenVINO bf16 was the fastest path at cosine >= 0.999 to torch fp32. Everything else
+    keeps the suffix rule of ``exporters.runtime.resolve_model`` (a checkpoint -> torch, bf16 and
+    channels_last where the CPU has bf16; .onnx -> ONNX Runtime; .engine -> TensorRT).
+    """
+    kind, path = resolve_model(model)
+    if kind != "onnx" or path.name.lower().endswith(".int8.onnx"):
+        return kind, f"default for a {'.int8.onnx' if kind == 'onnx' else kind} model"
+    import onnxruntime
+
+    from exporters.openvino_runtime import openvino_available
+    from toolkit.engine.precision import cpu_supports_bf16
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        return "onnx", "default for an ONNX model where ONNX Runtime has CUDA"
+    if not cpu_supports_bf16():
+        return "onnx", "default for an ONNX model on a CPU without native bf16"
+    if not openvino_available():
+        return "onnx", "default without openvino; pip install -e '.[openvino]' for the faster OpenVINO bf16"
+    return "openvino", "default for an ONNX model on a CPU with native bf16"
+
+
 def open_embedder(model: str | Path, settings: Settings) -> Backend | Any:
-    """The local backend, opened; with ``--engine ray`` the Ray embedder (the model opens in its replicas)."""
+    """The local backend, opened; with ``--engine ray`` the Ray embedder (the model opens in its replicas).
+
+    Without ``--backend`` the local backend is ``default_backend``'s choice; the line printed says which.
+    """
     settings.check()
     if settings.engine == "ray":
         from scoring.ray_cluster import RayOptions
@@ -56,8 +86,13 @@ def open_embedder(model: str | Path, settings: Settings) -> Backend | Any:
         options = RayOptions(settings.address, settings.replicas, settings.gpus_per_replica)
         return RayEmbedder(model, backend=settings.backend, batch_size=settings.batch_size, threads=settings.threads,
                            options=options, progress=settings.progress and console.is_terminal)
-    backend = open_backend(model, settings.backend, threads=settings.threads)
-    say(f"model {backend.source} on {backend.description}")
+    if settings.backend:
+        kind, why = settings.backend, f"--backend {settings.backend}"
+    else:
+        kind, why = default_backend(model)
+        why += "; --backend overrides"
+    backend = open_backend(model, kind, threads=settings.threads)
+    say(f"model {backend.source} on {backend.description} (backend {backend.name}: {why})")
     return backend
 
 

@@ -46,7 +46,8 @@ def model_fingerprint(backend: Backend) -> dict[str, Any]:
     if backend.name == "torch":
         model = f"weights:{_weights_digest(backend)}"
     else:
-        model = f"{'onnx' if backend.name == 'onnx' else 'engine'}:{_file_digest(backend.source)}"
+        # ONNX Runtime and OpenVINO run the same .onnx file: one embedding space (cosine >= 0.999).
+        model = f"{'onnx' if backend.name in ('onnx', 'openvino') else 'engine'}:{_file_digest(backend.source)}"
     prep = preprocessing(backend.info)
     combined = hashlib.sha256(json.dumps({"model": model, "preprocessing": prep}, sort_keys=True).encode())
     return {"fingerprint": combined.hexdigest(), "model": model, "preprocessing": prep}

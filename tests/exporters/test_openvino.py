@@ -1,0 +1,133 @@
+"""The OpenVINO backend against torch fp32 and ONNX Runtime, the default choice between backends, and
+a missing ``openvino`` package as one line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from exporters.runtime import OnnxBackend, open_backend, resolve_model
+from scoring.embedding import default_backend
+from scoring.index.fingerprint import model_fingerprint
+from tests.test_cli import invoke
+from tests.tiny_models import reference_embeddings
+from toolkit.errors import ToolkitError
+
+pytest.importorskip("openvino", reason="the openvino extra is not installed (pip install -e '.[openvino]')")
+
+FAST = ("--workers", "0", "--threads", "1")
+
+
+def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    return float(((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))).min())
+
+
+def png_paths(images: Path) -> list[str]:
+    return sorted(str(p) for p in images.rglob("*.png"))
+
+
+@pytest.mark.parametrize("precision", ["auto", "bf16", "fp32"])
+def test_openvino_embeddings_agree_with_torch_fp32_and_onnx_runtime(exported_run: Path, images: Path,
+                                                                    precision: str) -> None:
+    from scoring.images import embed_files
+
+    onnx_file = exported_run / "export" / "encoder.onnx"
+    paths = png_paths(images)
+    openvino = open_backend(onnx_file, "openvino", threads=1, precision=precision)
+    got, ok, errors = embed_files(openvino, paths, batch_size=7, progress=False)
+    by_ort = embed_files(OnnxBackend(onnx_file, threads=1, device="cpu"), paths, batch_size=7, progress=False)[0]
+    reference = reference_embeddings(exported_run, paths)  # torch fp32 on the checkpoint, decoded independently
+
+    assert ok == paths and errors == {} and got.shape == reference.shape and got.dtype == np.float32
+    assert openvino.name == "openvino" and "OpenVINO" in openvino.description and "1 threads" in openvino.description
+    assert min_cosine(got, reference) >= 0.999 and min_cosine(got, by_ort) >= 0.999
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-3)
+    if openvino.encoder.precision == "fp32":  # asked for, or a CPU without bf16: the fp32 graph
+        np.testing.assert_allclose(got, by_ort, atol=1e-5)
+    # The next call does not overwrite what an earlier one returned (the infer request is reused).
+    first = openvino.embed(np.zeros((2, 3, 16, 16), dtype=np.float32))
+    kept = first.copy()
+    openvino.embed(np.ones((3, 3, 16, 16), dtype=np.float32))
+    np.testing.assert_array_equal(first, kept)
+
+
+def test_openvino_reads_a_run_folders_export_and_fingerprints_like_onnx_runtime(exported_run: Path) -> None:
+    onnx_file = exported_run / "export" / "encoder.onnx"
+    assert resolve_model(exported_run, "openvino") == ("openvino", onnx_file)
+    openvino = open_backend(exported_run, "openvino", threads=1)
+    ort = open_backend(onnx_file, "onnx", threads=1)
+    # One embedding space: an index built on one backend is searchable with the other.
+    assert model_fingerprint(openvino) == model_fingerprint(ort)
+    with pytest.raises(ToolkitError, match="runs on the CPU"):
+        open_backend(onnx_file, "openvino", device="cuda")
+
+
+@pytest.fixture
+def machine(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201 - a setter
+    """Sets what ``default_backend`` sees: native bf16, ONNX Runtime's providers, openvino installed."""
+    import onnxruntime
+
+    import exporters.openvino_runtime as ov_runtime
+    import toolkit.engine.precision as precision
+
+    def set_machine(bf16: bool = True, cuda: bool = False, openvino: bool = True) -> None:
+        providers = (["CUDAExecutionProvider"] if cuda else []) + ["CPUExecutionProvider"]
+        monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: bf16)
+        monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: providers)
+        monkeypatch.setattr(ov_runtime, "openvino_available", lambda: openvino)
+
+    return set_machine
+
+
+def test_default_backend_rule(exported_run: Path, tmp_path: Path, machine) -> None:
+    onnx_file = exported_run / "export" / "encoder.onnx"
+    int8 = tmp_path / "encoder.int8.onnx"
+    int8.write_bytes(onnx_file.read_bytes())
+    machine(bf16=True, cuda=False, openvino=True)
+    assert default_backend(onnx_file)[0] == "openvino"
+    assert default_backend(exported_run / "export")[0] == "openvino"  # an export folder holds encoder.onnx
+    assert default_backend(exported_run)[0] == "torch"  # a run folder: its checkpoint, not a possibly stale export
+    assert default_backend(int8)[0] == "onnx"  # the int8 gate was measured on ONNX Runtime
+    machine(bf16=False)
+    assert default_backend(onnx_file) == ("onnx", "default for an ONNX model on a CPU without native bf16")
+    machine(cuda=True)
+    assert default_backend(onnx_file)[0] == "onnx"
+    machine(openvino=False)
+    kind, why = default_backend(onnx_file)
+    assert kind == "onnx" and "pip install -e '.[openvino]'" in why
+
+
+def test_embed_prints_the_default_backend_and_backend_overrides_it(exported_run: Path, images: Path,
+                                                                   tmp_path: Path, machine) -> None:
+    onnx_file = str(exported_run / "export" / "encoder.onnx")
+    paths = png_paths(images)[:5]
+    (tmp_path / "list.txt").write_text("\n".join(paths))
+    machine(bf16=True, cuda=False, openvino=True)
+
+    chosen = invoke("embed", onnx_file, str(tmp_path / "list.txt"), "--out", str(tmp_path / "a.npz"), *FAST)
+    forced = invoke("embed", onnx_file, str(tmp_path / "list.txt"), "--out", str(tmp_path / "b.npz"),
+                    "--backend", "onnx", *FAST)
+
+    assert chosen.exit_code == 0 and forced.exit_code == 0, chosen.output + forced.output
+    assert "backend openvino: default for an ONNX model on a CPU with native bf16; --backend overrides" in chosen.output
+    assert "backend onnx: --backend onnx" in forced.output and "onnxruntime" in forced.output
+    a, b = np.load(tmp_path / "a.npz")["embeddings"], np.load(tmp_path / "b.npz")["embeddings"]
+    assert min_cosine(a, reference_embeddings(exported_run, paths)) >= 0.999
+    np.testing.assert_allclose(b, reference_embeddings(exported_run, paths), atol=1e-5)
+
+
+def test_missing_openvino_is_one_clear_line(exported_run: Path, images: Path, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [m for m in sys.modules if m == "openvino" or m.startswith("openvino.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "openvino", None)  # what `import openvino` sees without the package
+    result = invoke("embed", str(exported_run / "export" / "encoder.onnx"), str(images), "--out",
+                    str(tmp_path / "e.npz"), "--backend", "openvino", *FAST)
+    errors = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert errors == ["error: --backend openvino: the openvino package is not installed; "
+                      "pip install -e '.[openvino]' (or pip install openvino)"]
