@@ -55,6 +55,11 @@ def test_proto_finetune_runs_and_trains(tmp_path: Path) -> None:
     assert records[0]["proto_scale"] == pytest.approx(10.0) and records[-1]["proto_scale"] != pytest.approx(10.0)
     ckpt = checkpoint.load(run)
     assert ckpt.recipe.finetune.loss == "proto" and ckpt.embedding_dim == 16
+    # the learned scale is in the checkpoint (its last value, not the initial 10), and its group has no weight decay
+    scale = float(ckpt.training.loss_state["log_scale"].exp())
+    assert scale != pytest.approx(10.0) and scale == pytest.approx(records[-1]["proto_scale"], rel=0.2)
+    groups = {g["name"]: g for g in ckpt.training.optimizer["param_groups"]}
+    assert groups["loss"]["weight_decay"] == 0.0 and groups["head"]["weight_decay"] == ckpt.recipe.finetune.weight_decay > 0
 
 
 def test_proto_way_larger_than_the_classes_is_one_line(tmp_path: Path) -> None:
@@ -62,3 +67,31 @@ def test_proto_way_larger_than_the_classes_is_one_line(tmp_path: Path) -> None:
                     "--set", "finetune.way=11")
     assert result.exit_code == 2, result.output
     assert "error: finetune.way=11 is larger than the 10 training classes" in result.output
+
+
+def test_proto_plan_gives_each_of_two_ranks_a_full_different_slice() -> None:
+    """The episode is drawn once; rank r holds classes r*way/2 .. (r+1)*way/2 - 1 of it, never an empty batch."""
+    from toolkit.finetune import FinetuneObjective
+
+    labels = [c for c in range(8) for _ in range(6)]
+    recipe = load_recipe(None, {"finetune.loss": "proto", "finetune.way": 4, "finetune.shot": 2, "finetune.query": 3})
+    whole = FinetuneObjective(recipe, _store(labels), DistEnv(0, 1, 0, torch.device("cpu"))).plan(epoch=1)
+    ranks = [FinetuneObjective(recipe, _store(labels), DistEnv(r, 2, 0, torch.device("cpu"))).plan(epoch=1) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == len(whole) > 0
+    for full, first, second in zip(whole, *ranks):
+        assert len(first) == len(second) == 10  # 2 classes x (2 + 3) each
+        assert first + second == full  # the two slices make up the global episode
+        classes = [{labels[i] for i, _ in half} for half in (first, second)]
+        assert len(classes[0]) == len(classes[1]) == 2 and not classes[0] & classes[1]
+
+
+def test_proto_scale_has_no_weight_decay_and_is_saved_with_the_run(tmp_path: Path) -> None:
+    from toolkit.finetune import FinetuneObjective
+
+    labels = [c for c in range(8) for _ in range(6)]
+    recipe = load_recipe(None, {"finetune.loss": "proto", "finetune.proto_distance": "cosine", "finetune.weight_decay": 0.5,
+                                "finetune.way": 4})
+    objective = FinetuneObjective(recipe, _store(labels), DistEnv(0, 1, 0, torch.device("cpu")))
+    loss_group = [g for g in objective.param_groups() if g.name == "loss"]
+    assert len(loss_group) == 1 and loss_group[0].weight_decay == 0.0
+    assert objective.trained_beside_model() is objective.loss

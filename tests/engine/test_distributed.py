@@ -50,6 +50,31 @@ def test_two_process_gloo_run_keeps_identical_weights(tmp_path: Path, kind: str,
     assert all(torch.equal(saved[k], rank0[k]) for k in rank0)
 
 
+def test_two_process_proto_finetune_gives_both_ranks_episodes_and_identical_weights(tmp_path: Path) -> None:
+    """Each rank trains on its own half of every episode (2 of 4 classes); weights and learned scale stay equal."""
+    recipe = tiny_recipe(tmp_path)
+    sets = ["finetune.init=none", "finetune.loss=proto", "finetune.proto_distance=cosine", "finetune.way=4",
+            "finetune.shot=1", "finetune.query=2", "finetune.epochs=1"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+           str(REPO / "tests" / "dist_proto_worker.py"), str(recipe), str(tmp_path / "run"), *sets]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=cli_env(), timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    from toolkit.data.store import load_data
+
+    train_labels = load_data(load_recipe(str(recipe), sets=sets).data).train.labels
+    assert len(ranks[0]["batches"]) == len(ranks[1]["batches"]) > 0
+    for first, second in zip(ranks[0]["batches"], ranks[1]["batches"]):
+        assert len(first) == len(second) == 2 * 3  # 2 whole classes of 1 support + 2 queries on each rank
+        assert not {int(train_labels[i]) for i in first} & {int(train_labels[i]) for i in second}
+    weights = [r["weights"] for r in ranks]
+    assert weights[0].keys() == weights[1].keys() and all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert torch.equal(ranks[0]["loss"]["log_scale"], ranks[1]["loss"]["log_scale"])
+    start, trained = _initial_weights(recipe, "finetune", sets)
+    assert [k for k in trained if not torch.equal(start[k], weights[0][k])] == trained  # it trained
+    assert float(ranks[0]["loss"]["log_scale"].exp()) != pytest.approx(10.0)
+
+
 @pytest.mark.parametrize("command, extra", [("pretrain", []), ("finetune", ["--init", "none", "--set", "finetune.batch_size=16"])])
 def test_cli_nproc_launches_local_processes(tmp_path: Path, command: str, extra: list[str]) -> None:
     recipe = tiny_recipe(tmp_path)

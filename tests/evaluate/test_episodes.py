@@ -44,6 +44,7 @@ def test_run_episodes_reports_injected_accuracies(monkeypatch):
         "shot": 1,
         "query": 3,
         "episodes": 4,
+        "skipped_classes": 0,
         "prototype": {"mean": pytest.approx(0.5), "ci95": pytest.approx(0.34648232, abs=1e-8)},
         "nearest": {"mean": pytest.approx(0.75), "ci95": 0.0},
     }
@@ -147,15 +148,27 @@ def test_way_larger_than_classes_names_both_numbers():
         ep.run_episodes(emb, labels, way=6)
 
 
-def test_small_class_is_named_with_counts():
+def test_small_class_is_skipped_and_counted(capsys: pytest.CaptureFixture[str]):
     labels = np.repeat(np.arange(4), [20, 20, 3, 20])
     emb = _unit(np.random.default_rng(0).normal(size=(len(labels), 8)))
+    out = ep.run_episodes(emb, labels, way=2, shot=1, query=15, episodes=100)
+    assert out["skipped_classes"] == 1
+    assert "episodes: 1 of 4 classes have fewer than shot+query = 1+15 images and are skipped" in capsys.readouterr().err
+    drawn = ep.sample_episodes(labels, way=3, shot=1, query=15, episodes=100, seed=0)
+    assert all(2 not in e.classes for e in drawn)  # the 3-image class is never drawn
+    assert all(len(set(np.r_[e.support.ravel(), e.query.ravel()].tolist())) == 3 * 16 for e in drawn)
+
+
+def test_too_few_large_classes_is_one_line_naming_the_smallest():
+    labels = np.repeat(np.arange(4), [20, 20, 3, 5])
+    emb = _unit(np.random.default_rng(0).normal(size=(len(labels), 8)))
     names = ["ant", "bee", "zebra", "yak"]
-    with pytest.raises(ToolkitError, match=r"'zebra' has 3 images .* 16 are needed") as info:
-        ep.run_episodes(emb, labels, way=2, shot=1, query=15, class_names=names)
+    with pytest.raises(ToolkitError, match=r"way=3: only 2 of the 4 classes have shot\+query = 1\+15 = 16 "
+                                           r"images \(class 'zebra' has 3\)") as info:
+        ep.run_episodes(emb, labels, way=3, shot=1, query=15, class_names=names)
     assert "\n" not in str(info.value)
-    with pytest.raises(ToolkitError, match=r"label 2 has 3 images .* 16 are needed"):
-        ep.run_episodes(emb, labels, way=2, shot=1, query=15)
+    with pytest.raises(ToolkitError, match=r"class with label 2 has 3"):
+        ep.run_episodes(emb, labels, way=3, shot=1, query=15)
 
 
 def test_bad_counts_are_errors():

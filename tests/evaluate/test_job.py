@@ -12,7 +12,7 @@ from tests.test_cli import invoke
 from tests.tiny_runs import pretrain_at_init
 from toolkit.engine.checkpoint import Checkpoint, build_training_model
 
-FEWSHOT_KEYS = {"way", "shot", "query", "episodes", "prototype", "nearest"}
+FEWSHOT_KEYS = {"way", "shot", "query", "episodes", "skipped_classes", "prototype", "nearest"}
 METRIC_KEYS = {"accuracy", "balanced_accuracy", "macro_f1", "per_class_recall"}
 
 

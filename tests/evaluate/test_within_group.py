@@ -73,3 +73,13 @@ def test_run_reports_the_fewshot_shape_and_perfect_accuracy_on_separated_groups(
     assert set(out) == {"prototype", "nearest", "groups", "skipped_groups"}
     assert out["prototype"] == {"mean": 1.0, "ci95": 0.0} and out["nearest"]["mean"] == 1.0
     assert out["groups"] == ["A", "B"] and out["skipped_groups"] == ["C"]
+
+
+def test_classes_too_small_for_shot_plus_query_do_not_count_towards_a_group() -> None:
+    labels, groups = _data(per_group=(6, 5), per_class=4)
+    labels = np.concatenate([labels, np.full(3, 11)])  # class 11 (a sixth in group 1) gets 3 images only
+    groups = np.append(groups, 1)
+    labels = labels[labels != 10]  # class 10 removed: group 1 keeps 4 classes of 4 images and one of 3
+    assert eligible_groups(labels, groups, way=5, needed=4)[0].tolist() == [0]
+    drawn = sample_within_group_episodes(labels, groups, way=5, shot=1, query=3, episodes=50, seed=0)
+    assert all(groups[e.classes[0]] == 0 for e in drawn)

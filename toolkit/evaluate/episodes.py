@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from toolkit.console import warn
 from toolkit.metrics.similarity import l2_normalise
 from toolkit.errors import ToolkitError
 
@@ -30,6 +31,16 @@ class Episode:
     query: np.ndarray
 
 
+def usable_classes(labels: np.ndarray, shot: int, query: int) -> tuple[np.ndarray, np.ndarray]:
+    """Classes with at least ``shot + query`` images (they can give distinct support and queries), and the rest.
+
+    Returns:
+        ``(usable, skipped)`` sorted labels.
+    """
+    classes, counts = np.unique(labels, return_counts=True)
+    return classes[counts >= shot + query], classes[counts < shot + query]
+
+
 def _check(
     labels: np.ndarray, way: int, shot: int, query: int, class_names: Sequence[str] | None
 ) -> None:
@@ -43,14 +54,13 @@ def _check(
             f"use way <= {len(classes)}"
         )
     needed = shot + query
-    small = classes[counts < needed]
-    if len(small):
-        c = int(small[0])
+    usable, small = usable_classes(labels, shot, query)
+    if len(usable) < way:
+        c = int(small[np.argmin(counts[np.isin(classes, small)])])
         name = repr(class_names[c]) if class_names is not None else f"with label {c}"
-        more = f" ({len(small) - 1} other classes are too small too)" if len(small) > 1 else ""
         raise ToolkitError(
-            f"class {name} has {int(counts[classes == c][0])} images but shot+query = "
-            f"{shot}+{query} = {needed} are needed{more}"
+            f"way={way}: only {len(usable)} of the {len(classes)} classes have shot+query = {shot}+{query} = "
+            f"{needed} images (class {name} has {int(counts[classes == c][0])}); lower --way, --shot or --query"
         )
 
 
@@ -66,9 +76,10 @@ def sample_episodes(
 ) -> list[Episode]:
     """Draws episodes; the same seed gives the same episodes.
 
-    Classes are drawn uniformly without replacement from the classes present, and within each
-    class ``shot + query`` distinct images uniformly without replacement (the first ``shot``
-    are the support). Inputs are assumed valid (``run_episodes`` checks them).
+    Classes are drawn uniformly without replacement from the classes with at least ``shot +
+    query`` images (smaller ones are skipped: they cannot give distinct support and queries), and
+    within each class ``shot + query`` distinct images uniformly without replacement, in random
+    order (the first ``shot`` are the support). Inputs are assumed valid (``run_episodes`` checks them).
 
     Args:
         labels: ``N`` int labels.
@@ -82,7 +93,7 @@ def sample_episodes(
         ``episodes`` episodes.
     """
     rng = np.random.default_rng(seed)
-    classes = np.unique(labels)
+    classes, _ = usable_classes(labels, shot, query)
     members = {int(c): np.flatnonzero(labels == c) for c in classes}
     drawn = []
     for _ in range(episodes):
@@ -180,13 +191,14 @@ def run_episodes(
         class_names: optional names indexable by label, used in error messages.
 
     Returns:
-        ``{"way": int, "shot": int, "query": int, "episodes": int,
+        ``{"way": int, "shot": int, "query": int, "episodes": int, "skipped_classes": int,
         "prototype": {"mean": float, "ci95": float}, "nearest": {"mean": float, "ci95": float}}``
-        with accuracies as fractions in [0, 1].
+        with accuracies as fractions in [0, 1]; ``skipped_classes`` had fewer than ``shot + query``
+        images (a warning line counts them).
 
     Raises:
-        ToolkitError: ``way`` exceeds the number of classes, or a class has fewer than
-            ``shot + query`` images, or the inputs are malformed.
+        ToolkitError: ``way`` exceeds the number of classes with ``shot + query`` images, or the
+            inputs are malformed.
     """
     labels = np.asarray(labels)
     if embeddings.ndim != 2 or labels.shape != (len(embeddings),):
@@ -196,6 +208,10 @@ def run_episodes(
     if episodes < 1:
         raise ToolkitError(f"episodes must be >= 1; got {episodes}")
     _check(labels, way, shot, query, class_names)
+    _, skipped = usable_classes(labels, shot, query)
+    if len(skipped):
+        warn(f"episodes: {len(skipped)} of {len(np.unique(labels))} classes have fewer than shot+query = "
+             f"{shot}+{query} images and are skipped")
     drawn = sample_episodes(labels, way, shot, query, episodes, seed)
     proto_acc, nearest_acc = episode_accuracies(embeddings, drawn)
     return {
@@ -203,6 +219,7 @@ def run_episodes(
         "shot": int(shot),
         "query": int(query),
         "episodes": int(episodes),
+        "skipped_classes": int(len(skipped)),
         "prototype": summarize(proto_acc),
         "nearest": summarize(nearest_acc),
     }

@@ -5,7 +5,8 @@ alphabets: characters of one alphabet share strokes. Here a group is any partiti
 (``toolkit.data.groups``: the alphabet, or a CSV ``group`` column). Each episode first draws a
 group uniformly among the groups with at least ``way`` classes, then ``way`` of its classes and
 their support and query images exactly as ``toolkit.evaluate.episodes.sample_episodes`` does.
-Groups with fewer than ``way`` classes cannot host an episode and are skipped.
+Groups with fewer than ``way`` classes cannot host an episode and are skipped; classes with
+fewer than ``shot + query`` images do not count (``toolkit.evaluate.episodes.usable_classes``).
 """
 
 from __future__ import annotations
@@ -15,25 +16,27 @@ from collections.abc import Sequence
 import numpy as np
 
 from toolkit.errors import ToolkitError
-from toolkit.evaluate.episodes import Episode, episode_accuracies, summarize
+from toolkit.evaluate.episodes import Episode, episode_accuracies, summarize, usable_classes
 
 
-def eligible_groups(labels: np.ndarray, groups_of_class: np.ndarray, way: int) -> tuple[np.ndarray, np.ndarray]:
-    """Groups with at least ``way`` classes present in ``labels``, and those skipped.
+def eligible_groups(labels: np.ndarray, groups_of_class: np.ndarray, way: int,
+                    needed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Groups with at least ``way`` classes of ``needed`` (= shot + query) images or more, and those skipped.
 
     Returns:
         ``(eligible, skipped)`` sorted group ids.
     """
-    present = np.unique(labels)
+    present, _ = usable_classes(np.asarray(labels), needed, 0)
     groups, counts = np.unique(groups_of_class[present], return_counts=True)
     return groups[counts >= way], groups[counts < way]
 
 
-def check_within_group(labels: np.ndarray, groups_of_class: np.ndarray, way: int) -> None:
-    """Raises a one-line ``ToolkitError`` when no group has ``way`` classes."""
-    eligible, _ = eligible_groups(np.asarray(labels), groups_of_class, way)
+def check_within_group(labels: np.ndarray, groups_of_class: np.ndarray, way: int, needed: int = 1) -> None:
+    """Raises a one-line ``ToolkitError`` when no group has ``way`` classes of ``needed`` images."""
+    eligible, _ = eligible_groups(np.asarray(labels), groups_of_class, way, needed)
     if len(eligible) == 0:
-        largest = int(np.bincount(groups_of_class[np.unique(labels)]).max())
+        present, _ = usable_classes(np.asarray(labels), needed, 0)
+        largest = int(np.bincount(groups_of_class[present]).max()) if len(present) else 0
         raise ToolkitError(f"--within-group: no group has {way} classes (the largest has {largest}); "
                            f"use --way {largest} or less, or give a CSV 'group' column")
 
@@ -54,10 +57,10 @@ def sample_within_group_episodes(labels: np.ndarray, groups_of_class: np.ndarray
         ToolkitError: no group has ``way`` classes.
     """
     labels = np.asarray(labels)
-    check_within_group(labels, groups_of_class, way)
-    eligible, _ = eligible_groups(labels, groups_of_class, way)
+    check_within_group(labels, groups_of_class, way, shot + query)
+    eligible, _ = eligible_groups(labels, groups_of_class, way, shot + query)
     rng = np.random.default_rng(seed)
-    present = np.unique(labels)
+    present, _ = usable_classes(labels, shot, query)  # smaller classes cannot give distinct support and queries
     classes_of = {int(g): present[groups_of_class[present] == g] for g in eligible}
     members = {int(c): np.flatnonzero(labels == c) for c in present}
     drawn = []
@@ -80,7 +83,7 @@ def run_within_group_episodes(embeddings: np.ndarray, labels: np.ndarray, groups
         ``{"prototype": {"mean", "ci95"}, "nearest": {"mean", "ci95"}, "groups": [names used],
         "skipped_groups": [names with fewer than way classes]}``.
     """
-    eligible, skipped = eligible_groups(np.asarray(labels), groups_of_class, way)
+    eligible, skipped = eligible_groups(np.asarray(labels), groups_of_class, way, shot + query)
     drawn = sample_within_group_episodes(labels, groups_of_class, way, shot, query, episodes, seed)
     proto_acc, nearest_acc = episode_accuracies(embeddings, drawn)
     return {"prototype": summarize(proto_acc), "nearest": summarize(nearest_acc),
