@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import os
-import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,7 +28,8 @@ from scoring.score import EmbedPaths
 from toolkit.console import console
 from toolkit.data.image_files import load_image as _load_image
 from toolkit.data.preprocess import Normalizer
-from toolkit.errors import ToolkitError
+from toolkit.data.remote import read_uri
+from toolkit.data.workers import worker_init_fn  # ignore Ctrl-C/SIGTERM, die with this process
 
 
 def default_workers() -> int:
@@ -38,20 +38,13 @@ def default_workers() -> int:
 
 
 def open_uri(uri: str) -> io.BytesIO:
-    """The bytes of ``scheme://...`` through pyarrow's filesystems (S3, GCS, HDFS, local ``file://``).
+    """The bytes of ``scheme://...`` (S3, GCS, HDFS, ``file://``, HTTP), given up after a timeout
+    (``toolkit.data.remote.read_uri``).
 
     Raises:
-        FileNotFoundError: no such object. ToolkitError: pyarrow is not installed.
+        FileNotFoundError: no such object. TimeoutError: no answer in time. ToolkitError: pyarrow is not installed.
     """
-    try:
-        from pyarrow import fs
-    except ImportError:
-        raise ToolkitError(f"{uri}: reading URIs needs pyarrow (pip install pyarrow, or the ray extra)") from None
-    filesystem, path = fs.FileSystem.from_uri(uri)
-    if filesystem.get_file_info(path).type == fs.FileType.NotFound:
-        raise FileNotFoundError(uri)
-    with filesystem.open_input_file(path) as f:
-        return io.BytesIO(f.read())
+    return io.BytesIO(read_uri(uri))
 
 
 def load_image(path: str, info: ModelInfo) -> np.ndarray:
@@ -64,6 +57,8 @@ def load_image(path: str, info: ModelInfo) -> np.ndarray:
 def _reason(path: str, exc: Exception) -> str:
     if isinstance(exc, FileNotFoundError) or (not is_uri(path) and not os.path.exists(path)):
         return "no such file"
+    if isinstance(exc, TimeoutError):
+        return f"remote read timed out ({exc})"
     if isinstance(exc, IsADirectoryError):
         return "is a folder, not an image"
     text = str(exc).splitlines()[0] if str(exc) else ""
@@ -102,14 +97,10 @@ def _collate(items: list[tuple[int, np.ndarray | None, str]]) -> Batch:
     return Batch([i for i, _ in ok], images, {i: e for i, a, e in items if a is None})
 
 
-def _worker_init(_: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
-
-
 def decoded_batches(paths: list[str], info: ModelInfo, batch_size: int, workers: int) -> Iterator[Batch]:
     """Batches of decoded images in ``paths`` order; ``workers`` = 0 decodes in this process."""
     loader = DataLoader(ImageFiles(paths, info), batch_size=batch_size, shuffle=False, num_workers=workers,
-                        collate_fn=_collate, worker_init_fn=_worker_init if workers else None,
+                        collate_fn=_collate, worker_init_fn=worker_init_fn() if workers else None,
                         prefetch_factor=4 if workers else None)
     yield from loader
 
