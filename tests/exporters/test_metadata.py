@@ -1,0 +1,139 @@
+"""The model metadata reader (``exporters.metadata``): out-of-range values are refused when a model is opened.
+
+A NaN or out-of-[-1, 1] threshold would silently call every pair "different", a zero or NaN
+``std`` would turn every input into inf/NaN. Each is one line naming the key; a fuzz of the
+reader (random JSON values, random bytes, random ``metadata_props``) checks that it returns
+valid metadata or raises ``ToolkitError``, never another exception.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from pathlib import Path
+
+import onnx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from exporters import metadata
+from exporters.onnx_export import read_info
+from tests.scoring.test_bad_input import only_line
+from tests.test_cli import invoke
+from toolkit.errors import ToolkitError
+
+GOOD = {"format": metadata.FORMAT, "image_size": 16, "resize_size": 18, "channels": 3, "mean": [0.5, 0.4, 0.3],
+        "std": [0.25, 0.2, 0.3], "embedding_dim": 12, "threshold": 0.6, "unknown_threshold": 0.7}
+FUZZ = settings(max_examples=150, derandomize=True, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("threshold", math.nan), ("threshold", 5.0), ("threshold", -1.5), ("threshold", math.inf),
+    ("unknown_threshold", math.nan), ("unknown_threshold", 1.01),
+    ("std", [0.25, 0.0, 0.3]), ("std", [0.25, -0.2, 0.3]), ("std", [0.25, math.nan, 0.3]),
+    ("std", [math.inf, 0.2, 0.3]), ("mean", [0.5, math.nan, 0.3]),
+    ("image_size", 0), ("embedding_dim", -3), ("resize_size", 8), ("image_size", 10**9),
+])
+def test_out_of_range_metadata_is_refused_naming_the_key(key: str, value: object, tmp_path: Path) -> None:
+    path = tmp_path / "encoder.json"
+    path.write_text(json.dumps({**GOOD, key: value}))  # json writes NaN / Infinity, and reads them back
+    with pytest.raises(ToolkitError, match=rf"{path}: metadata key {key}") as caught:
+        metadata.read_json(path)
+    assert "\n" not in str(caught.value)
+
+
+def test_edge_values_are_accepted(tmp_path: Path) -> None:
+    for threshold in (-1.0, 1.0, 0.0, None):
+        info = metadata.ModelInfo.from_dict({**GOOD, "threshold": threshold, "unknown_threshold": threshold}, "x")
+        assert info.threshold == threshold and info.unknown_threshold == threshold
+
+
+def _set_prop(onnx_path: Path, key: str, value: str) -> None:
+    model = onnx.load(str(onnx_path))
+    for prop in model.metadata_props:
+        if prop.key == key:
+            prop.value = value
+    onnx.save_model(model, str(onnx_path))
+
+
+@pytest.mark.parametrize(("key", "value"), [("threshold", "NaN"), ("threshold", "5.0"),
+                                            ("unknown_threshold", "NaN"), ("std", "[0.25, 0, 0.3]")])
+def test_score_with_a_tampered_model_is_one_line(key: str, value: str, exported_run: Path, tmp_path: Path,
+                                                 images: Path) -> None:
+    model = tmp_path / "encoder.onnx"
+    model.write_bytes((exported_run / "export" / "encoder.onnx").read_bytes())
+    _set_prop(model, key, value)
+    paths = sorted(images.rglob("*.png"))
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("image_a,image_b\n" + "".join(f"{a},{b}\n" for a, b in zip(paths[:3], paths[3:6])))
+    line = only_line(invoke("score", str(model), "--pairs", str(pairs), "--out", str(tmp_path / "s.csv"),
+                            "--threads", "1", "--workers", "0"))
+    assert f"{model}: metadata key {key}" in line
+    assert not (tmp_path / "s.csv").exists()
+
+
+def _check_valid(info: metadata.ModelInfo) -> None:
+    assert info.channels in (1, 3) and len(info.mean) == len(info.std) == info.channels
+    assert all(math.isfinite(s) and s > 0 for s in info.std) and all(math.isfinite(m) for m in info.mean)
+    assert 1 <= info.image_size <= info.resize_size <= metadata.MAX_SIZE
+    assert 1 <= info.embedding_dim <= metadata.MAX_SIZE
+    for value in (info.threshold, info.unknown_threshold):
+        assert value is None or (math.isfinite(value) and -1 <= value <= 1)
+
+
+JSON_LEAVES = (st.none() | st.booleans() | st.integers(-10, 40) | st.integers() | st.floats(allow_nan=True)
+               | st.text(max_size=5) | st.sampled_from(["16", "3", "0.5", "NaN", metadata.FORMAT]))
+JSON_VALUES = st.recursive(JSON_LEAVES, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+    st.text(max_size=3), inner, max_size=3), max_leaves=8)
+KEYS = st.sampled_from(sorted(GOOD) + ["opset", "kind", "checkpoint", "toolkit_version", "extra"])
+
+
+@FUZZ
+@given(changes=st.dictionaries(KEYS, JSON_VALUES, max_size=4), dropped=st.sets(st.sampled_from(sorted(GOOD))))
+def test_fuzz_from_dict_gives_valid_metadata_or_one_toolkit_error(changes: dict, dropped: set) -> None:
+    data = {k: v for k, v in {**GOOD, **changes}.items() if k not in dropped}
+    try:
+        info = metadata.ModelInfo.from_dict(data, "fuzz")
+    except ToolkitError as exc:
+        assert str(exc).startswith("fuzz: ") and "\n" not in str(exc)
+        return
+    _check_valid(info)
+
+
+@FUZZ
+@given(blob=st.binary(max_size=200) | st.builds(lambda d: json.dumps(d).encode(), JSON_VALUES)
+       | st.builds(lambda k, v: json.dumps({**GOOD, k: v}).encode(), KEYS, JSON_VALUES))
+def test_fuzz_read_json_on_random_files(blob: bytes) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "encoder.json"
+        path.write_bytes(blob)
+        try:
+            info = metadata.read_json(path)
+        except ToolkitError as exc:
+            assert str(exc).startswith(str(path)) and "\n" not in str(exc)
+            return
+    _check_valid(info)
+
+
+@FUZZ
+@given(key=KEYS, raw=st.text(max_size=12) | st.sampled_from(["NaN", "Infinity", "-1e999", "[1e308, 2]", "1e400"]))
+def test_fuzz_onnx_metadata_props(key: str, raw: str) -> None:
+    props = metadata.to_props(metadata.ModelInfo.from_dict(GOOD, "good"))
+    props[key] = raw
+    try:
+        info = metadata.from_props(props, "model.onnx")
+    except ToolkitError as exc:
+        assert str(exc).startswith("model.onnx") and "\n" not in str(exc)
+        return
+    _check_valid(info)
+
+
+def test_read_info_refuses_a_tampered_onnx(exported_run: Path, tmp_path: Path) -> None:
+    model = tmp_path / "m.onnx"
+    model.write_bytes((exported_run / "export" / "encoder.onnx").read_bytes())
+    _set_prop(model, "threshold", "NaN")
+    with pytest.raises(ToolkitError, match="metadata key threshold is nan"):
+        read_info(model)
