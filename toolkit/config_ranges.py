@@ -65,11 +65,13 @@ PROBABILITY = Range(0.0, 1.0, why="a probability")
 NON_NEGATIVE = at_least(0)
 SEED = at_least(0, "numpy seeds are non-negative")
 BATCH = at_least(2, "BatchNorm needs 2 or more images per batch")
+MAX_SIDE = 4096  # one 4096 px RGB image is 48 MiB decoded; 100,000 px once meant 30 GB and the OOM killer
+SIDE_WHY = "pixels; larger images cannot be decoded and cached in memory"
 
 RANGES: dict[str, Range] = {
     # [data]
-    "data.image_size": at_least(1),
-    "data.load_size": at_least(0, "0 = data.image_size"),
+    "data.image_size": Range(1, MAX_SIDE, why=SIDE_WHY),
+    "data.load_size": Range(0, MAX_SIDE, why="0 = data.image_size; " + SIDE_WHY),
     "data.channels": Range(values=(1, 3), why="grayscale or RGB"),
     "data.cache_gb": NON_NEGATIVE,
     "data.mean[]": Range(),

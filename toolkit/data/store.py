@@ -20,6 +20,7 @@ from PIL import Image, ImageOps
 
 from toolkit.config import DataConfig
 from toolkit.console import warn
+from toolkit.data.memory import check_cache_fits
 from toolkit.data.preprocess import resize_size
 from toolkit.data.sources import ImageSet
 from toolkit.errors import ToolkitError
@@ -158,8 +159,11 @@ def build_store(images: ImageSet, size: int, channels: int, cache_gb: float = 8.
         with ThreadPoolExecutor(max_workers=threads or min(8, os.cpu_count() or 1)) as pool:
             decoded: list[np.ndarray | str] = list(pool.map(_verify, images.paths, chunksize=256))
     elif images.arrays is not None:
+        check_cache_fits(n, channels, size)
         decoded = [to_square_array(Image.fromarray(a), size, channels) for a in images.arrays]
     else:
+        check_cache_fits(n, channels, size)
+
         def load(path: str) -> np.ndarray | str:
             try:
                 return decode_image(path, size, channels)
