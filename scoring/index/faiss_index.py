@@ -139,7 +139,7 @@ def to_device(index: Any, device: str) -> Any:
 
 @dataclass(frozen=True)
 class RecallReport:
-    """Recall@k of an index against exact search, on ``queries`` of the gallery's own vectors."""
+    """Recall@k of an index against exact search, on ``queries`` of the gallery's own vectors (self excluded)."""
 
     k: int
     queries: int
@@ -152,17 +152,30 @@ def held_out_rows(n: int, size: int = 1000, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, min(size, n), replace=False))
 
 
+def _without_self(ids: np.ndarray, rows: np.ndarray, k: int) -> list[set[int]]:
+    """Per query, the first ``k`` ids of its result other than its own row (and faiss's -1 "none")."""
+    return [set([i for i in found.tolist() if i != row and i >= 0][:k]) for found, row in zip(ids, rows.tolist())]
+
+
 def recall_at_k(index: Any, vectors: np.ndarray, rows: np.ndarray, k: int) -> RecallReport:
-    """Mean |approximate top-k & exact top-k| / k over the query ``rows`` of ``vectors``."""
+    """Mean |approximate top-k & exact top-k| / k over the query ``rows`` of ``vectors``, neither counting the query.
+
+    The queries are vectors of the index itself: each would find itself at rank 1 in both
+    searches, a free hit that inflates the recall of an approximate index (on hard data, 0.23
+    measured against 0.15 on fresh queries). Both searches therefore ask for k + 1 and drop the
+    query's own row, so the figure is the recall of the query's k true neighbours.
+    """
     import faiss
 
-    k = min(k, len(vectors))
+    k = min(k, len(vectors) - 1)
+    if k < 1:
+        return RecallReport(0, 0, float("nan"), 0.0)
     queries = np.ascontiguousarray(vectors[rows], dtype=np.float32)
     exact = faiss.IndexFlatIP(vectors.shape[1])
     exact.add(np.ascontiguousarray(vectors, dtype=np.float32))
-    _, truth = exact.search(queries, k)
+    _, truth = exact.search(queries, k + 1)
     start = time.perf_counter()
-    _, found = index.search(queries, k)
+    _, found = index.search(queries, k + 1)
     seconds = time.perf_counter() - start
-    hits = sum(len(set(t.tolist()) & set(f.tolist())) for t, f in zip(truth, found))
+    hits = sum(len(t & f) for t, f in zip(_without_self(truth, rows, k), _without_self(found, rows, k)))
     return RecallReport(k, len(rows), hits / max(1, k * len(rows)), seconds)

@@ -1,35 +1,39 @@
-"""``toolkit index build|add|info`` and the search behind ``toolkit score --index``.
+"""``toolkit index build|add|info`` (the search behind ``toolkit score --index`` is ``scoring.index.search``).
 
 An index folder holds an embedding store (``scoring.index.store``) and ``index.faiss`` +
 ``index.json`` built over it. Build and add embed only the images the store lacks (each once,
 per-image errors kept in the shard), then (re)build or extend the faiss index; ids are the
-store's row order.
+store's row order. Both hold the run folders' lock (``RunFolder.lock``) while they write, and
+every file they read is checked (``scoring.index.store_files``): a damaged one is a one-line error
+naming it and its repair.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from scoring.csv_out import in_blocks, write_csv_atomic
-from scoring.image_lists import EmbedPaths, embed_unique, read_image_list
+from scoring.image_lists import EmbedPaths, is_uri, read_image_list
 from scoring.index import faiss_index
 from scoring.index.faiss_index import IndexParams
 from scoring.index.store import DEFAULT_SHARD_SIZE, EmbeddingStore, Shard, embed_into_shards
-from scoring.score import TOP_K_COLUMNS, top_k_rows
+from scoring.index.store_files import read_json_object, require
 from toolkit.console import info as say
-from toolkit.console import warn
-from toolkit.engine.run_folder import atomic_path, write_text_atomic
+from toolkit.engine.run_folder import RunFolder, atomic_path, write_text_atomic
 from toolkit.errors import ToolkitError
 
 RECALL_K = 10
 RECALL_QUERIES = 1000
+REBUILD = ("rebuild it from the store: run toolkit index build again with the same model, --out and whole gallery "
+           "(images added later included); finished shards are not embedded again")
 
 
 @dataclass(frozen=True)
@@ -63,11 +67,63 @@ def _write_meta(folder: Path, meta: dict[str, Any]) -> None:
     write_text_atomic(folder / "index.json", json.dumps(meta, indent=1))
 
 
-def _read_meta(folder: Path) -> dict[str, Any]:
+def read_meta(folder: Path) -> dict[str, Any]:
+    """``index.json``, checked: every key a reader uses is there with its type.
+
+    Raises:
+        ToolkitError: no index in ``folder``, or a damaged ``index.json`` (naming it and the repair).
+    """
     path = Path(folder) / "index.json"
+    if not Path(folder).is_dir():
+        raise ToolkitError(f"{folder}: not an index folder; build one with toolkit index build MODEL GALLERY --out {folder}")
     if not path.is_file() or not (Path(folder) / "index.faiss").is_file():
         raise ToolkitError(f"{folder}: no faiss index (index.json, index.faiss); build one with toolkit index build")
-    return json.loads(path.read_text())
+    meta = read_json_object(path, REBUILD)
+    if require(path, meta, "kind", str, REBUILD) not in faiss_index.KINDS:
+        raise ToolkitError(f"{path}: damaged, unknown kind {meta['kind']!r}; {REBUILD}")
+    for key in ("vectors", "dim", "index_bytes"):
+        require(path, meta, key, int, REBUILD)
+    require(path, meta, "build_seconds", (int, float), REBUILD)
+    require(path, meta, "recall", (dict, type(None)), REBUILD)
+    try:
+        IndexParams(**require(path, meta, "params", dict, REBUILD))
+    except TypeError:
+        raise ToolkitError(f"{path}: damaged, unknown `params` {sorted(meta['params'])}; {REBUILD}") from None
+    return meta
+
+
+def read_index(folder: Path, meta: dict[str, Any], vectors: int) -> Any:
+    """``index.faiss``, checked against ``index.json`` and the store's ``vectors``.
+
+    Raises:
+        ToolkitError: the file is not a faiss index, or holds another number or size of vectors.
+    """
+    import faiss
+
+    path = folder / "index.faiss"
+    try:
+        index = faiss.read_index(str(path))
+    except RuntimeError as exc:  # faiss reports a damaged file as a RuntimeError with its C++ trace
+        reason = str(exc).strip().splitlines()[-1][:120] if str(exc).strip() else "unreadable"
+        raise ToolkitError(f"{path}: damaged, not a faiss index ({reason}); {REBUILD}") from None
+    if index.d != meta["dim"] or index.ntotal != vectors:
+        raise ToolkitError(f"{path}: holds {index.ntotal} vectors of dim {index.d} but the store {vectors} of dim "
+                           f"{meta['dim']}; {REBUILD}")
+    faiss_index.set_search_params(index, IndexParams(**meta["params"]))
+    return index
+
+
+@contextlib.contextmanager
+def _writing(folder: Path) -> Iterator[None]:
+    """The run folders' OS lock (``RunFolder.lock``) held while a build or add writes ``folder``.
+
+    A second ``index build``/``add`` on the same folder is then a one-line error naming the first's
+    pid, instead of two writers each extending ``index.faiss`` from the same old copy.
+    """
+    if folder.exists() and not folder.is_dir():
+        raise ToolkitError(f"--out {folder}: is a file; give a folder for the index (a new one, or an index folder)")
+    with RunFolder(folder).writing(resuming=True):
+        yield
 
 
 def _shard_line(total: int) -> Any:
@@ -98,21 +154,43 @@ def build_from_store(folder: Path, kind: str, nprobe: int | None = None, device:
     index = faiss_index.build_index(vectors, params, train_sample=train)
     seconds = time.perf_counter() - start
     size = faiss_index.index_bytes(index)
-    searched = faiss_index.to_device(index, device)
-    recall = faiss_index.recall_at_k(searched, vectors, rows, recall_k)
+    recall = _measure_recall(faiss_index.to_device(index, device), vectors, rows, recall_k, held_out)
     _write_index(index, folder / "index.faiss")
-    recall_dict = {"k": recall.k, "queries": recall.queries, "recall": recall.recall, "held_out": held_out,
-                   "queries_per_second": recall.queries / max(recall.seconds, 1e-9)}
     _write_meta(folder, {"kind": kind, "params": params.to_dict(), "vectors": int(index.ntotal),
                          "dim": int(vectors.shape[1]), "build_seconds": seconds, "index_bytes": size,
-                         "recall": recall_dict, "faiss_version": faiss.__version__})
+                         "recall": recall, "faiss_version": faiss.__version__})
     tuned = {"ivf": f", nlist {params.nlist}, nprobe {params.nprobe}",
              "ivfpq": f", nlist {params.nlist}, nprobe {params.nprobe}, {params.pq_m} x {params.pq_bits}-bit codes",
              "hnsw": f", M {params.hnsw_m}, efSearch {params.ef_search}"}.get(kind, "")
     say(f"built {kind} index{tuned} over {index.ntotal} vectors of dim {vectors.shape[1]} in {seconds:.2f} s; "
-        f"memory {_mib(size)} (flat would be {_mib(vectors.nbytes)}); recall@{recall.k} vs exact search "
-        f"{recall.recall:.4f} on {recall.queries} {'held-out ' if held_out else ''}gallery vectors -> {folder / 'index.faiss'}")
+        f"memory {_mib(size)} (flat would be {_mib(vectors.nbytes)}); {_recall_text(recall)} -> {folder / 'index.faiss'}")
     return summary(folder)
+
+
+def _measure_recall(index: Any, vectors: np.ndarray, rows: np.ndarray, k: int, held_out: bool,
+                    after_add: bool = False) -> dict[str, Any] | None:
+    """``faiss_index.recall_at_k`` as ``index.json`` records it (None for an index of one vector)."""
+    recall = faiss_index.recall_at_k(index, vectors, rows, k)
+    if recall.k < 1:
+        return None
+    return {"k": recall.k, "queries": recall.queries, "recall": recall.recall, "held_out": held_out,
+            "self_excluded": True, "vectors": len(vectors), "after_add": after_add,
+            "queries_per_second": recall.queries / max(recall.seconds, 1e-9)}
+
+
+def _recall_text(recall: dict[str, Any] | None) -> str:
+    """The recall figure as a phrase that says what it was measured on (and when, for older folders)."""
+    if not recall:
+        return "recall not measured (one vector)"
+    held = "held-out " if recall.get("held_out") else ""
+    text = (f"recall@{recall['k']} vs exact search {recall['recall']:.4f} on {recall['queries']} {held}gallery "
+            f"vectors, each query's own entry excluded")
+    if not recall.get("self_excluded"):  # written by a toolkit before issue 18: each query counted itself
+        text = (f"recall@{recall['k']} vs exact search {recall['recall']:.4f} on {recall['queries']} {held}gallery "
+                "vectors (measured counting each query's own entry, which inflates it; rebuild to re-measure)")
+    if recall.get("after_add"):
+        text += f" (re-measured after index add, over {recall['vectors']} vectors)"
+    return text
 
 
 def build(folder: str | Path, gallery: Sequence[str], embed_paths: EmbedPaths, fingerprint: dict[str, Any], *,
@@ -125,46 +203,52 @@ def build(folder: str | Path, gallery: Sequence[str], embed_paths: EmbedPaths, f
     """
     folder = Path(folder)
     faiss_index.resolve_params(kind, 1, 1, nprobe)  # fail on a bad --kind before embedding anything
-    store = EmbeddingStore(folder)
-    store.create(fingerprint, shard_size, source)
-    shards = store.shards()
-    wanted = set(gallery)
-    foreign = next((p for s in shards for p in s.paths if p not in wanted), None)
-    if foreign is not None:
-        raise ToolkitError(f"{folder}: holds images not in this gallery (e.g. {foreign}); "
-                           f"use toolkit index add, or another --out")
-    if shards:
-        say(f"resuming: {len(shards)} finished shard(s) in {folder} hold {sum(len(s.paths) for s in shards)} images")
-    pending = store.pending_shards(gallery)
-    embed_into_shards(store, gallery, embed_paths, on_shard=_shard_line(sum(len(p) for _, p in pending)))
-    return build_from_store(folder, kind, nprobe, device)
+    with _writing(folder):
+        store = EmbeddingStore(folder)
+        store.create(fingerprint, shard_size, source)
+        shards = store.shards()
+        wanted = set(gallery)
+        foreign = next((p for s in shards for p in s.paths if p not in wanted), None)
+        if foreign is not None:
+            raise ToolkitError(f"{folder}: holds images not in this gallery (e.g. {foreign}); "
+                               f"use toolkit index add, or another --out")
+        if shards:
+            store.check_shards(shards)
+            say(f"resuming: {len(shards)} finished shard(s) in {folder} hold {sum(len(s.paths) for s in shards)} images")
+        pending = store.pending_shards(gallery)
+        embed_into_shards(store, gallery, embed_paths, on_shard=_shard_line(sum(len(p) for _, p in pending)))
+        return build_from_store(folder, kind, nprobe, device)
 
 
 def add(folder: str | Path, images: Sequence[str], embed_paths: EmbedPaths) -> IndexSummary:
     """``toolkit index add``: embeds the images the store lacks into new shards and appends them to the index."""
-    import faiss
-
     folder = Path(folder)
-    meta = _read_meta(folder)
-    store = EmbeddingStore(folder)
-    pending = store.pending_shards(images)
-    written = embed_into_shards(store, images, embed_paths, on_shard=_shard_line(sum(len(p) for _, p in pending)))
-    index = faiss.read_index(str(folder / "index.faiss"))
-    new = store.vectors(written)
-    if len(new):
-        index.add(np.ascontiguousarray(new))
-        _write_index(index, folder / "index.faiss")
-    meta.update(vectors=int(index.ntotal), index_bytes=faiss_index.index_bytes(index))
-    _write_meta(folder, meta)
+    meta = read_meta(folder)
+    with _writing(folder):
+        meta = read_meta(folder)  # again: another add may have finished while this one waited to start
+        store = EmbeddingStore(folder)
+        store.check_shards()  # a missing or damaged shard is found before anything is added
+        index = read_index(folder, meta, len(store.ok_paths()))
+        pending = store.pending_shards(images)
+        written = embed_into_shards(store, images, embed_paths, on_shard=_shard_line(sum(len(p) for _, p in pending)))
+        new = store.vectors(written)
+        if len(new):
+            index.add(np.ascontiguousarray(new))
+            vectors = store.vectors()
+            rows = faiss_index.held_out_rows(len(vectors), RECALL_QUERIES)
+            meta["recall"] = _measure_recall(index, vectors, rows, RECALL_K, held_out=False, after_add=True)
+            _write_index(index, folder / "index.faiss")
+        meta.update(vectors=int(index.ntotal), index_bytes=faiss_index.index_bytes(index))
+        _write_meta(folder, meta)
     say(f"added {len(new)} vectors ({len(images) - sum(len(p) for _, p in pending)} already in the store) -> "
-        f"{index.ntotal} in {folder / 'index.faiss'}")
+        f"{index.ntotal} in {folder / 'index.faiss'}" + (f"; {_recall_text(meta['recall'])}" if len(new) else ""))
     return summary(folder)
 
 
 def summary(folder: str | Path) -> IndexSummary:
     """What ``folder`` holds (``toolkit index info``)."""
     folder = Path(folder)
-    meta = _read_meta(folder)
+    meta = read_meta(folder)
     shards = EmbeddingStore(folder).shards()
     return IndexSummary(folder, meta["kind"], meta["vectors"], sum(len(s.errors) for s in shards), len(shards),
                         meta["dim"], meta["index_bytes"], meta["params"], meta["build_seconds"], meta.get("recall"))
@@ -174,69 +258,24 @@ def print_info(folder: str | Path) -> IndexSummary:
     """Prints ``summary(folder)`` and the store's model."""
     s = summary(folder)
     manifest = EmbeddingStore(folder).manifest()
-    recall = s.recall
     say(f"{s.folder}: {s.kind} index, {s.vectors} vectors of dim {s.dim} in {s.shards} shard(s), "
         f"{s.failed_images} image(s) failed; memory {_mib(s.index_bytes)}; built in {s.build_seconds:.2f} s")
     say(f"params {json.dumps(s.params)}")
-    if recall:
-        held = "held-out " if recall.get("held_out") else ""
-        say(f"recall@{recall['k']} vs exact search {recall['recall']:.4f} on {recall['queries']} {held}gallery vectors")
+    say(_recall_text(s.recall))
     say(f"model {manifest['source_model']} fingerprint {manifest['fingerprint'][:16]} ({manifest['model'][:22]}...), "
         f"preprocessing {json.dumps(manifest['preprocessing'])}")
     return s
 
 
-@dataclass(frozen=True)
-class IndexSearchResult:
-    """What ``search`` wrote (the columns of ``score_top_k``'s CSV)."""
-
-    output_csv: Path
-    rows_written: int
-    failed_rows: int
-    queries: int
-    gallery_size: int
-    top_k: int
-    image_errors: dict[str, str]
-
-
-def search(folder: str | Path, query_paths: Sequence[str], output_csv: str | Path, embed_paths: EmbedPaths,
-           fingerprint: dict[str, Any], *, source: str, top_k: int, device: str = "cpu") -> IndexSearchResult:
-    """Writes ``query,rank,gallery,score,error`` rows: the ``top_k`` nearest indexed images of every query.
-
-    Raises:
-        ToolkitError: no index in ``folder``, a model whose fingerprint differs from the store's, ``top_k < 1``.
-    """
-    import faiss
-
-    folder = Path(folder)
-    if top_k < 1:
-        raise ToolkitError(f"--top-k {top_k}: must be 1 or more")
-    meta = _read_meta(folder)
-    store = EmbeddingStore(folder)
-    store.check_fingerprint(fingerprint, source)
-    gallery = store.ok_paths()
-    index = faiss.read_index(str(folder / "index.faiss"))
-    if index.ntotal != len(gallery):
-        raise ToolkitError(f"{folder}: index.faiss holds {index.ntotal} vectors but the store {len(gallery)}; "
-                           f"rebuild it with toolkit index build")
-    params = IndexParams(**meta["params"])
-    faiss_index.set_search_params(index, params)
-    index = faiss_index.to_device(index, device)
-    embeddings, row_of, failed = embed_unique(query_paths, embed_paths)
-    rows = [row_of[p] for p in query_paths if p in row_of]
-    k = min(top_k, len(gallery))
-    scores, ids = np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
-    if rows:
-        scores, ids = index.search(np.ascontiguousarray(embeddings[rows], dtype=np.float32), k)
-
-    lines = top_k_rows(query_paths, row_of, failed, scores, ids, gallery)
-    written = write_csv_atomic(Path(output_csv), TOP_K_COLUMNS, in_blocks(lines))
-    if k < top_k:
-        warn(f"--top-k {top_k} clipped to the index's {len(gallery)} vectors")
-    return IndexSearchResult(Path(output_csv), written, len(query_paths) - len(rows), len(query_paths), len(gallery), k,
-                             failed)
+def canonical(path: str) -> str:
+    """``path`` made absolute with symlinks and ``..`` resolved (URIs as they are): one spelling per file."""
+    return path if is_uri(path) else os.path.realpath(path)
 
 
 def read_gallery(path: str | Path) -> list[str]:
-    """The gallery's image paths (``read_image_list``), each once."""
-    return list(dict.fromkeys(read_image_list(path)))
+    """The gallery's image paths (``read_image_list``), resolved (``canonical``), each once.
+
+    Resolving before de-duplicating makes ``a.png`` and ``/data/a.png`` one image, and the store's
+    recorded paths open from any working folder (the report's thumbnails, a search run elsewhere).
+    """
+    return list(dict.fromkeys(canonical(p) for p in read_image_list(path)))

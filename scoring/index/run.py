@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from exporters.runtime import Backend, open_backend
-from scoring.index import job
+from scoring.index import job, search
 from scoring.index.fingerprint import model_fingerprint
 from scoring.index.store import DEFAULT_SHARD_SIZE, EmbeddingStore
 from scoring.embedding import Settings, TimedEmbedder, open_embedder
@@ -34,6 +34,7 @@ def index_build(model: str | Path, gallery: str | Path, out: str | Path, *, kind
 
 def index_add(folder: str | Path, images: str | Path, settings: Settings = Settings()) -> job.IndexSummary:
     """``toolkit index add DIR MORE_IMAGES``: embeds with the model that built the store (checked by fingerprint)."""
+    job.read_meta(Path(folder))  # an index folder (not a file, not a bare store), its index.json readable
     manifest = EmbeddingStore(folder).manifest()
     paths = job.read_gallery(images)
     model = manifest["source_model"]
@@ -46,15 +47,17 @@ def index_add(folder: str | Path, images: str | Path, settings: Settings = Setti
 
 
 def index_search(model: str | Path, folder: str | Path, query_paths: list[str], out: Path, *, top_k: int,
-                 device: str, settings: Settings) -> tuple[job.IndexSearchResult, float, float]:
+                 device: str, settings: Settings) -> tuple[search.IndexSearchResult, float, float]:
     """``toolkit score MODEL --query Q --index DIR``; returns the result, the embedding seconds and the
     seconds after the model was loaded and fingerprinted."""
     import time
 
     backend = open_embedder(model, settings)
-    EmbeddingStore(folder).check_fingerprint(fingerprint_of(backend), str(model))
+    # With --engine ray the replicas embed; the driver opens the model only to fingerprint it, as index_build does.
+    local = open_backend(model, settings.backend, threads=1) if settings.engine == "ray" else backend
+    fingerprint = fingerprint_of(local)
+    EmbeddingStore(folder).check_fingerprint(fingerprint, str(model))
     timed = TimedEmbedder(backend, settings)
     start = time.perf_counter()
-    result = job.search(folder, query_paths, out, timed, fingerprint_of(backend), source=str(model), top_k=top_k,
-                        device=device)
+    result = search.search(folder, query_paths, out, timed, fingerprint, source=str(model), top_k=top_k, device=device)
     return result, timed.seconds, time.perf_counter() - start

@@ -21,6 +21,7 @@ Ray workers) can write them itself.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,12 +30,15 @@ from typing import Any
 import numpy as np
 
 from scoring.image_lists import EmbedPaths
+from scoring.index.store_files import load_vectors, npy_shape, read_json_object, require, string_list, string_map
 from toolkit.engine.run_folder import atomic_path
 from toolkit.errors import ToolkitError
 from toolkit.metrics.similarity import l2_normalise
 
 FORMAT = "toolkit-embedding-store"
 DEFAULT_SHARD_SIZE = 50_000
+SHARD_NAME = re.compile(r"^shard-(\d{5,})\.json$")
+NEW_STORE = "build the index again into a new folder (toolkit index build MODEL GALLERY --out NEW_FOLDER)"
 
 
 def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
@@ -87,9 +91,16 @@ class EmbeddingStore:
         """
         if not self.exists():
             raise ToolkitError(f"{self.folder}: no embedding store (no store.json); build one with toolkit index build")
-        data = json.loads(self.manifest_path.read_text())
+        path = self.manifest_path
+        data = read_json_object(path, NEW_STORE)
         if data.get("format") != FORMAT:
-            raise ToolkitError(f"{self.manifest_path}: not a toolkit embedding store")
+            raise ToolkitError(f"{path}: not a toolkit embedding store")
+        for key in ("fingerprint", "model", "source_model"):
+            require(path, data, key, str, NEW_STORE)
+        require(path, data, "preprocessing", dict, NEW_STORE)
+        for key in ("dim", "shard_size"):
+            if require(path, data, key, int, NEW_STORE) < 1:
+                raise ToolkitError(f"{path}: damaged, `{key}` is {data[key]}, not 1 or more; {NEW_STORE}")
         return data
 
     def create(self, fingerprint: dict[str, Any], shard_size: int, source: str) -> None:
@@ -118,19 +129,63 @@ class EmbeddingStore:
                 f"{stored['fingerprint'][:12]} in {self.folder} (another {what} than {stored['source_model']} that "
                 f"embedded the gallery); search it with that model or rebuild the index")
 
+    def shard_files(self, number: int) -> tuple[Path, Path]:
+        """The ``.json`` and ``.npy`` of shard ``number``."""
+        stem = self.shard_dir / f"shard-{number:05d}"
+        return stem.with_suffix(".json"), stem.with_suffix(".npy")
+
+    def repair(self, number: int) -> str:
+        """How to repair damaged shard ``number``: remove it and embed its images again."""
+        meta, npy = self.shard_files(number)
+        return (f"remove {meta} and {npy}, then run the toolkit index build (same gallery) or toolkit index add "
+                f"(same images) that wrote it again: its images are embedded again")
+
     def shards(self) -> list[Shard]:
-        """The finished shards, in order."""
-        found = []
-        for meta in sorted(self.shard_dir.glob("shard-*.json")):
-            data = json.loads(meta.read_text())
-            found.append(Shard(int(meta.stem.split("-")[1]), data["paths"], data["ok"], data["errors"]))
-        return found
+        """The finished shards, in order.
+
+        Raises:
+            ToolkitError: a shard's ``.json`` is damaged (it names the file and the repair).
+        """
+        found: list[Shard] = []
+        seen: set[str] = set()
+        if not self.shard_dir.is_dir():
+            return found
+        for meta in sorted(self.shard_dir.iterdir()):
+            match = SHARD_NAME.match(meta.name)
+            if not match:
+                continue
+            number = int(match.group(1))
+            repair = self.repair(number)
+            data = read_json_object(meta, repair)
+            paths, ok = string_list(meta, data, "paths", repair), string_list(meta, data, "ok", repair)
+            errors = string_map(meta, data, "errors", repair)
+            if not set(ok) <= set(paths) or len(set(ok)) != len(ok):
+                raise ToolkitError(f"{meta}: damaged, `ok` lists paths that `paths` does not, or twice; {repair}")
+            if seen.intersection(paths) or len(set(paths)) != len(paths):
+                raise ToolkitError(f"{meta}: damaged, lists images that another shard (or itself) already holds; {repair}")
+            seen.update(paths)
+            found.append(Shard(number, paths, ok, errors))
+        return sorted(found, key=lambda s: s.number)
+
+    def check_shards(self, shards: Iterable[Shard] | None = None) -> None:
+        """Checks each finished shard's ``.npy`` from its header (shape, dtype, size) without reading the vectors.
+
+        Raises:
+            ToolkitError: a shard's vectors are missing, truncated, of another type or shape than its ``.json`` says.
+        """
+        dim = int(self.manifest()["dim"])
+        for s in self.shards() if shards is None else shards:
+            _, npy = self.shard_files(s.number)
+            shape = npy_shape(npy, self.repair(s.number))
+            if shape != (len(s.ok), dim):
+                raise ToolkitError(f"{npy}: damaged, holds an array of shape {shape} where its shard lists "
+                                   f"{len(s.ok)} embedded image(s) of dim {dim}; {self.repair(s.number)}")
 
     def vectors(self, shards: Iterable[Shard] | None = None) -> np.ndarray:
-        """[n, D] float32 of ``shards`` (default all), in shard order."""
+        """[n, D] float32 of ``shards`` (default all), in shard order, each checked (``store_files.load_vectors``)."""
         chosen = list(self.shards() if shards is None else shards)
         dim = int(self.manifest()["dim"])
-        arrays = [np.load(self.shard_dir / f"shard-{s.number:05d}.npy") for s in chosen]
+        arrays = [load_vectors(self.shard_files(s.number)[1], len(s.ok), dim, self.repair(s.number)) for s in chosen]
         return np.concatenate(arrays) if arrays else np.zeros((0, dim), dtype=np.float32)
 
     def ok_paths(self) -> list[str]:
