@@ -241,9 +241,14 @@ def load_recipe(recipe: str | None = None, overrides: dict[str, Any] | None = No
         name = DEFAULT_RECIPE
     else:
         try:
-            raw = tomllib.loads(path.read_text())
+            raw = tomllib.loads(path.read_bytes().decode("utf-8-sig"))
         except tomllib.TOMLDecodeError as exc:
             raise ToolkitError(f"{path}: not valid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:  # a binary file given as the recipe
+            raise ToolkitError(f"{path}: not a TOML text file (byte {exc.start} is not UTF-8); "
+                               f"give a recipe .toml or a name in recipes/") from None
+        except OSError as exc:
+            raise ToolkitError(f"{path}: cannot read the recipe ({exc.strerror or exc})") from None
         name = str(raw.pop("name", path.stem))
     merged = dict(raw)
     merged["name"] = name
