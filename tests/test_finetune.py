@@ -95,8 +95,8 @@ def test_default_init_is_the_newest_pretrain_run(tmp_path: Path, monkeypatch: py
     assert resolve_init(forced) == (forced, None)
 
 
-def test_default_init_prefers_a_run_on_the_same_data_then_the_same_channels(tmp_path: Path,
-                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_init_is_a_run_on_the_same_data_with_the_same_channels(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     from toolkit.finetune import latest_pretrain_checkpoint
 
     monkeypatch.chdir(tmp_path)
@@ -113,9 +113,11 @@ def test_default_init_prefers_a_run_on_the_same_data_then_the_same_channels(tmp_
     fake("cifar", "cifar10", 3, 3_000)  # the newest, but RGB
     digits = load_recipe(None).data
     assert latest_pretrain_checkpoint(Path("runs"), digits) == Path("runs/digits-old/checkpoint.pt")
+    # Runs on other data that record no split are never a silent fallback (tests/test_split_guard.py
+    # covers the fallback to a run whose recorded split holds none of the test images).
     other_gray = load_recipe(None, {"data.path": "elsewhere"}).data
-    assert latest_pretrain_checkpoint(Path("runs"), other_gray) == Path("runs/omniglot/checkpoint.pt")
-    rgb = load_recipe(None, {"data.path": "elsewhere", "data.channels": 3}).data
+    assert latest_pretrain_checkpoint(Path("runs"), other_gray) is None
+    rgb = load_recipe(None, {"data.path": "cifar10", "data.channels": 3}).data
     assert latest_pretrain_checkpoint(Path("runs"), rgb) == Path("runs/cifar/checkpoint.pt")
     assert latest_pretrain_checkpoint(Path("runs")) == Path("runs/cifar/checkpoint.pt")  # no data: the newest
 

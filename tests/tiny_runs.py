@@ -24,7 +24,8 @@ def tiny_recipe(folder: Path, extra: str = "") -> Path:
     return write_tiny_recipe(folder, TINY_FINETUNE + extra)
 
 
-def pretrain_at_init(folder: Path, extra: str = "", seed: int = 0) -> Path:
+def pretrain_at_init(folder: Path, extra: str = "", seed: int = 0, overrides: dict | None = None,
+                     name: str = "pretrain") -> Path:
     """A pretrain run folder whose checkpoint holds the initial weights (0 epochs: no training).
 
     A ``seed`` other than the fine-tuning run's makes these weights differ from the ones that run
@@ -35,8 +36,8 @@ def pretrain_at_init(folder: Path, extra: str = "", seed: int = 0) -> Path:
     from toolkit.config import load_recipe
     from toolkit.pretrain import pretrain
 
-    run_dir = folder / "pretrain"
-    recipe = load_recipe(str(tiny_recipe(folder, extra)), {"train.seed": seed})
+    run_dir = folder / name
+    recipe = load_recipe(str(tiny_recipe(folder, extra)), {"train.seed": seed, **(overrides or {})})
     # 0 epochs is not a valid recipe value (a user's --epochs 0 is refused), so set it past the check.
     recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, epochs=0))
     pretrain(recipe, run_dir)

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from torch import nn
 
 from toolkit.config import Recipe
@@ -13,7 +14,9 @@ from toolkit.console import info, warn
 from toolkit.data.augment import view_transform
 from toolkit.data.loaders import Plan, TwoViewDataset, shuffled_plan
 from toolkit.data.preprocess import Normalizer
-from toolkit.data.store import ImageStore, load_data
+from toolkit.data.split_check import check_same_split
+from toolkit.data.split_record import record_of
+from toolkit.data.store import ImageStore, LoadedData, load_data
 from toolkit.engine.checkpoint import Checkpoint
 from toolkit.engine.distributed import DistEnv, init_distributed, seed_everything
 from toolkit.engine.loop import Trainer
@@ -44,6 +47,7 @@ class SimSiamObjective(Objective):
         self.model = SimSiam(recipe.model, in_channels=recipe.data.channels)
         self.embedding_dim = self.model.feat_dim
         self.transform = view_transform(recipe.augment, recipe.data.image_size, recipe.data.channels)
+        self.monitor_split: str | None = None  # "val" or "test": the kNN monitor's queries (None: off)
 
     def dataset(self) -> TwoViewDataset:
         return TwoViewDataset(self.store, self.transform)
@@ -71,7 +75,10 @@ class SimSiamObjective(Objective):
         return self.model.backbone(x)  # type: ignore[operator]
 
     def epoch_extras(self) -> dict[str, Any]:
-        return {"z_std_ref": 1.0 / math.sqrt(self.recipe.model.dim)}
+        extras: dict[str, Any] = {"z_std_ref": 1.0 / math.sqrt(self.recipe.model.dim)}
+        if self.monitor_split:
+            extras["knn_split"] = self.monitor_split
+        return extras
 
     def end_of_epoch(self, record: dict[str, Any]) -> None:
         """Warn when z_std stays under the collapse threshold for two epochs in a row (Sec. 4.1)."""
@@ -85,19 +92,45 @@ class SimSiamObjective(Objective):
                  f"{collapse_threshold(ref, self.collapse_fraction):.4f} for {self._low_epochs} epoch(s) (SimSiam Sec. 4.1)")
 
 
+def monitor_split(data: LoadedData) -> tuple[str, ImageStore | None]:
+    """The kNN monitor's queries: the validation split when the train bank holds all its classes, else the test split.
+
+    The monitor guides choices (a learning rate, when to stop), so it reads the test split only
+    when validation cannot serve: no validation split, or one of classes the bank lacks (held-out
+    classes), where the monitor halves the query split per class instead.
+    """
+    train = data.train
+    if not train.labeled:
+        return "none", None
+    val = data.val
+    if val is not None and val.labels is not None and np.isin(val.labels, train.labels).all():
+        return "val", val
+    if data.test is not None and data.test.labeled:
+        return "test", data.test
+    return "none", None
+
+
 def pretrain(recipe: Recipe, run_dir: Path, resume: Checkpoint | None = None) -> RunResult:
     """Pretrain with SimSiam and write the run folder. ``resume`` is a loaded checkpoint of this run."""
     env = init_distributed(recipe.train.device)
     folder = RunFolder(run_dir)
     with folder.writing(env.is_main, resuming=resume is not None):
+        split = record_of(recipe.data)
+        if resume is not None:
+            check_same_split(resume.split, split, str(run_dir), "resume with the data and [data] settings it started with")
         data = load_data(recipe.data)
         info(data.describe())
-        if data.test is None or not data.train.labeled:
-            info("kNN monitor off: the data has no labels or no test split")
+        monitor_name, queries = monitor_split(data)
+        if queries is None:
+            info("kNN monitor off: the data has no labels, or no validation or test split")
+        else:
+            info(f"kNN monitor: train split as the memory bank, the {monitor_name} split as queries")
         check_batch_size(simsiam_settings(recipe), env.world_size, len(data.train))
         seed_everything(recipe.train.seed)
         objective = SimSiamObjective(recipe, data.train, env)
-        trainer = Trainer(objective, recipe, data.train, data.test, folder, env, skipped_images=len(data.skipped))
+        objective.monitor_split = monitor_name if queries is not None else None
+        trainer = Trainer(objective, recipe, data.train, queries, folder, env, skipped_images=len(data.skipped),
+                          split=split)
         result = trainer.fit(resume)
     records = result.records
     if records and env.is_main:
@@ -105,5 +138,7 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: Checkpoint | None = None) ->
         if last.get("z_std") is not None and collapsed(last["z_std"], last["z_std_ref"], recipe.train.collapse_fraction):
             warn("the representation collapsed (z_std near 0); check model.stop_gradient and model.predictor")
         finish_run(f"SimSiam pretraining: {run_dir}", records, [
-            ("skipped images", len(data.skipped)), ("checkpoint", str(folder.checkpoint))], features="")
+            ("kNN monitor queries", f"{monitor_name} split" if queries is not None else "off"),
+            ("skipped images", len(data.skipped)), ("checkpoint", str(folder.checkpoint))],
+            features=f" (train bank, {monitor_name} queries)" if queries is not None else "")
     return result

@@ -52,14 +52,16 @@ def test_version_1_checkpoints_still_load(tmp_path: Path, kind: str) -> None:
     assert torch.allclose(ckpt.encoder()(x), expected, atol=1e-6)
 
 
-def test_saving_writes_version_2_and_round_trips(tmp_path: Path) -> None:
+def test_saving_writes_version_3_and_round_trips(tmp_path: Path) -> None:
     write_v1(tmp_path / "old.pt")
     ckpt = Checkpoint.load(tmp_path / "old.pt")
     ckpt.save(tmp_path / "new.pt")
     raw = torch.load(tmp_path / "new.pt", weights_only=True)
-    assert raw["format"] == FORMAT and raw["format_version"] == FORMAT_VERSION == 2
+    assert raw["format"] == FORMAT and raw["format_version"] == FORMAT_VERSION == 3
+    assert raw["data"]["split"] is None  # a version-1 file records no split
     assert raw["preprocessing"]["resize_size"] == 20 and raw["training"]["epoch"] == 4
     again = Checkpoint.load(tmp_path / "new.pt")
+    assert again.split is None and again.format_version == 3
     assert again.preprocessing == ckpt.preprocessing and again.training.partial == ckpt.training.partial
     assert all(torch.equal(again.weights[k], v) for k, v in ckpt.weights.items())
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file left

@@ -67,11 +67,13 @@ def test_embedding_of_a_pretrain_checkpoint_is_the_normalised_backbone_feature(p
     assert torch.allclose(ckpt.encoder()(x), expected, atol=1e-5)
 
 
-def test_held_out_classes_are_classified_from_half_of_each_test_class(pretrain_run: Path, tmp_path: Path) -> None:
+def test_held_out_classes_are_classified_from_half_of_each_test_class(tmp_path: Path) -> None:
     from toolkit.evaluate.job import EpisodeSpec, evaluate
 
-    report = evaluate(pretrain_run, spec=EpisodeSpec(way=3, shot=1, query=5, episodes=30), out=tmp_path,
-                      sets=["data.holdout_classes=['7', '8', '9']"], plots=False)
+    # Pretrained with the classes held out: evaluating them on a run that trained on them is refused
+    # (tests/test_split_guard.py).
+    run = pretrain_at_init(tmp_path, overrides={"data.holdout_classes": ["7", "8", "9"]})
+    report = evaluate(run, spec=EpisodeSpec(way=3, shot=1, query=5, episodes=30), out=tmp_path, plots=False)
     assert report["protocol"]["classifiers_built_from"] == "first half of each evaluated class"
     assert sorted(report["classification"]["per_class_recall"]) == ["7", "8", "9"]
     assert report["data"]["evaluated_classes"] == 3
@@ -82,9 +84,12 @@ def test_held_out_classes_are_classified_from_half_of_each_test_class(pretrain_r
 def test_data_without_a_test_split_is_evaluated_on_its_train_split(pretrain_run: Path, tmp_path: Path) -> None:
     from toolkit.evaluate.job import EpisodeSpec, evaluate
 
-    report = evaluate(pretrain_run, spec=EpisodeSpec(way=5, shot=1, query=5, episodes=10), out=tmp_path,
+    # Other data than the run's (its own train split was trained on: refused, tests/data/test_split_record.py).
+    data = _alphabet_folder(tmp_path / "alphabets")
+    report = evaluate(pretrain_run, data=str(data), spec=EpisodeSpec(way=5, shot=1, query=5, episodes=10), out=tmp_path,
                       sets=["data.test_fraction=0"], plots=False)
-    assert report["data"]["evaluated_split"] == "train" and report["data"]["evaluated_images"] == 384
+    # 12 images per class, 1 of them (10%) to validation
+    assert report["data"]["evaluated_split"] == "train" and report["data"]["evaluated_images"] == 10 * 11
     assert report["protocol"]["classifiers_built_from"] == "first half of each evaluated class"
 
 

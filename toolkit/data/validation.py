@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.config import DataConfig
+from toolkit.data.groups import group_names_of
 from toolkit.data.sources import ImageSet, _present, _relabel, scan_folder
 from toolkit.errors import ToolkitError
 
@@ -31,15 +32,12 @@ def val_folder(cfg: DataConfig, train: ImageSet) -> ImageSet | None:
     return _relabel(val, train.class_names)
 
 
-def _group(name: str) -> str:
-    """The group of a class: its parent folder (an Omniglot alphabet), or the class itself."""
-    return name.rsplit("/", 1)[0] if "/" in name else name
-
-
-def hold_out_val_classes(train: ImageSet, fraction: float, rng: np.random.Generator) -> tuple[ImageSet, ImageSet | None]:
+def hold_out_val_classes(train: ImageSet, fraction: float, rng: np.random.Generator,
+                         data_path: str = "") -> tuple[ImageSet, ImageSet | None]:
     """Move whole classes, group by group, from ``train`` into a validation split.
 
-    Groups (parent folders) are drawn in random order until the validation split has at least
+    A class's group is what within-group episodes use (``toolkit.data.groups.group_names_of``:
+    the first path component under the data root, or a CSV manifest's ``group`` column). Groups are drawn in random order until the validation split has at least
     ``max(2, round(fraction x classes))`` classes (two are needed for pairs and open-set episodes),
     so for Omniglot whole alphabets are held out, as for the test split. With fewer than four
     train classes there is nothing to spare: no validation split (None).
@@ -49,9 +47,10 @@ def hold_out_val_classes(train: ImageSet, fraction: float, rng: np.random.Genera
     if len(present) < 4:
         return train, None
     target = max(2, int(round(fraction * len(present))))
+    names = group_names_of([train.class_names[label] for label in present], data_path)
     groups: dict[str, list[int]] = {}
-    for label in present:
-        groups.setdefault(_group(train.class_names[label]), []).append(int(label))
+    for label, group in zip(present, names):
+        groups.setdefault(group, []).append(int(label))
     chosen: list[int] = []
     for key in rng.permutation(sorted(groups)):
         if len(chosen) >= target:

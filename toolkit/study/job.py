@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from toolkit.data.split_check import check_same_split
+from toolkit.data.split_record import record_of
 from toolkit.engine.checkpoint import Checkpoint
 from toolkit.config import Recipe, replace
 from toolkit.console import info, warn
@@ -121,6 +123,9 @@ def _run_variant(variant: Variant, out_dir: Path, folder: str | None = None) -> 
         if diffs:
             raise ToolkitError(f"{run_dir} holds a run of another setting ({'; '.join(diffs[:3])}); "
                                "choose another --out, or delete that folder to rerun the variant")
+        # Same settings, other files (data added or removed): its figures would be on another split.
+        check_same_split(resume.split, record_of(variant.recipe.data), str(run_dir),
+                         "choose another --out, or delete that folder to rerun the variant")
         if state.get("status") == "failed":
             info(f"variant {variant.name}: reusing its earlier run, which stopped on a non-finite loss "
                  f"(delete {run_dir} to try again)")
