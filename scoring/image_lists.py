@@ -7,6 +7,7 @@ one-line reason})`` callable (``scoring.images.embedder`` in the CLI, a fake in 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,13 +17,34 @@ import numpy as np
 from toolkit.metrics.similarity import l2_normalise
 from toolkit.data.image_files import images_under, is_uri, read_image_list, resolve
 from toolkit.data.sources import IMAGE_EXTENSIONS
+from toolkit.data.walk import report_skipped
 from toolkit.errors import ToolkitError
 
-__all__ = ["EmbedPaths", "SupportSet", "embed_unique", "images_under", "is_uri", "read_image_list",
-           "read_support_folder", "resolve"]
+__all__ = ["EmbedPaths", "SupportSet", "canonical", "distinct_files", "embed_unique", "images_under", "is_uri",
+           "read_image_list", "read_support_folder", "resolve"]
 
 EmbedPaths = Callable[[list[str]], tuple[np.ndarray, list[str], dict[str, str]]]
 NON_FINITE = "non-finite embedding (NaN or inf): the model's weights or outputs are broken"
+
+
+def canonical(path: str) -> str:
+    """``path`` made absolute with symlinks and ``..`` resolved (URIs as they are): one spelling per file."""
+    return path if is_uri(path) else os.path.realpath(path)
+
+
+def distinct_files(paths: Iterable[str]) -> list[str]:
+    """``paths`` without the entries that name a file listed earlier (by ``canonical``), first spelling kept.
+
+    The gallery of ``toolkit score`` and the index (which stores canonical paths) so rank each image once.
+    """
+    seen: set[str] = set()
+    kept = []
+    for path in paths:
+        key = canonical(path)
+        if key not in seen:
+            seen.add(key)
+            kept.append(path)
+    return kept
 
 
 @dataclass(frozen=True)
@@ -49,7 +71,11 @@ def read_support_folder(path: str | Path) -> SupportSet:
     path = Path(path)
     if not path.is_dir():
         raise ToolkitError(f"{path}: not a folder; expected one sub-folder of images per class")
-    classes = sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
+    root = path.resolve()
+    folders = sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
+    loops = [d for d in folders if root.is_relative_to(d.resolve())]  # a link back to the support folder or above
+    classes = [d for d in folders if d not in loops]
+    report_skipped(path, [(str(d), "symbolic link loop (links back to a folder it is in)") for d in loops])
     if not classes:
         raise ToolkitError(f"{path}: no class sub-folders; expected one sub-folder of images per class")
     paths: list[str] = []

@@ -13,6 +13,7 @@ import numpy as np
 from toolkit.data.csv_files import open_csv, resolve_entry
 from toolkit.data.sources import IMAGE_EXTENSIONS
 from toolkit.data.store import decode_image
+from toolkit.data.walk import find_files, report_skipped
 from toolkit.errors import ToolkitError
 
 
@@ -38,7 +39,9 @@ def load_readable(paths: list[str], resize_size: int, image_size: int, channels:
 
 
 def images_under(folder: Path) -> list[str]:
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    """Image files under ``folder``, sorted, following folder links (``toolkit.data.walk``); skipped entries are reported."""
+    files, skipped = find_files(folder, IMAGE_EXTENSIONS)
+    report_skipped(folder, skipped)
     return [str(p) for p in files]
 
 

@@ -30,6 +30,7 @@ import numpy as np
 from toolkit.config import DataConfig
 from toolkit.data.csv_files import is_file, open_csv, resolve_entry
 from toolkit.data.image_set import DataSplits, ImageSet
+from toolkit.data.walk import find_files, report_skipped
 from toolkit.data.subsets import (_class_mask, _hold_out, _keep_classes, _present, _relabel, _stratified_split,
                                   add_rotation_classes, limit, long_tail)
 from toolkit.errors import ToolkitError
@@ -130,7 +131,8 @@ def scan_folder(root: Path, class_names: list[str] | None = None) -> ImageSet:
 
     Images lying directly in ``root`` (and none deeper) make an unlabeled set.
     """
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    files, skipped = find_files(root, IMAGE_EXTENSIONS)  # folder links followed, loops and broken links reported
+    report_skipped(root, skipped)
     if not files:
         raise ToolkitError(f"--data {root}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
     folders = [p.parent.relative_to(root).as_posix() for p in files]
