@@ -156,6 +156,7 @@ AddressOpt = Annotated[str, typer.Option("--address", help="With --engine ray: t
 ReplicasOpt = Annotated[Optional[int], typer.Option("--replicas", help="With --engine ray: model replicas (default: one "
                                                     "per CPU, or per --gpus-per-replica GPUs, of the cluster).")]
 GpusOpt = Annotated[float, typer.Option("--gpus-per-replica", help="With --engine ray: GPUs per replica (0 = CPU).")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace output files that exist (--out, --html).")]
 
 
 @app.command()
@@ -204,9 +205,11 @@ def embed(
 ) -> None:
     """Embed images with a checkpoint, an ONNX model or a TensorRT engine."""
     from scoring.jobs import Settings, embed_images
+    force: ForceOpt = False,
 
     embed_images(model, images, out, Settings(backend, batch_size, workers, threads, strict, engine=engine,
-                                              address=address, replicas=replicas, gpus_per_replica=gpus_per_replica))
+                                              address=address, replicas=replicas, gpus_per_replica=gpus_per_replica),
+                 force=force)
 
 
 @app.command()
@@ -235,12 +238,13 @@ def score(
 ) -> None:
     """Score image pairs, rank a gallery (or an index) per query, or classify queries by a support set."""
     from scoring.jobs import Settings, score_images
+    force: ForceOpt = False,
 
     settings = Settings(backend, batch_size, workers, threads, strict, engine=engine, address=address,
                         replicas=replicas, gpus_per_replica=gpus_per_replica)
     score_images(model, pairs=pairs, query=query, gallery=gallery, support=support, top_k=top_k, out=out,
                  threshold=threshold, settings=settings,
-                 index=index, device=device, html=html)
+                 index=index, device=device, html=html, force=force)
 
 
 # --- index (issue 12) ---

@@ -28,6 +28,7 @@ from exporters.runtime import Backend
 from scoring import score
 from scoring.embedding import Settings, TimedEmbedder, open_embedder
 from scoring.image_lists import drop_non_finite
+from scoring.output_checks import check_files
 from scoring.pairs_csv import read_pairs_header
 from toolkit.console import info as say
 from toolkit.console import warn
@@ -58,16 +59,18 @@ def _report_failures(errors: dict[str, str], rows: int, total: int, what: str, s
 
 
 def embed_images(model: str | Path, images: str | Path, out: str | Path = "embeddings.npz",
-                 settings: Settings = Settings()) -> Path:
+                 settings: Settings = Settings(), force: bool = False) -> Path:
     """``toolkit embed``: every image of a folder, CSV (``path`` column) or .txt list -> ``.npz``.
 
     The archive holds ``embeddings`` [N, D] float32 and ``paths`` [N] of the images that
     embedded, in input order, plus ``failed_paths`` and ``errors`` for those that did not.
 
     Raises:
-        ToolkitError: a bad model or image list; ``FailedImages`` with ``strict`` and failures.
+        ToolkitError: a bad model or image list, ``out`` exists without ``force``; ``FailedImages`` with
+            ``strict`` and failures.
     """
     out = check_out_file(out, example="embeddings.npz")  # before any work: a bad --out costs nothing
+    check_files({"--out": out}, {"IMAGES": Path(images)}, force)
     paths = score.read_image_list(images)
     backend = open_embedder(model, settings)
     timed = TimedEmbedder(backend, settings)
@@ -163,11 +166,13 @@ DEFAULT_OUT = {"pairs": "scores.csv", "top_k": "matches.csv", "index": "matches.
 def score_images(model: str | Path, *, pairs: Path | None = None, query: Path | None = None,
                  gallery: Path | None = None, support: Path | None = None, top_k: int = 5,
                  out: Path | None = None, threshold: float | None = None, settings: Settings = Settings(),
-                 index: Path | None = None, device: str = "cpu", html: Path | None = None) -> ScoreRun:
+                 index: Path | None = None, device: str = "cpu", html: Path | None = None,
+                 force: bool = False) -> ScoreRun:
     """``toolkit score`` in one of its three modes (see ``scoring.score``).
 
     Raises:
-        ToolkitError: a bad model, mode or input file; ``FailedImages`` with ``strict`` and failures.
+        ToolkitError: a bad model, mode or input file, an output that exists without ``force`` or that is
+            an input; ``FailedImages`` with ``strict`` and failures.
     """
     mode = _mode(pairs, query, gallery, support, index)
     if device != "cpu" and mode != "index":
@@ -179,6 +184,10 @@ def score_images(model: str | Path, *, pairs: Path | None = None, query: Path | 
     if threshold is not None and not (math.isfinite(threshold) and -1.0 <= threshold <= 1.0):
         raise ToolkitError(f"--threshold {threshold}: must be a cosine between -1 and 1")
     out = check_out_file(out or DEFAULT_OUT[mode], example=DEFAULT_OUT[mode])  # before any work: a bad --out costs nothing
+    outputs = {"--out": out}
+    if html is not None:
+        outputs["--html"] = check_out_file(html, "--html", example="report.html")
+    check_files(outputs, {"--pairs": pairs, "--query": query, "--gallery": gallery}, force)
     # Read the inputs before loading the model: a malformed file fails fast.
     if mode == "pairs":
         read_pairs_header(pairs)  # type: ignore[arg-type]
@@ -202,6 +211,8 @@ def score_images(model: str | Path, *, pairs: Path | None = None, query: Path | 
         top = score.score_top_k(queries, gallery_paths, out, timed, top_k=top_k)
         run = ScoreRun(out, mode, top.rows_written, top.failed_rows, time.perf_counter() - start, timed.seconds)
         clipped = f" (clipped from {top.top_k_requested}: the gallery has {top.gallery_size})" if top.k_clipped else ""
+        if top.duplicate_gallery:
+            warn(f"{top.duplicate_gallery} gallery entries name an image listed before; each image is ranked once")
         say(f"top {top.top_k}{clipped} of {top.gallery_size} gallery images for {top.queries} queries -> {out} "
             f"({top.rows_written} rows; {_stages(run)})")
         rows = top.failed_rows + top.failed_gallery

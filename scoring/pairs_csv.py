@@ -67,9 +67,11 @@ def read_pairs_header(path: str | Path) -> list[str]:
     """The header of a pairs CSV, checked: to fail fast, before any model is loaded.
 
     Raises:
-        ToolkitError: no such file, an empty file, or no image_a / image_b column.
+        ToolkitError: a folder, no such file, an empty file, or no image_a / image_b column.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ToolkitError(f"{path}: is a folder; --pairs expects a CSV file with columns image_a,image_b[,label]")
     if not path.is_file():
         raise ToolkitError(f"{path}: no such file; expected a CSV with columns image_a,image_b[,label]")
     with open_csv(path) as f:

@@ -142,5 +142,7 @@ def write_report(html_path: str | Path, mode: str, csv_path: str | Path, *, top_
     write_atomic(Path(html_path), lambda f: f.write(page))
     if summary.evaluated == 0:
         return f"{len(results)} queries; no labels known"
+    if k == 1:  # recall@k and mAP@k are recall@1 again (support mode: one prototype per query)
+        return f"{len(results)} queries, {summary.evaluated} labelled: recall@1 {summary.recall_at_1:.4f}"
     return (f"{len(results)} queries, {summary.evaluated} labelled: recall@1 {summary.recall_at_1:.4f}, "
             f"recall@{k} {summary.recall_at_k:.4f}, mAP@{k} {summary.mean_ap:.4f}")

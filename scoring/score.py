@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from scoring.csv_out import in_blocks, one_line, write_csv_atomic
-from scoring.image_lists import EmbedPaths, SupportSet, embed_unique, read_image_list, read_support_folder
+from scoring.image_lists import EmbedPaths, SupportSet, distinct_files, embed_unique, read_image_list, read_support_folder
 from scoring.pairs import OUTPUT_COLUMNS, PairScoreResult, score_pairs
 from toolkit.metrics.similarity import (
     PAIR_CHUNK,
@@ -80,6 +80,7 @@ class TopKResult:
         image_errors: {path: reason} for every image (query or gallery) that failed.
         top_k: neighbours written per query.
         top_k_requested: what was asked; larger than ``top_k`` when clipped to the gallery.
+        duplicate_gallery: gallery entries naming a file listed before (ranked once, as the index does).
     """
 
     output_csv: Path
@@ -91,6 +92,7 @@ class TopKResult:
     image_errors: dict[str, str]
     top_k: int
     top_k_requested: int
+    duplicate_gallery: int = 0
 
     @property
     def k_clipped(self) -> bool:
@@ -137,7 +139,9 @@ def score_top_k(
     Rows are ``query,rank,gallery,score,error`` with rank 1..K, queries in input order. A query
     whose image fails gets one row with only ``query`` and ``error``; a gallery image that fails
     is left out of the ranking and counted in ``failed_gallery``. Images in both lists are
-    embedded once (a query found in the gallery ranks itself first).
+    embedded once (a query found in the gallery ranks itself first). A gallery entry naming a file
+    listed before (``a.png`` and ``./a.png``) is ranked once, as in an index, and counted in
+    ``duplicate_gallery``.
 
     Raises:
         ToolkitError: ``top_k < 1``, an empty list, or no gallery image could be embedded.
@@ -148,6 +152,8 @@ def score_top_k(
         raise ToolkitError(
             f"need at least one query and one gallery image, got {len(query_paths)} and {len(gallery_paths)}"
         )
+    listed = len(gallery_paths)
+    gallery_paths = distinct_files(gallery_paths)
     embeddings, row_of, failed = embed_unique([*query_paths, *gallery_paths], embed_paths)
     gallery_rows = [row_of[p] for p in gallery_paths if p in row_of]
     if not gallery_rows:
@@ -175,6 +181,7 @@ def score_top_k(
         image_errors=failed,
         top_k=k,
         top_k_requested=top_k,
+        duplicate_gallery=listed - len(gallery_paths),
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -54,12 +55,16 @@ def check_out_file(path: str | Path, what: str = "--out", example: str = "out.cs
     """Check that file ``path`` can be written; nothing is created (the writer makes missing folders).
 
     Raises:
-        ToolkitError: ``path`` is a folder or a read-only file, a part of its folder path is a
+        ToolkitError: ``path`` is a folder, a read-only file or not a regular file (a device such as
+            /dev/full, a FIFO, a symbolic link: the atomic rename would replace it), a part of its folder path is a
             file, or the nearest existing folder above it cannot be written.
     """
     path = Path(path)
     if path.is_dir():
         raise ToolkitError(f"{what} {path}: is a folder; give a file name, e.g. {path / example}")
+    if path.is_symlink() or (path.exists() and not path.is_file()):  # the atomic rename would replace it
+        raise ToolkitError(f"{what} {path}: exists and is {_special_kind(path)}, not a regular file; "
+                           "give a new file name (or remove it first)")
     if path.exists() and not os.access(path, os.W_OK):
         raise ToolkitError(f"{what} {path}: the file exists and is read-only")
     folder = path.absolute().parent
@@ -69,6 +74,16 @@ def check_out_file(path: str | Path, what: str = "--out", example: str = "out.cs
         raise ToolkitError(f"{what} {path}: {folder} is a file, not a folder")
     _probe_writable(folder, f"{what} {path}:")
     return path
+
+
+def _special_kind(path: Path) -> str:
+    """What a path that is not a regular file is, in words (for the one-line refusal)."""
+    if path.is_symlink():
+        return "a symbolic link"
+    mode = path.stat().st_mode
+    kinds = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "a special file")
 
 
 def write_error(path: Path, exc: OSError) -> ToolkitError:

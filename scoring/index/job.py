@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from scoring.image_lists import EmbedPaths, is_uri, read_image_list
+from scoring.image_lists import EmbedPaths, canonical, read_image_list
 from scoring.index import faiss_index
 from scoring.index.faiss_index import IndexParams
 from scoring.index.store import DEFAULT_SHARD_SIZE, EmbeddingStore, Shard, embed_into_shards
@@ -265,11 +264,6 @@ def print_info(folder: str | Path) -> IndexSummary:
     say(f"model {manifest['source_model']} fingerprint {manifest['fingerprint'][:16]} ({manifest['model'][:22]}...), "
         f"preprocessing {json.dumps(manifest['preprocessing'])}")
     return s
-
-
-def canonical(path: str) -> str:
-    """``path`` made absolute with symlinks and ``..`` resolved (URIs as they are): one spelling per file."""
-    return path if is_uri(path) else os.path.realpath(path)
 
 
 def read_gallery(path: str | Path) -> list[str]:

@@ -169,7 +169,7 @@ def test_embed_with_nan_weights_writes_no_nan(nan_run: Path, images: Path, tmp_p
     saved = np.load(out)
     assert saved["embeddings"].shape[0] == 0 and len(saved["failed_paths"]) == 18
     assert all("non-finite embedding" in e for e in saved["errors"])
-    line = one_error(invoke("embed", str(nan_run), str(images), "--out", str(out), "--strict", *FAST), code=1)
+    line = one_error(invoke("embed", str(nan_run), str(images), "--out", str(out), "--strict", "--force", *FAST), code=1)
     assert "--strict: 18 of 18 images failed" in line
 
 
@@ -182,7 +182,7 @@ def test_score_pairs_with_nan_weights(nan_run: Path, pairs_csv: Path, tmp_path: 
         rows = list(csv.DictReader(f))
     assert len(rows) == 5 and all(r["score"] == "" and "non-finite embedding" in r["error"] for r in rows)
     line = one_error(invoke("score", str(nan_run), "--pairs", str(pairs_csv), "--out", str(out), "--threshold", "0.5",
-                            "--strict", *FAST), code=1)
+                            "--strict", "--force", *FAST), code=1)
     assert "--strict: 5 of 5 pairs failed" in line
 
 
