@@ -159,7 +159,7 @@ class FinetuneConfig:
     sampler: str = "balanced"  # balanced (M per class) | random
     m_per_class: int = 4
     class_weights: bool = False  # inverse-frequency weights on the loss terms
-    way: int = 20  # proto: classes per training episode (Snell et al. 2017 train with more than they test)
+    way: int = 0  # proto: classes per training episode; 0 = min(20, training classes) (Snell et al. 2017 train with more than they test)
     shot: int = 1  # proto: support images per class; the batch is way x (shot + query), batch_size is unused
     query: int = 5  # proto: query images per class
     proto_distance: str = "euclidean"  # proto: euclidean (squared, Snell et al.) | cosine (learned temperature)

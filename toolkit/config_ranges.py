@@ -134,7 +134,7 @@ RANGES: dict[str, Range] = {
     "finetune.warmup_epochs": NON_NEGATIVE,
     "finetune.freeze_backbone_epochs": NON_NEGATIVE,
     "finetune.backbone_lr_scale": NON_NEGATIVE,
-    "finetune.way": at_least(2),
+    "finetune.way": at_least(0, "0 = min(20, the training classes); else 2 or more"),
     "finetune.shot": at_least(1),
     "finetune.query": at_least(1),
     "finetune.early_stop_patience": at_least(0, "0 = off"),
@@ -190,6 +190,9 @@ def check_recipe(recipe: Any, source: str) -> Any:
     if model.backbone == "convnet" and data.image_size < 16:
         raise ToolkitError(f"{source}: recipe key 'data.image_size' is {data.image_size}; model.backbone=convnet "
                            "needs 16 or more (four 2x2 max-pools)")
+    if recipe.finetune.way == 1:
+        raise ToolkitError(f"{source}: recipe key 'finetune.way' is 1; valid: 0 (min(20, the training classes)) "
+                           "or 2 or more (an episode compares classes)")
     for section in ("augment", "finetune.augment"):
         augment = recipe.finetune.augment if section.startswith("finetune") else recipe.augment
         if augment.crop_min_scale > augment.crop_max_scale:

@@ -285,6 +285,21 @@ def load_backbone(model: Encoder, ckpt: Checkpoint) -> None:
 
 
 # ------------------------------------------------------------------ checks and the command
+DEFAULT_WAY = 20  # proto episodes' classes when finetune.way = 0 and the data has that many
+
+
+def resolve_way(recipe: Recipe, store: ImageStore) -> Recipe:
+    """``finetune.way = 0`` (the default) as min(20, training classes), said in one line; the run records the value."""
+    ft = recipe.finetune
+    if ft.loss != "proto" or ft.way != 0:
+        return recipe
+    assert store.labels is not None
+    classes = len(set(store.labels.tolist()))
+    way = max(2, min(DEFAULT_WAY, classes))
+    info(f"finetune.way = {way}: min({DEFAULT_WAY}, the {classes} training classes) (set finetune.way to choose)")
+    return replace(recipe, **{"finetune.way": way})
+
+
 def check_batches(recipe: Recipe, store: ImageStore, env: DistEnv) -> None:
     """One-line errors for batch settings the sampler or the loss cannot serve."""
     ft = recipe.finetune
@@ -345,6 +360,7 @@ def finetune(recipe: Recipe, run_dir: Path, resume: Checkpoint | None = None,
         info(data.describe())
         if not data.train.labeled:
             raise ToolkitError(f"--data {recipe.data.path}: finetune needs labeled images (class sub-folders or a CSV 'label' column)")
+        recipe = resolve_way(recipe, data.train)
         check_batches(recipe, data.train, env)
         seed_everything(recipe.train.seed)
         objective = FinetuneObjective(recipe, data.train, env)
