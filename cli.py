@@ -136,9 +136,11 @@ def evaluate(
     """Few-shot episodes, imbalanced classification and pair verification; writes eval.json."""
     from toolkit.evaluate.job import EpisodeSpec
     from toolkit.evaluate.job import evaluate as run_evaluate
+    from toolkit.out_paths import removed_if_failed
 
-    run_evaluate(checkpoint, data=data, spec=EpisodeSpec(way, shot, query, episodes, within_group), out=out,
-                 sets=set_ or [], device=device, seed=seed, far=far)
+    with removed_if_failed(out):  # a failed evaluation leaves no empty --out folder
+        run_evaluate(checkpoint, data=data, spec=EpisodeSpec(way, shot, query, episodes, within_group), out=out,
+                     sets=set_ or [], device=device, seed=seed, far=far)
 
 
 # --- export / embed / score (issue 3) ---

@@ -9,10 +9,12 @@ work is done.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from toolkit.errors import ToolkitError
@@ -91,3 +93,29 @@ def write_error(path: Path, exc: OSError) -> ToolkitError:
     if exc.errno == errno.ENOSPC:
         return ToolkitError(f"{path}: no space left on the device; nothing was written under this name")
     return ToolkitError(f"{path}: cannot be written ({_reason(exc)}); nothing was written under this name")
+
+
+@contextlib.contextmanager
+def removed_if_failed(path: str | Path | None) -> Iterator[None]:
+    """Remove the folders of ``path`` that this block created if it fails and they are still empty.
+
+    A command that creates its ``--out`` folder up front (``ensure_out_dir``) and then fails leaves
+    no empty folder behind; folders that existed before, or that hold anything, are kept.
+    """
+    if path is None:
+        yield
+        return
+    new: list[Path] = []
+    folder = Path(path).absolute()
+    while not folder.exists() and folder != folder.parent:
+        new.append(folder)  # deepest first
+        folder = folder.parent
+    try:
+        yield
+    except BaseException:
+        for folder in new:
+            try:
+                folder.rmdir()  # only when empty
+            except OSError:
+                break
+        raise
