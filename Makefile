@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO   := runs/demo
 
-.PHONY: install install-gpu demo test clean browser-test
+.PHONY: install install-gpu demo test clean browser-test gpu-check
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,3 +50,8 @@ clean:
 browser-test: $(STAMP)
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 	$(BIN)/python -m pytest -q tests/scoring/test_report_html.py
+
+# One prepared check for a machine with a GPU (< 8 min on one H100; torch + CUDA, onnx, onnxruntime):
+# bf16 pretraining eager/compiled, augmentation vs bare step, finetune/evaluate/embed on CUDA, skip lines.
+gpu-check: $(STAMP)
+	$(BIN)/python benchmarks/gpu_check.py --json benchmarks/results/gpu_check.json

@@ -1,19 +1,15 @@
 """Inference speed of the exported encoder, side by side in one run, and `toolkit score` at scale.
 
-Part 1, backends: the same encoder (CIFAR ResNet-18 at 32 px, ResNet-50 at 224 px; random
-weights with BatchNorm statistics taken from the input images, so activations have a trained
-network's scale) at each batch size, run by
-
-* ``torch_fp32``: PyTorch eager, fp32, NCHW (the reference);
-* ``torch_best``: PyTorch with bf16 autocast (where the CPU has native bf16) and channels_last;
-* ``ort_fp32``: ``encoder.onnx`` on ONNX Runtime's CPU provider;
-* ``ort_int8``: ``encoder.int8.onnx`` (static QDQ, calibrated on other images of the same kind);
-
-in interleaved rounds (each round times every backend once, so machine noise hits all) and
-reports the median time per batch, images/s, the speed-up over ``torch_fp32`` and the smallest
-row-wise cosine to ``torch_fp32``'s embeddings. The target: the best exported backend at
-batch 64 is >= 1.5x ``torch_fp32`` with cosine >= 0.999. ``--ort-variants`` adds ONNX Runtime
-session settings (optimisation levels, no spin-waiting) at the largest batch.
+Part 1, backends: the same encoder (the Conv-4 ConvNet at 28 px grayscale, CIFAR ResNet-18 at
+32 px, ResNet-50 at 224 px; random weights with BatchNorm statistics taken from the input images,
+so activations have a trained network's scale) at each batch size, run by each candidate of
+``benchmarks/inference_backends.py`` (torch fp32 and bf16/channels_last, ONNX Runtime's optimisation
+levels, fp16 and int8, OpenVINO fp32 and bf16) in alternating rounds (each round times every
+candidate once), and reports the median time per batch, images/s, the medians of the per-round
+ratios to ``torch_fp32`` (``speedup``) and to ``torch_best`` (``vs_torch_best``), and the smallest
+row-wise cosine to ``torch_fp32``'s embeddings. The target, at every batch size: the best exported
+candidate is >= 1.5x ``torch_fp32`` and >= 1.0x ``torch_best`` with cosine >= 0.999.
+``--ort-variants`` adds other ONNX Runtime session settings (no spin-waiting, ...) at the largest batch.
 
 ``--checkpoint`` adds a trained encoder: random weights understate int8 agreement (measured
 here: min cosine 0.997 on a random CIFAR ResNet-18, 0.9999 on a trained digits ConvNet).
@@ -24,6 +20,8 @@ scoring stages (scoring = reading the CSV, similarity, AUC/EER, writing the CSV)
 scoring stage's pairs/s. The target: scoring < 5% of the total.
 
     python benchmarks/inference.py                       # full run, random images (a few minutes)
+    nice -n 15 env OMP_NUM_THREADS=1 python benchmarks/inference.py --threads 1 --pairs 0 \
+        --json benchmarks/results/inference_backends.json      # the README's backend table
     python benchmarks/inference.py --images ~/.cache/toolkit-data/cifar10/test
     python benchmarks/inference.py --models resnet18-32 --batches 1,4 --repeats 2 --pairs 2000 --unique 50
 
@@ -54,15 +52,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import inference_backends as candidates  # noqa: E402
 import ray_throughput  # noqa: E402
 from scoring.images import load_image  # noqa: E402
 from exporters.metadata import ModelInfo  # noqa: E402
 from exporters.parity import normalise  # noqa: E402
-from exporters.runtime import Backend, OnnxBackend, TorchBackend  # noqa: E402
+from exporters.runtime import OnnxBackend  # noqa: E402
 
-MODELS = {  # name: (backbone, CIFAR stem, image size)
-    "resnet18-32": ("resnet18", True, 32),
-    "resnet50-224": ("resnet50", False, 224),
+MODELS = {  # name: (backbone, CIFAR stem, image size, channels)
+    "convnet-28": ("convnet", False, 28, 1),
+    "resnet18-32": ("resnet18", True, 32, 3),
+    "resnet50-224": ("resnet50", False, 224, 3),
 }
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -113,8 +113,8 @@ def prepare(name: str, args: argparse.Namespace) -> tuple[torch.nn.Module, Model
         info = info_from_checkpoint(ckpt)
         calibration = normalise(image_source(args, info, args.calibration, seed=1), info)
         return ckpt.encoder(), info, calibration
-    size = MODELS[name][2]
-    info = ModelInfo(size, size, 3, MEAN, STD, 0)
+    size, channels = MODELS[name][2:]
+    info = ModelInfo(size, size, channels, MEAN[:channels], STD[:channels], 0)
     calibration = normalise(image_source(args, info, args.calibration, seed=1), info)
     encoder, info = build_encoder(name, calibration)
     return encoder, info, calibration
@@ -125,9 +125,9 @@ def build_encoder(name: str, calibration: np.ndarray) -> tuple[torch.nn.Module, 
     from toolkit.models.backbones import build_backbone
     from toolkit.models.encoder import Encoder
 
-    backbone_name, cifar_stem, size = MODELS[name]
+    backbone_name, cifar_stem, size, channels = MODELS[name]
     torch.manual_seed(0)
-    backbone, dim = build_backbone(backbone_name, cifar_stem=cifar_stem, zero_init_residual=False)
+    backbone, dim = build_backbone(backbone_name, in_channels=channels, cifar_stem=cifar_stem, zero_init_residual=False)
     encoder = Encoder(backbone)
     for module in encoder.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
@@ -137,73 +137,51 @@ def build_encoder(name: str, calibration: np.ndarray) -> tuple[torch.nn.Module, 
     with torch.no_grad():
         for start in range(0, len(calibration), 16):
             encoder(torch.from_numpy(calibration[start:start + 16]))
-    return encoder.eval(), ModelInfo(size, size, 3, MEAN, STD, dim, checkpoint=f"random {name}")
-
-
-def time_rounds(backends: dict[str, Backend], x: np.ndarray, repeats: int) -> dict[str, float]:
-    """Median seconds per ``embed(x)`` of each backend, timed in interleaved rounds after a warm-up."""
-    for backend in backends.values():
-        backend.embed(x)  # first call: allocation, weight prepacking, oneDNN primitive creation
-    times: dict[str, list[float]] = {name: [] for name in backends}
-    for _ in range(repeats):
-        for name, backend in backends.items():
-            start = time.perf_counter()
-            backend.embed(x)
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
-def cosines(reference: np.ndarray, other: np.ndarray) -> dict[str, float]:
-    """Smallest and mean row-wise cosine between two [N, D] embedding batches."""
-    a, b = reference.astype(np.float64), other.astype(np.float64)
-    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-    return {"min_cosine": round(float(cos.min()), 6), "mean_cosine": round(float(cos.mean()), 6)}
+    return encoder.eval(), ModelInfo(size, size, channels, MEAN[:channels], STD[:channels], dim,
+                                     checkpoint=f"random {name}")
 
 
 def bench_model(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Every candidate on one encoder at each batch size; ``best_exported`` per batch and the target."""
     from exporters.onnx_export import export_onnx
-    from exporters.int8 import quantize_int8
 
     biggest = max(args.batches)
     encoder, info, calibration = prepare(name, args)
     onnx_path = work / f"{name}.onnx"
     export_onnx(encoder, info, onnx_path)
-    int8_path = quantize_int8(onnx_path, work / f"{name}.int8.onnx", calibration)
-    threads = args.threads
-    backends: dict[str, Backend] = {
-        "torch_fp32": TorchBackend(encoder, info, precision="fp32", device="cpu", threads=threads),
-        "torch_best": TorchBackend(encoder, info, precision="auto", device="cpu", threads=threads),
-        "ort_fp32": OnnxBackend(onnx_path, threads=threads, device="cpu", info=info),
-        "ort_int8": OnnxBackend(int8_path, threads=threads, device="cpu", info=info),
-    }
+    backends, skipped = candidates.build(args.candidates, encoder, info, onnx_path, calibration, args.threads)
     images = normalise(image_source(args, info, biggest, seed=2), info)  # not the calibration images
     result: dict[str, Any] = {"embedding_dim": info.embedding_dim, "image_size": info.image_size,
-                              "backends": {n: b.description for n, b in backends.items()}}
+                              "channels": info.channels, "backends": {n: b.description for n, b in backends.items()},
+                              "skipped": skipped}
+    best: dict[str, Any] = {}
     for batch in args.batches:
         x = images[:batch]
-        seconds = time_rounds(backends, x, args.repeats)
-        reference = backends["torch_fp32"].embed(x)
-        result[f"batch_{batch}"] = {
-            n: {"ms": round(s * 1e3, 3), "img_per_s": round(batch / s, 1),
-                "speedup": round(seconds["torch_fp32"] / s, 3), **cosines(reference, backends[n].embed(x))}
-            for n, s in seconds.items()
-        }
-    top = result[f"batch_{biggest}"]
-    exported = {n: r for n, r in top.items() if n.startswith("ort") and r["min_cosine"] >= 0.999}
-    best = max(exported, key=lambda n: exported[n]["speedup"]) if exported else None
-    result["best_exported"] = {
-        "batch": biggest, "backend": best, "speedup": exported[best]["speedup"] if best else None,
-        "min_cosine": exported[best]["min_cosine"] if best else None,
-        "target_met": bool(best and exported[best]["speedup"] >= 1.5),
-        "file": str(int8_path if best == "ort_int8" else onnx_path),
-    }
+        times = candidates.time_rounds(backends, x, args.repeats, args.seconds)
+        rows = candidates.summarise(times, batch, {n: b.embed(x) for n, b in backends.items()})
+        result[f"batch_{batch}"] = rows
+        winner = candidates.best_exported(rows)
+        best[f"batch_{batch}"] = {"backend": winner, **({k: rows[winner][k] for k in
+                                  ("speedup", "vs_torch_best", "min_cosine")} if winner else {})}
+    met = [b.get("backend") is not None and b["speedup"] >= 1.5 and (b["vs_torch_best"] or 1.0) >= 1.0
+           for b in best.values()]
+    winner = best[f"batch_{biggest}"]["backend"]
+    result["best_exported"] = {**best, "target_met": all(met),
+                               "file": str(onnx_path.with_suffix(".int8.onnx") if winner == "ort_int8" else onnx_path)}
     if args.ort_variants:
-        variants = {"ort_fp32": backends["ort_fp32"]}
+        variants = {"ort_fp32": OnnxBackend(onnx_path, device="cpu", info=info, threads=args.threads)}
         variants.update({v: OnnxBackend(onnx_path, device="cpu", info=info, options=o)
-                         for v, o in ort_variants(threads).items()})
-        seconds = time_rounds(variants, images, args.repeats)
-        result["ort_variants"] = {v: {"ms": round(s * 1e3, 3), "img_per_s": round(biggest / s, 1)} for v, s in seconds.items()}
+                         for v, o in ort_variants(args.threads).items()})
+        times = candidates.time_rounds(variants, images, args.repeats, args.seconds)
+        result["ort_variants"] = {v: {"ms": round(statistics.median(t) * 1e3, 3),
+                                      "img_per_s": round(biggest / statistics.median(t), 1)} for v, t in times.items()}
     return result
+
+
+def openvino_version() -> str | None:
+    from exporters.openvino_runtime import openvino_available
+
+    return __import__("openvino").__version__ if openvino_available() else None
 
 
 def bench_score(model_file: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -237,10 +215,13 @@ def bench_score(model_file: str, args: argparse.Namespace, work: Path) -> dict[s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default="resnet18-32,resnet50-224", help=f"comma list of {', '.join(MODELS)}")
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma list of {', '.join(MODELS)}")
+    parser.add_argument("--candidates", default=",".join(candidates.DEFAULT_CANDIDATES),
+                        help=f"comma list of {', '.join(candidates.CANDIDATES)} (torch_fp32 is always run)")
     parser.add_argument("--checkpoint", default=None, help="also benchmark this trained checkpoint (.pt or run folder)")
     parser.add_argument("--batches", default="1,64", help="comma list of batch sizes")
-    parser.add_argument("--repeats", type=int, default=10, help="timed rounds per batch size")
+    parser.add_argument("--repeats", type=int, default=10, help="most timed rounds per batch size")
+    parser.add_argument("--seconds", type=float, default=30.0, help="after 3 rounds, stop a batch size's rounds after this")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads per backend (default: all cores)")
     parser.add_argument("--images", default=None, help="real images (folder, CSV, list) instead of random ones")
     parser.add_argument("--calibration", type=int, default=64, help="images for BatchNorm statistics and int8 calibration")
@@ -261,6 +242,9 @@ def main() -> None:
             args.json.write_text(text + "\n")
         return
     args.batches = [int(b) for b in args.batches.split(",")]
+    args.candidates = ["torch_fp32"] + [c for c in args.candidates.split(",") if c and c != "torch_fp32"]
+    if set(args.candidates) - set(candidates.CANDIDATES):
+        parser.error(f"unknown candidate(s) {sorted(set(args.candidates) - set(candidates.CANDIDATES))}")
     models = [m for m in args.models.split(",") if m] + (["checkpoint"] if args.checkpoint else [])
     unknown = [m for m in models if m not in MODELS and m != "checkpoint"]
     if unknown:
@@ -275,7 +259,8 @@ def main() -> None:
     report: dict[str, Any] = {
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "torch_threads": torch.get_num_threads(), "bf16_native": cpu_supports_bf16(),
-                    "torch": torch.__version__, "onnxruntime": ort.__version__},
+                    "torch": torch.__version__, "onnxruntime": ort.__version__, "openvino": openvino_version()},
+        "unavailable": {"ort_bf16": candidates.ort_bf16_reason() or "runs (not timed)"},
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "models": {},
     }
