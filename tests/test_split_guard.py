@@ -134,3 +134,23 @@ def test_pretraining_monitor_reads_validation_when_the_bank_has_its_classes(runs
     held = json.loads((runs["holdout"] / "metrics.jsonl").read_text().splitlines()[0])
     assert held["knn_split"] == "test"
     assert np.isfinite(held["knn_top1"])
+
+
+def test_study_refuses_to_reuse_a_run_on_other_files(tmp_path: Path) -> None:
+    """Same settings, one image added to the folder: the finished variant was trained on another split."""
+    from tests.conftest import shape_image, write_image
+    from tests.helpers import write_tiny_recipe
+    from toolkit.study.job import run_study
+
+    rng = np.random.default_rng(0)
+    for label in range(4):
+        for i in range(12):
+            write_image(tmp_path / "data" / f"k{label}" / f"{i}.png", shape_image(label, rng, size=16))
+    recipe = load_recipe(str(write_tiny_recipe(tmp_path, '[study]\nvariants = ["baseline"]\n')), sets=[
+        f"data.path={tmp_path / 'data'}", "train.epochs=1", "train.batch_size=8", "train.precision=fp32",
+        "data.train_limit=0", "data.test_limit=0"])
+    run_study(recipe, tmp_path / "out")
+    run_study(recipe, tmp_path / "out")  # unchanged: the finished run is reused
+    write_image(tmp_path / "data" / "k0" / "new.png", shape_image(0, rng, size=16))
+    with pytest.raises(ToolkitError, match=r"paths differ from .*baseline's .the files under data.path changed"):
+        run_study(recipe, tmp_path / "out")
