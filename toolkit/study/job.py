@@ -27,7 +27,8 @@ from toolkit.config import Recipe, replace
 from toolkit.console import info, warn
 from toolkit.errors import Interrupted, NonFiniteLoss, ToolkitError
 from toolkit.engine.run_folder import RunFolder, read_metrics, recipe_text, write_text_atomic
-from toolkit.study.outcome import Finding, VariantResult, findings, judge_seeds
+from toolkit.study.findings import Finding, findings
+from toolkit.study.outcome import VariantResult, judge_seeds
 from toolkit.study.report import print_summary, write_outputs
 from toolkit.study.variants import Variant, build_variant, check_names, recipe_differences, replaced_switches, same_run_key
 

@@ -25,7 +25,6 @@ DIVERGED = "unstable"
 
 LEARN_FRACTION = 0.5  # "fails to learn": kNN gain over initialisation below half the baseline's
 MIN_BASELINE_GAIN = 0.02  # below this the baseline itself learned too little to judge others' learning
-BATCH_TOLERANCE = 0.05  # finding 3: batch sizes "barely matter" when kNN accuracies span <= 5 points
 RISE = 0.02  # a loss increase between consecutive epochs counted as an oscillation
 
 # What our outcome must be to agree with the paper's outcome class.
@@ -81,13 +80,17 @@ class VariantResult:
         losses = [r["loss"] for r in self.records if r["epoch"] >= 1 and r.get("loss") is not None]
         return sum(1 for a, b in zip(losses, losses[1:]) if b - a > RISE)
 
-    def knn_interval(self) -> tuple[float | None, float | None, int]:
-        """``(mean, 95% half-width, runs)`` of the final kNN top-1 over every seed's run (t-interval)."""
-        values = [v for v in (r.last("knn_top1") for r in [self, *self.seed_runs]) if v is not None]
+    def over_seeds(self, key: str) -> tuple[float | None, float | None, int]:
+        """``(mean, 95% half-width, runs)`` of the final ``key`` over every seed's run that recorded it (t-interval)."""
+        values = [v for v in (r.last(key) for r in [self, *self.seed_runs]) if v is not None]
         if not values:
             return None, None, 0
         mean, half = t_interval(values)
         return mean, half, len(values)
+
+    def knn_interval(self) -> tuple[float | None, float | None, int]:
+        """``over_seeds("knn_top1")``: the final kNN top-1 over every seed's run."""
+        return self.over_seeds("knn_top1")
 
     def img_per_s(self) -> float | None:
         rates = [r["img_per_s"] for r in self.records if r.get("img_per_s")]
@@ -158,92 +161,3 @@ def _judge_one(r: VariantResult, status: str, error: str | None, fraction: float
         if base_gain is not None and base_gain < MIN_BASELINE_GAIN:
             r.why += f" (the baseline's kNN gain {base_gain:+.3f} is too small to judge learning)"
     r.agrees = r.outcome in AGREEING[r.paper.expected]
-
-
-@dataclass
-class Finding:
-    """One of the paper's five claims and whether this study reproduces it."""
-
-    claim: str
-    source: str
-    verdict: str  # reproduced | partly reproduced | not reproduced | not run
-    evidence: str
-
-
-def _knn(r: VariantResult | None) -> str:
-    value = r.last("knn_top1") if r else None
-    return "n/a" if value is None else f"{value:.3f}"
-
-
-def _lower(a: VariantResult, b: VariantResult) -> bool | None:
-    """Whether a's final kNN is below b's (None when either lacks one)."""
-    x, y = a.last("knn_top1"), b.last("knn_top1")
-    return None if x is None or y is None else x < y
-
-
-def findings(results: list[VariantResult]) -> list[Finding]:
-    """The paper's five findings (Sec. 4.1-4.6), each judged from the variants that were run."""
-    by = {r.name: r for r in results if r.outcome and r.outcome != "not run"}
-    base = by.get("baseline")
-    out: list[Finding] = []
-
-    claim = "Stop-gradient prevents collapse: without it the output collapses, with it it does not"
-    sg = by.get("no_stop_gradient")
-    if base is None or sg is None:
-        out.append(Finding(claim, "Sec. 4.1, Fig. 2", "not run", "needs baseline and no_stop_gradient"))
-    else:
-        ok = sg.outcome == COLLAPSED and base.outcome != COLLAPSED
-        out.append(Finding(claim, "Sec. 4.1, Fig. 2", "reproduced" if ok else "not reproduced",
-                           f"no_stop_gradient: {sg.outcome} ({sg.why}); baseline: {base.outcome}"))
-
-    claim = "The predictor is necessary: removed, the model collapses; fixed at random init, it fails; learned, it works"
-    parts = [by.get(n) for n in ("no_predictor", "fixed_predictor")]
-    if base is None or not any(parts):
-        out.append(Finding(claim, "Sec. 4.2, Table 1", "not run", "needs baseline and no_predictor or fixed_predictor"))
-    else:
-        checks = [base.outcome == TRAINS] + [p.agrees is True for p in parts if p]
-        verdict = "reproduced" if all(checks) and all(parts) else "partly reproduced" if any(checks[1:]) else "not reproduced"
-        text = "; ".join(f"{p.name}: {p.outcome} ({p.why})" for p in parts if p)
-        out.append(Finding(claim, "Sec. 4.2, Table 1", verdict, f"{text}; baseline: {base.outcome}, kNN {_knn(base)}"))
-
-    claim = "Batch size barely matters (64 to 2048 within about 2 points)"
-    batches = sorted({r.batch_size: r for r in results if (r.name.startswith("batch_") or r.name == "baseline")
-                      and r.name in by}.values(), key=lambda r: r.batch_size)
-    if len(batches) < 2:
-        out.append(Finding(claim, "Sec. 4.3, Table 2", "not run", "needs two or more batch sizes"))
-    else:
-        knns = [r.last("knn_top1") for r in batches]
-        spread = max(knns) - min(knns) if None not in knns else None
-        all_train = all(r.outcome == TRAINS for r in batches)
-        verdict = ("reproduced" if all_train and spread is not None and spread <= BATCH_TOLERANCE
-                   else "partly reproduced" if all(r.outcome != COLLAPSED for r in batches) else "not reproduced")
-        listing = ", ".join(f"{r.batch_size}: {_knn(r)}" for r in batches)
-        out.append(Finding(claim, "Sec. 4.3, Table 2", verdict,
-                           f"kNN by batch size {listing}" + (f"; spread {spread:.3f} (tolerance {BATCH_TOLERANCE:g})" if spread is not None else "")
-                           + ("" if all_train else "; not every batch size trained")))
-
-    claim = "Batch norm helps optimisation but does not prevent collapse: without any BN the model still does not collapse"
-    none = by.get("bn_none")
-    if base is None or none is None:
-        out.append(Finding(claim, "Sec. 4.4, Table 4", "not run", "needs baseline and bn_none"))
-    else:
-        no_collapse = none.outcome in (TRAINS, FAILS_TO_LEARN)
-        lower = _lower(none, base)
-        verdict = "reproduced" if no_collapse and lower else "partly reproduced" if no_collapse else "not reproduced"
-        others = "; ".join(f"{n}: {by[n].outcome}, kNN {_knn(by[n])}" for n in ("bn_hidden", "bn_all") if n in by)
-        out.append(Finding(claim, "Sec. 4.4, Table 4", verdict,
-                           f"bn_none: {none.outcome}, kNN {_knn(none)} vs baseline {_knn(base)}"
-                           + ("" if lower or lower is None else " (not lower)") + (f"; {others}" if others else "")))
-
-    claim = "Symmetrisation helps accuracy but is not needed to avoid collapse"
-    asym = by.get("asymmetric")
-    if base is None or asym is None:
-        out.append(Finding(claim, "Sec. 4.6, Table 5", "not run", "needs baseline and asymmetric"))
-    else:
-        no_collapse = asym.outcome != COLLAPSED and asym.outcome != DIVERGED
-        lower = _lower(asym, base)
-        verdict = "reproduced" if no_collapse and lower else "partly reproduced" if no_collapse else "not reproduced"
-        out.append(Finding(claim, "Sec. 4.6, Table 5", verdict,
-                           f"asymmetric: {asym.outcome}, kNN {_knn(asym)} vs symmetric {_knn(base)}"
-                           + ("" if lower or lower is None else " (not lower)")))
-    return out

@@ -12,7 +12,8 @@ from toolkit.config import Recipe
 from toolkit.console import console
 from toolkit.engine.run_folder import RunFolder, atomic_path, write_text_atomic
 from toolkit.losses.simsiam import collapse_threshold
-from toolkit.study.outcome import BATCH_TOLERANCE, LEARN_FRACTION, MIN_BASELINE_GAIN, RISE, Finding, VariantResult
+from toolkit.study.findings import BATCH_TOLERANCE, Finding, runs
+from toolkit.study.outcome import LEARN_FRACTION, MIN_BASELINE_GAIN, RISE, VariantResult
 from toolkit.study.seeds import INTERVAL
 from toolkit.study.variants import COLLAPSES
 
@@ -60,9 +61,14 @@ def study_json(recipe: Recipe, results: list[VariantResult], study_findings: lis
             "paper": {"expected": r.paper.expected, "reported": r.paper.reported, "source": r.paper.source},
             "agrees": r.agrees,
             "decision": r.decision,
+            "z_std_over_seeds": dict(zip(("mean", "ci95", "runs"), r.over_seeds("z_std"))),
+            "loss_over_seeds": dict(zip(("mean", "ci95", "runs"), r.over_seeds("loss"))),
             "knn_over_seeds": dict(zip(("mean", "ci95", "runs"), r.knn_interval())),
             "seed_runs": [{"run_dir": x.run_dir, "status": x.status, "final_knn_top1": x.last("knn_top1"),
-                           "outcome": x.outcome, "agrees": x.agrees} for x in r.seed_runs],
+                           "final": {k: x.last(k) for k in ("loss", "z_std", "knn_top1")},
+                           "init": {k: x.first(k) for k in ("loss", "z_std", "knn_top1")},
+                           "z_std_ref": x.last("z_std_ref"), "epochs_done": x.epochs_done, "collapsed": x.collapsed,
+                           "outcome": x.outcome, "why": x.why, "agrees": x.agrees} for x in r.seed_runs],
             "curves": {k: [rec.get(k) for rec in r.records] for k in ("epoch", "loss", "z_std", "knn_top1")},
         })
     return {
@@ -86,10 +92,35 @@ def _agree(r: VariantResult) -> str:
 
 
 def _knn_cell(r: VariantResult) -> str:
-    mean, half, runs = r.knn_interval()
+    return _seed_cell(r, "knn_top1")
+
+
+def _seed_cell(r: VariantResult, key: str, digits: int = 3, ref: float | None = None) -> str:
+    """``mean +- half-width`` of ``key`` over the seeds (one aggregation for every column), with ``(x ref)``."""
+    mean, half, n = r.over_seeds(key)
     if mean is None:
         return "-"
-    return f"{mean:.3f}" if half is None else f"{mean:.3f} +- {half:.3f} ({runs} seeds)"
+    text = f"{mean:.{digits}f}" + ("" if half is None else f" +- {half:.{digits}f}")
+    text += "" if ref is None else f" ({mean / ref:.2f})"
+    total = len(runs(r))
+    return text + ("" if total == 1 else f" ({n} seeds)" if n == total else f" ({n} of {total} seeds recorded it)")
+
+
+def _collapsed_cell(r: VariantResult) -> str:
+    judged = [x.collapsed for x in runs(r) if x.collapsed is not None]
+    if not judged:
+        return "-"
+    if len(runs(r)) == 1:
+        return "yes" if judged[0] else "no"
+    return f"{sum(judged)}/{len(judged)}"
+
+
+def _outcome_cell(r: VariantResult) -> str:
+    """The outcome of every seed when they agree, else each outcome with its count."""
+    outcomes = [x.outcome + (f" at epoch {x.epochs_done + 1}" if x.status == "failed" else "") for x in runs(r)]
+    if len(set(outcomes)) == 1:
+        return outcomes[0]
+    return "mixed: " + ", ".join(f"{o} x{outcomes.count(o)}" for o in dict.fromkeys(outcomes))
 
 
 def report_markdown(recipe: Recipe, results: list[VariantResult], study_findings: list[Finding], notes: list[str],
@@ -116,18 +147,20 @@ def report_markdown(recipe: Recipe, results: list[VariantResult], study_findings
         f"kNN is the mean +- the half-width of the {INTERVAL} (none for one seed). *vs paper* is *agrees* or "
         f"*differs* only when every seed gives that verdict and, where it rests on the kNN gain against "
         f"{LEARN_FRACTION:g} x the baseline's, the interval of that margin excludes 0; *inconclusive* otherwise "
-        "(always so for such verdicts with one seed).", "",
+        "(always so for such verdicts with one seed). Every figure of the table (kNN, z_std, loss) is the mean over "
+        "the seeds with the same interval; *collapsed* counts the seeds that collapsed.", "",
+        f"**Findings**: judged over the seeds (`toolkit.study.findings`): a collapse claim holds when every seed "
+        f"shows it; \"less accurate\" needs the t-interval of the paired per-seed kNN difference below 0; batch sizes "
+        f"\"barely matter\" when every pair's interval lies within +-{BATCH_TOLERANCE:g}. With one seed every "
+        "finding reads *single seed*.", "",
         "| variant | change | kNN top-1 | z_std (x 1/sqrt(d)) | final loss | collapsed | our outcome | paper | source | vs paper |",
         "|---|---|---:|---:|---:|:-:|---|---|---|---|",
     ]
     for r in results:
-        z = r.last("z_std")
-        zcell = "-" if z is None else f"{z:.4f} ({z / ref:.2f})"
-        collapsed = "-" if r.collapsed is None else ("yes" if r.collapsed else "no")
         name = r.name + (f" (= {r.same_as})" if r.same_as else "")
-        outcome = r.outcome + (f" at epoch {r.epochs_done + 1}" if r.status == "failed" else "")
-        lines.append(f"| {name} | {r.change} | {_knn_cell(r)} | {zcell} | {_num(r.last('loss'))} | "
-                     f"{collapsed} | {outcome} | {r.paper.reported} | {r.paper.source} | {_agree(r)} |")
+        lines.append(f"| {name} | {r.change} | {_knn_cell(r)} | {_seed_cell(r, 'z_std', 4, ref)} | "
+                     f"{_seed_cell(r, 'loss')} | {_collapsed_cell(r)} | {_outcome_cell(r)} | {r.paper.reported} | "
+                     f"{r.paper.source} | {_agree(r)} |")
     lines += ["", CAVEAT, "", "![z_std per epoch](zstd.png)", "", "![loss per epoch](loss.png)", "",
               "## The paper's five findings", ""]
     for i, f in enumerate(study_findings, 1):
@@ -207,10 +240,9 @@ def print_summary(out_dir: Path, results: list[VariantResult], study_findings: l
     for column in ("variant", "kNN", "z_std", "collapsed", "ours", "paper", "agrees"):
         table.add_column(column, overflow="fold")
     for r in results:
-        collapsed = "-" if r.collapsed is None else ("yes" if r.collapsed else "no")
         agrees = {"": "-", "agrees": "yes", "differs": "NO"}.get(r.decision, r.decision)
         table.add_row(r.name + (f" (={r.same_as})" if r.same_as else ""), _knn_cell(r),
-                      _num(r.last("z_std"), 4), collapsed, r.outcome, r.paper.expected, agrees)
+                      _seed_cell(r, "z_std", 4), _collapsed_cell(r), _outcome_cell(r), r.paper.expected, agrees)
     console.print(table)
     for i, f in enumerate(study_findings, 1):
         console.print(f"finding {i} ({f.source}): {f.verdict}", markup=False)
