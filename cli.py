@@ -336,5 +336,15 @@ def study(
 
 
 
+def run() -> None:
+    """The console entry point: the app, then a quiet exit if Ctrl-C comes while the interpreter shuts down."""
+    from toolkit.engine.interrupt import quiet_interrupt_at_exit
+
+    try:
+        app()
+    finally:
+        quiet_interrupt_at_exit()
+
+
 if __name__ == "__main__":
-    app()
+    run()

@@ -44,3 +44,25 @@ class StopFlag:
         exc = Interrupted(message)
         exc.exit_code = EXIT_CODES.get(self.signal or signal.SIGINT, 130)
         return exc
+
+
+def quiet_interrupt_at_exit() -> None:
+    """From now on a Ctrl-C ends the process at once with 130, without a traceback.
+
+    Called when a command has returned: a Ctrl-C while the interpreter shuts down (joining worker
+    processes in multiprocessing's atexit handler, non-daemon threads) would otherwise print a
+    ``KeyboardInterrupt`` traceback from inside that handler. Output is flushed first; worker
+    processes end with their parent (``toolkit.data.workers``).
+    """
+    import os
+    import sys
+
+    def leave(_signum: int, _frame: Any) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError, AttributeError):
+                pass
+        os._exit(130)
+
+    signal.signal(signal.SIGINT, leave)
