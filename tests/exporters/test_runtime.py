@@ -86,7 +86,7 @@ def test_backend_choice_by_suffix_folder_and_override(exported_run: Path, tmp_pa
     assert open_backend(tmp_path / "model.bin", "onnx").name == "onnx"
     with pytest.raises(ToolkitError, match="folder has no export/encoder.engine|folder has no encoder.engine"):
         resolve_model(exported_run, "tensorrt")
-    with pytest.raises(ToolkitError, match="--backend jax: valid are torch, onnx, tensorrt"):
+    with pytest.raises(ToolkitError, match="--backend jax: valid are torch, onnx, openvino, tensorrt"):
         resolve_model(exported_run, "jax")
     bare = make_checkpoint(tmp_path / "bare")
     with pytest.raises(ToolkitError, match="run toolkit export first"):

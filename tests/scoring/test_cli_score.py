@@ -13,6 +13,7 @@ from tests.tiny_models import make_checkpoint, reference_embeddings
 from tests.test_cli import invoke
 
 FAST = ("--workers", "0", "--threads", "1")
+ONNX_FP32 = ("--backend", "onnx")  # exact fp32 results; the default on a bf16 CPU is OpenVINO bf16 (cosine >= 0.999)
 
 
 def write_pairs(path: Path, rows: list[list[str]], header: tuple[str, ...] = ("image_a", "image_b", "label")) -> Path:
@@ -45,7 +46,8 @@ def test_pair_scores_equal_brute_force_cosines(exported_run: Path, images: Path,
     target = exported_run / "export" / "encoder.onnx" if model == "onnx" else exported_run
     out = images.parent / f"scores_{model}.csv"
 
-    result = invoke("score", str(target), "--pairs", str(pairs), "--out", str(out), "--threshold", "0.6", *FAST)
+    result = invoke("score", str(target), "--pairs", str(pairs), "--out", str(out), "--threshold", "0.6", *FAST,
+                    *(ONNX_FP32 if model == "onnx" else ()))
 
     assert result.exit_code == 0, result.output
     emb = {p: e for p, e in zip(paths, reference_embeddings(exported_run, paths))}
@@ -72,7 +74,7 @@ def test_one_missing_and_one_corrupt_image_keep_every_other_score(exported_run: 
     pairs = write_pairs(tmp_path / "pairs.csv", rows)
     model = str(exported_run / "export" / "encoder.onnx")
 
-    result = invoke("score", model, "--pairs", str(pairs), "--out", str(tmp_path / "s.csv"), *FAST)
+    result = invoke("score", model, "--pairs", str(pairs), "--out", str(tmp_path / "s.csv"), *FAST, *ONNX_FP32)
 
     assert result.exit_code == 0, result.output
     got = read_rows(tmp_path / "s.csv")
@@ -113,7 +115,7 @@ def test_top_k_equals_a_full_sort(exported_run: Path, images: Path, tmp_path: Pa
     out = tmp_path / "m.csv"
 
     result = invoke("score", str(exported_run / "export" / "encoder.onnx"), "--query", str(tmp_path / "q.txt"),
-                    "--gallery", str(images), "--top-k", "4", "--out", str(out), *FAST)
+                    "--gallery", str(images), "--top-k", "4", "--out", str(out), *FAST, *ONNX_FP32)
 
     assert result.exit_code == 0, result.output
     emb = reference_embeddings(exported_run, paths)
@@ -160,7 +162,7 @@ def test_embed_writes_embeddings_paths_and_failures(exported_run: Path, images: 
     paths = sorted(str(p) for p in images.rglob("*.png"))
     (tmp_path / "list.txt").write_text("\n".join(paths[:4] + ["missing.png"] + paths[4:]))
     result = invoke("embed", str(exported_run / "export" / "encoder.onnx"), str(tmp_path / "list.txt"),
-                    "--out", str(tmp_path / "e.npz"), "--batch-size", "3", *FAST)
+                    "--out", str(tmp_path / "e.npz"), "--batch-size", "3", *FAST, *ONNX_FP32)
     assert result.exit_code == 0, result.output
     data = np.load(tmp_path / "e.npz")
     assert data["paths"].tolist() == paths and data["embeddings"].dtype == np.float32
@@ -189,7 +191,7 @@ def test_bad_inputs_are_one_line_errors(exported_run: Path, images: Path, tmp_pa
         (["score", model], "choose one mode"),
         (["score", model, "--pairs", str(good_pairs), "--query", str(images)], "--pairs cannot be combined"),
         (["score", model, "--query", str(images), "--gallery", str(images), "--top-k", "0"], "--top-k 0: must be 1 or more"),
-        (["score", model, "--pairs", str(good_pairs), "--backend", "jax"], "--backend jax: valid are torch, onnx, tensorrt"),
+        (["score", model, "--pairs", str(good_pairs), "--backend", "jax"], "--backend jax: valid are torch, onnx, openvino, tensorrt"),
         (["embed", model, str(tmp_path / "no_such_folder")], "no such file or folder"),
         (["embed", model, str(images), "--batch-size", "0"], "--batch-size 0: must be 1 or more"),
     ]

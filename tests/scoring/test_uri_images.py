@@ -27,7 +27,7 @@ def test_embed_reads_file_uris_like_paths(exported_run: Path, images: Path, tmp_
     listed = uris + [f"file://{tmp_path / 'gone.png'}", f"file://{tmp_path / 'corrupt.png'}"]
     (tmp_path / "list.txt").write_text("\n".join(listed))
     result = invoke("embed", str(exported_run / "export" / "encoder.onnx"), str(tmp_path / "list.txt"),
-                    "--out", str(tmp_path / "e.npz"), "--workers", "0", "--threads", "1")
+                    "--out", str(tmp_path / "e.npz"), "--workers", "0", "--threads", "1", "--backend", "onnx")
     assert result.exit_code == 0, result.output
     data = np.load(tmp_path / "e.npz")
     assert data["paths"].tolist() == uris
