@@ -3,5 +3,6 @@
 * ``fingerprint``: what identifies a model's embedding space (graph or weights + preprocessing);
 * ``store``: float32 ``.npy`` shards + their paths, written resumably, one shard at a time;
 * ``faiss_index``: flat / IVF / HNSW / IVF-PQ indexes over l2-normalised vectors (cosine);
-* ``job``: ``toolkit index build|add|info`` and ``toolkit score --index``.
+* ``store_files``: the folder's files read as untrusted input (one line naming a damaged file and its repair);
+* ``job``: ``toolkit index build|add|info``, under the run folders' lock; ``search``: ``toolkit score --index``.
 """

@@ -112,17 +112,30 @@ def read_index(folder: Path, meta: dict[str, Any], vectors: int) -> Any:
     return index
 
 
+_HELD: set[str] = set()  # index folders whose lock this process holds (``writing`` nests)
+
+
 @contextlib.contextmanager
-def _writing(folder: Path) -> Iterator[None]:
+def writing(folder: Path) -> Iterator[None]:
     """The run folders' OS lock (``RunFolder.lock``) held while a build or add writes ``folder``.
 
     A second ``index build``/``add`` on the same folder is then a one-line error naming the first's
-    pid, instead of two writers each extending ``index.faiss`` from the same old copy.
+    pid, instead of two writers each extending ``index.faiss`` from the same old copy. The CLI takes it
+    before opening the model (so the refusal costs nothing); ``build`` and ``add`` take it again, a no-op.
     """
+    folder = Path(folder)
+    key = str(folder.resolve())
+    if key in _HELD:
+        yield
+        return
     if folder.exists() and not folder.is_dir():
         raise ToolkitError(f"--out {folder}: is a file; give a folder for the index (a new one, or an index folder)")
     with RunFolder(folder).writing(resuming=True):
-        yield
+        _HELD.add(key)
+        try:
+            yield
+        finally:
+            _HELD.discard(key)
 
 
 def _shard_line(total: int) -> Any:
@@ -202,7 +215,7 @@ def build(folder: str | Path, gallery: Sequence[str], embed_paths: EmbedPaths, f
     """
     folder = Path(folder)
     faiss_index.resolve_params(kind, 1, 1, nprobe)  # fail on a bad --kind before embedding anything
-    with _writing(folder):
+    with writing(folder):
         store = EmbeddingStore(folder)
         store.create(fingerprint, shard_size, source)
         shards = store.shards()
@@ -223,7 +236,7 @@ def add(folder: str | Path, images: Sequence[str], embed_paths: EmbedPaths) -> I
     """``toolkit index add``: embeds the images the store lacks into new shards and appends them to the index."""
     folder = Path(folder)
     meta = read_meta(folder)
-    with _writing(folder):
+    with writing(folder):
         meta = read_meta(folder)  # again: another add may have finished while this one waited to start
         store = EmbeddingStore(folder)
         store.check_shards()  # a missing or damaged shard is found before anything is added

@@ -25,11 +25,12 @@ def index_build(model: str | Path, gallery: str | Path, out: str | Path, *, kind
     the Ray engine's replicas, and the driver opens the model only to fingerprint it (so an index built
     on a cluster is searchable by the local engine and vice versa)."""
     paths = job.read_gallery(gallery)
-    embed = open_embedder(model, settings)
-    local = open_backend(model, settings.backend, threads=1) if settings.engine == "ray" else embed
-    return job.build(out, paths, TimedEmbedder(embed, settings), fingerprint_of(local),
-                     source=str(Path(local.source).resolve()), kind=kind, nprobe=nprobe, shard_size=shard_size,
-                     device=device)
+    with job.writing(Path(out)):  # before the model opens: a folder another process writes costs nothing
+        embed = open_embedder(model, settings)
+        local = open_backend(model, settings.backend, threads=1) if settings.engine == "ray" else embed
+        return job.build(out, paths, TimedEmbedder(embed, settings), fingerprint_of(local),
+                         source=str(Path(local.source).resolve()), kind=kind, nprobe=nprobe, shard_size=shard_size,
+                         device=device)
 
 
 def index_add(folder: str | Path, images: str | Path, settings: Settings = Settings()) -> job.IndexSummary:
@@ -40,10 +41,11 @@ def index_add(folder: str | Path, images: str | Path, settings: Settings = Setti
     model = manifest["source_model"]
     if not Path(model).exists():
         raise ToolkitError(f"{folder}: the model that built it, {model}, no longer exists")
-    backend = open_embedder(model, Settings(manifest.get("backend"), settings.batch_size, settings.workers, settings.threads,
-                                    settings.strict, settings.progress))
-    EmbeddingStore(folder).check_fingerprint(fingerprint_of(backend), model)
-    return job.add(folder, paths, TimedEmbedder(backend, settings))
+    with job.writing(Path(folder)):  # before the model opens: a folder another process writes costs nothing
+        backend = open_embedder(model, Settings(manifest.get("backend"), settings.batch_size, settings.workers,
+                                                settings.threads, settings.strict, settings.progress))
+        EmbeddingStore(folder).check_fingerprint(fingerprint_of(backend), model)
+        return job.add(folder, paths, TimedEmbedder(backend, settings))
 
 
 def index_search(model: str | Path, folder: str | Path, query_paths: list[str], out: Path, *, top_k: int,

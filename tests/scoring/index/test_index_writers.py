@@ -48,6 +48,7 @@ def onnx_model(exported_run: Path) -> Path:
     return exported_run / "export" / "encoder.onnx"
 
 
+@pytest.mark.timeout(900)  # two interpreter start-ups; minutes on a loaded 2-core machine
 def test_a_second_add_while_one_writes_is_one_line_and_the_folder_stays_whole(onnx_model: Path, images: Path,
                                                                              tmp_path: Path) -> None:
     import faiss
@@ -58,16 +59,16 @@ def test_a_second_add_while_one_writes_is_one_line_and_the_folder_stays_whole(on
     first = subprocess.Popen([sys.executable, "-c", PAUSED_ADD, str(started), str(go), str(index), str(images / "c1"),
                               *FAST], cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + 600
         while not started.exists():
             assert first.poll() is None, first.communicate()
             assert time.monotonic() < deadline, "the first index add never reached its shard write"
             time.sleep(0.1)
         second = subprocess.run(toolkit_cmd("index", "add", str(index), str(images / "c2"), *FAST), cwd=REPO,
-                                env=cli_env(), capture_output=True, text=True, timeout=240)
+                                env=cli_env(), capture_output=True, text=True, timeout=600)
     finally:
         go.write_text("go")
-        out, err = first.communicate(timeout=240)
+        out, err = first.communicate(timeout=600)
     assert second.returncode == 2, second.stderr
     assert second.stderr.strip().splitlines() == [
         f"error: {index} is being written by another toolkit process (pid {first.pid}); "
