@@ -46,9 +46,11 @@ demo: $(STAMP)
 clean:
 	rm -rf $(VENV) runs .pytest_cache
 
-# The HTML report of `toolkit score --html` checked in a real browser: Debian's chromium, headless.
+# The HTML report of `toolkit score --html` checked in a real browser: Debian's chromium, headless,
+# installed when missing (as root, or through sudo). .ci/run runs this after `make test`.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 browser-test: $(STAMP)
-	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+	command -v chromium >/dev/null || ($(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 	$(BIN)/python -m pytest -q tests/scoring/test_report_html.py
 
 # One prepared check for a machine with a GPU (< 8 min on one H100; torch + CUDA, onnx, onnxruntime):

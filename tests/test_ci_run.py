@@ -1,0 +1,52 @@
+"""``.ci/run``: ``make test`` then ``make browser-test`` (which installs chromium when missing); its exit status."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from tests.helpers import REPO
+
+FAKE_MAKE = """#!/usr/bin/env bash
+echo "$@" >> "$CALLS"
+[ "$1" != "$FAIL" ]
+"""
+
+
+def _run_ci(tmp_path: Path, fail: str = "") -> tuple[int, list[str]]:
+    """Run the real .ci/run (copied with the Makefile) with a ``make`` on PATH that records its targets."""
+    repo = tmp_path / "repo"
+    (repo / ".ci").mkdir(parents=True)
+    shutil.copy2(REPO / ".ci" / "run", repo / ".ci" / "run")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "make").write_text(FAKE_MAKE)
+    (bin_dir / "make").chmod(0o755)
+    calls = tmp_path / "calls.txt"
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "CALLS": str(calls), "FAIL": fail}
+    result = subprocess.run([str(repo / ".ci" / "run")], env=env, capture_output=True, text=True, timeout=60)
+    return result.returncode, calls.read_text().split("\n")[:-1] if calls.exists() else []
+
+
+def test_ci_runs_the_suite_then_the_browser_tests_and_exits_0(tmp_path: Path) -> None:
+    assert _run_ci(tmp_path) == (0, ["test", "browser-test"])
+
+
+def test_ci_fails_when_either_fails(tmp_path: Path) -> None:
+    assert _run_ci(tmp_path / "a", fail="test") == (1, ["test"])
+    assert _run_ci(tmp_path / "b", fail="browser-test") == (1, ["test", "browser-test"])
+
+
+def test_browser_test_installs_chromium_when_missing_and_runs_the_report_tests() -> None:
+    dry = subprocess.run(["make", "-n", "browser-test"], cwd=REPO, capture_output=True,
+                         text=True, timeout=60, env={**os.environ, "MAKEFLAGS": ""})
+    assert dry.returncode == 0, dry.stderr
+    lines = dry.stdout.splitlines()
+    install = next(line for line in lines if "apt-get install" in line)
+    assert install.startswith("command -v chromium >/dev/null ||") and "-y chromium" in install
+    assert "apt-get update" in install and "DEBIAN_FRONTEND=noninteractive" in install
+    assert lines[-1].endswith("-m pytest -q tests/scoring/test_report_html.py")
+    test = subprocess.run(["make", "-n", "test"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert test.stdout.splitlines()[-1].endswith("-m pytest -q")  # make test itself is unchanged
