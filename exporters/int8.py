@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from exporters.metadata import INPUT_NAME, ModelInfo
-from exporters.parity import normalise
+from exporters.metadata import DEFAULT_THRESHOLD, INPUT_NAME, ModelInfo
+from exporters.parity import normalise, row_cosines
 from toolkit.data.image_files import load_readable, read_image_list
 from toolkit.engine.run_folder import atomic_path
 from toolkit.errors import ToolkitError
@@ -56,6 +56,10 @@ class Int8Report:
         check_images: how many images the agreement was measured on.
         held_out: whether those were images not used for calibration.
         speedup: fp32 time / int8 time on ONNX Runtime's CPU provider, batch ``CALIBRATION_BATCH``.
+        threshold: the pair threshold the decisions are taken at (the model's calibrated one, or
+            ``DEFAULT_THRESHOLD`` when it has none: then ``calibrated`` is False).
+        pairs: image pairs among the check images (every pair once).
+        flipped_pairs: pairs that fp32 and int8 decide differently ("same" vs "different") at ``threshold``.
     """
 
     path: Path
@@ -65,6 +69,10 @@ class Int8Report:
     check_images: int
     held_out: bool
     speedup: float
+    threshold: float = DEFAULT_THRESHOLD
+    calibrated: bool = False
+    pairs: int = 0
+    flipped_pairs: int = 0
 
 
 def _load(paths: list[str], info: ModelInfo) -> list[np.ndarray]:
@@ -96,14 +104,25 @@ def calibration_set(info: ModelInfo, calib_data: str | Path, limit: int = CALIBR
     return stacked, normalise(np.stack(check), info) if held_out else stacked[:CHECK_IMAGES], held_out
 
 
+def equal_batch(count: int, largest: int = CALIBRATION_BATCH) -> int:
+    """The largest batch size up to ``largest`` that divides ``count``.
+
+    ONNX Runtime's histogram calibrators stack every batch's activations with ``np.asarray``,
+    which fails ("inhomogeneous shape") when the last batch is smaller; equal batches use every
+    image (a prime count above ``largest`` is fed one image at a time).
+    """
+    return max(b for b in range(1, min(largest, count) + 1) if count % b == 0)
+
+
 def _reader(images: np.ndarray):  # noqa: ANN202 - onnxruntime's CalibrationDataReader
     from onnxruntime.quantization import CalibrationDataReader
 
     class BatchReader(CalibrationDataReader):
-        """Feeds the calibration images batch by batch."""
+        """Feeds the calibration images in batches of one size (see ``equal_batch``)."""
 
         def __init__(self) -> None:
-            self.batches = iter([images[i:i + CALIBRATION_BATCH] for i in range(0, len(images), CALIBRATION_BATCH)])
+            size = equal_batch(len(images))
+            self.batches = iter([images[i:i + size] for i in range(0, len(images), size)])
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             batch = next(self.batches, None)
@@ -153,16 +172,38 @@ def _seconds_per_batch(backend: object, images: np.ndarray, repeats: int = 5) ->
     return float(np.median(times))
 
 
+def flipped_decisions(fp32: np.ndarray, int8: np.ndarray, threshold: float) -> tuple[int, int]:
+    """``(pairs, flipped)``: of every pair of rows, how many fp32 and int8 decide differently.
+
+    A pair is "same" when the cosine of its two embeddings is ``>= threshold`` (what ``toolkit
+    score --pairs`` does); each unordered pair of the N rows counts once.
+    """
+    def cosines(x: np.ndarray) -> np.ndarray:
+        x = x.astype(np.float64)
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-30)
+        return (x @ x.T)[np.triu_indices(len(x), k=1)]
+
+    same_fp32, same_int8 = cosines(fp32) >= threshold, cosines(int8) >= threshold
+    return len(same_fp32), int((same_fp32 != same_int8).sum())
+
+
 def int8_report(fp32_path: Path, int8_path: Path, images: np.ndarray, calibration_images: int, held_out: bool,
-                threads: int | None = None) -> Int8Report:
-    """Agreement of the int8 model with the fp32 one, and its CPU speed-up, on ``images``."""
+                threads: int | None = None, threshold: float | None = None) -> Int8Report:
+    """Agreement of the int8 model with the fp32 one, and its CPU speed-up, on ``images``.
+
+    Agreement is the row-wise cosine of the two embeddings of each image, and the number of
+    image pairs whose same/different decision flips at ``threshold`` (the model's calibrated
+    pair threshold; ``DEFAULT_THRESHOLD`` when None).
+    """
     from exporters.runtime import OnnxBackend
 
     fp32 = OnnxBackend(fp32_path, threads=threads, device="cpu")
     int8 = OnnxBackend(int8_path, threads=threads, device="cpu")
-    a, b = fp32.embed(images).astype(np.float64), int8.embed(images).astype(np.float64)
-    cosine = (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    a, b = fp32.embed(images), int8.embed(images)
+    cosine = row_cosines(a, b)
+    cut = DEFAULT_THRESHOLD if threshold is None else threshold
+    pairs, flipped = flipped_decisions(a, b, cut)
     batch = images[:CALIBRATION_BATCH]
     speedup = _seconds_per_batch(fp32, batch) / _seconds_per_batch(int8, batch)
     return Int8Report(int8_path, calibration_images, float(cosine.min()), float(cosine.mean()), len(images), held_out,
-                      speedup)
+                      speedup, cut, threshold is not None, pairs, flipped)

@@ -17,8 +17,9 @@ checkpoint), or None:
   --support`` answers "unknown" (``calibration.unknown_threshold``).
 
 An ``eval.json`` written before calibration existed has only ``verification.threshold``
-(chosen on the test split): it is used as the pair threshold, with a warning, and no unknown
-threshold is stored.
+(chosen on the test split): scoring a checkpoint uses it as the pair threshold, with a warning.
+``toolkit export`` is stricter (``exporters.eval_link``): only thresholds of the same weights,
+calibrated on validation, go into a model.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from exporters.eval_link import checkpoint_thresholds, read_eval_thresholds
 from toolkit.engine.checkpoint import TOOLKIT_VERSION, Checkpoint
 from toolkit.engine.run_folder import RunFolder, write_json_atomic
 from toolkit.console import warn
@@ -157,40 +159,35 @@ def eval_thresholds(folder: Path) -> tuple[float | None, float | None]:
 
     Reads ``calibration.threshold_eer`` and ``calibration.unknown_threshold``; an older
     ``eval.json`` without ``calibration`` gives its ``verification.threshold`` (with a warning: it
-    was chosen on the test split) and no unknown threshold.
+    was chosen on the test split) and no unknown threshold. Whose weights they belong to is
+    checked by ``exporters.eval_link``.
     """
-    path = RunFolder(folder).eval_json
-    if not path.is_file():
+    stored = read_eval_thresholds(RunFolder(folder).eval_json)
+    if stored is None:
         return None, None
-    try:
-        data = json.loads(path.read_text())
-        calibration = data.get("calibration")
-        if isinstance(calibration, dict):
-            return _finite(calibration.get("threshold_eer")), _finite(calibration.get("unknown_threshold"))
-        value = _finite(data["verification"]["threshold"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        warn(f"{path}: no usable threshold ({type(exc).__name__}); ignoring it")
-        return None, None
-    warn(f"{path} has no calibration (written by an older toolkit evaluate): using verification.threshold, which was "
-         "chosen on the test split, as the pair threshold; rerun toolkit evaluate to calibrate on validation")
-    return value, None
+    if not stored.calibrated:
+        warn(f"{stored.path} {stored.chosen_on()}; using it as the pair threshold; rerun toolkit evaluate to "
+             "calibrate on validation")
+    return stored.pair, stored.unknown
 
 
-def _finite(value: Any) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
+def info_from_checkpoint(ckpt: Checkpoint, thresholds: tuple[float | None, float | None] | None = None) -> ModelInfo:
+    """Metadata of a loaded ``Checkpoint``.
 
+    Args:
+        ckpt: the checkpoint.
+        thresholds: ``(pair, unknown)``; default: those of the ``eval.json`` beside it when it
+            was computed on these weights (``exporters.eval_link.checkpoint_thresholds``).
 
-def info_from_checkpoint(ckpt: Checkpoint) -> ModelInfo:
-    """Metadata of a loaded ``Checkpoint``, with the thresholds of the ``eval.json`` beside it."""
+    Raises:
+        ToolkitError: no preprocessing recorded, or a threshold out of [-1, 1].
+    """
     pre = ckpt.preprocessing
     if pre is None:
         raise ToolkitError(f"{ckpt.path}: the checkpoint records no preprocessing; it cannot be exported")
     path = Path(ckpt.path or "checkpoint.pt")
-    pair_threshold, unknown_threshold = eval_thresholds(path.parent)
-    return ModelInfo(
+    pair_threshold, unknown_threshold = checkpoint_thresholds(ckpt) if thresholds is None else thresholds
+    info = ModelInfo(
         image_size=pre.image_size,
         resize_size=pre.resize_size,
         channels=pre.channels,
@@ -203,6 +200,8 @@ def info_from_checkpoint(ckpt: Checkpoint) -> ModelInfo:
         checkpoint=str(path),
         features=ckpt.features,
     )
+    _check_ranges(info, f"{path.parent} (checkpoint and eval.json)")
+    return info
 
 
 def write_json(info: ModelInfo, path: Path) -> None:

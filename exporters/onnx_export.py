@@ -30,6 +30,35 @@ DEFAULT_OPSET = 20  # the dynamo exporter's own default since torch 2.9
 MIN_OPSET = 18  # the dynamo exporter emits opset 18 at the lowest
 
 
+def max_opset() -> int:
+    """The newest opset the installed exporter converts to by itself.
+
+    The dynamo exporter builds the graph at opset 18 and converts it with onnxscript's version
+    converter, which supports up to ``SUPPORTED_MAX_ONNX_OPSET``; past that it falls back to the
+    ONNX C API (or, for an opset ONNX does not know, logs a traceback and silently keeps 18).
+    """
+    try:
+        from onnxscript.version_converter._version_converter import SUPPORTED_MAX_ONNX_OPSET
+    except ImportError:  # another onnxscript layout: torch's own bound
+        from torch.onnx._constants import ONNX_MAX_OPSET as SUPPORTED_MAX_ONNX_OPSET
+    return min(int(SUPPORTED_MAX_ONNX_OPSET), onnx.defs.onnx_opset_version())
+
+
+def check_opset(opset: int) -> None:
+    """Raises ToolkitError unless the exporter supports ``opset`` (see ``max_opset``)."""
+    if not MIN_OPSET <= opset <= max_opset():
+        raise ToolkitError(f"--opset {opset}: the exporter (torch {torch.__version__}) writes opsets "
+                           f"{MIN_OPSET} to {max_opset()}; default {DEFAULT_OPSET}")
+
+
+def graph_opset(model: onnx.ModelProto) -> int:
+    """The default-domain opset a model imports (what it really is, whatever was asked for)."""
+    versions = [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")]
+    if not versions:
+        raise ToolkitError("the exported graph imports no ONNX opset")
+    return max(versions)
+
+
 def export_onnx(encoder: nn.Module, info: ModelInfo, path: str | Path, *, opset: int = DEFAULT_OPSET,
                 max_batch: int = 1024) -> ModelInfo:
     """Exports ``encoder`` to ``path`` with a dynamic batch and ``info`` in ``metadata_props``.
@@ -42,13 +71,13 @@ def export_onnx(encoder: nn.Module, info: ModelInfo, path: str | Path, *, opset:
         max_batch: upper bound of the symbolic batch dimension given to ``torch.export``.
 
     Returns:
-        ``info`` with its ``opset``.
+        ``info`` with the opset of the written graph.
 
     Raises:
-        ToolkitError: an opset below 18, a failed export, or a graph that fails validation.
+        ToolkitError: an opset outside ``check_opset``'s range, a failed export, a graph of
+            another opset than asked for, or a graph that fails validation.
     """
-    if opset < MIN_OPSET:
-        raise ToolkitError(f"--opset {opset}: the dynamo exporter needs opset {MIN_OPSET} or newer")
+    check_opset(opset)
     if max_batch < 2:
         raise ToolkitError(f"--max-batch {max_batch}: must be at least 2 (the batch dimension is dynamic)")
     path = Path(path)
@@ -65,6 +94,10 @@ def export_onnx(encoder: nn.Module, info: ModelInfo, path: str | Path, *, opset:
                 verbose=False,
             )
         model = program.model_proto
+        written = graph_opset(model)
+        if written != opset:
+            raise ToolkitError(f"--opset {opset}: the exporter wrote an opset {written} graph instead; "
+                               f"export with --opset {written}")
         for key, value in metadata.to_props(info).items():
             entry = model.metadata_props.add()
             entry.key, entry.value = key, value

@@ -51,12 +51,21 @@ class ParityCase:
                 f"max |diff| {self.max_abs_diff:.2e}  {verdict}")
 
 
-def agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """(smallest row-wise cosine, largest absolute difference) between two [N, D] outputs."""
+def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """[N] cosine of each row of ``a`` [N, D] with the same row of ``b``, in float64.
+
+    A zero row (a model that outputs zeros) gives cosine 0, not NaN, so it fails a gate
+    instead of slipping through a NaN comparison.
+    """
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
     norms = np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1)
-    cosine = (a64 * b64).sum(axis=1) / np.maximum(norms, 1e-30)
-    return float(cosine.min()), float(np.abs(a64 - b64).max())
+    return (a64 * b64).sum(axis=1) / np.maximum(norms, 1e-30)
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """(smallest row-wise cosine, largest absolute difference) between two [N, D] outputs."""
+    diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
+    return float(row_cosines(a, b).min()), float(diff.max())
 
 
 def normalise(images: np.ndarray, info: ModelInfo) -> np.ndarray:

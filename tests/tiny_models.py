@@ -11,6 +11,7 @@ import torch
 
 from tests.conftest import shape_image, write_image
 from toolkit.engine.checkpoint import Checkpoint, build_training_model, new_checkpoint
+from toolkit.engine.weights_hash import weights_sha256
 from toolkit.config import load_recipe
 from toolkit.data.store import decode_image
 from toolkit.models.encoder import Encoder
@@ -48,10 +49,17 @@ def make_checkpoint(folder: Path, kind: str = "pretrain", threshold: float | Non
     ckpt.with_training(epoch=1).save(folder / "checkpoint.pt")
     if threshold is not None:  # an eval.json as written before calibration existed, or with ``calibration``
         report: dict = {"verification": {"roc_auc": 0.9, "eer": 0.1, "threshold": threshold}}
-        if calibration is not None:
+        if calibration is not None:  # as toolkit evaluate writes it now: with the checkpoint's path and weights hash
             report["calibration"] = calibration
+            report["checkpoint"] = {"path": str(folder / "checkpoint.pt"), "weights_sha256": weights_sha256(ckpt.weights)}
         (folder / "eval.json").write_text(json.dumps(report))
     return folder
+
+
+def calibrated(threshold: float, unknown: float | None = None, split: str = "val") -> dict:
+    """A ``calibration`` section of ``eval.json`` with these thresholds."""
+    return {"split": split, "threshold_eer": threshold, "threshold_far": min(threshold + 0.2, 1.0),
+            "unknown_threshold": unknown}
 
 
 def reference_embeddings(run: Path, paths: list[str], size: int = 16) -> np.ndarray:

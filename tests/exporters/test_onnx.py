@@ -16,7 +16,7 @@ from exporters import metadata
 from exporters.export import export_checkpoint
 from exporters.onnx_export import export_onnx, read_info, validate
 from exporters.tensorrt_engine import tensorrt_unavailable_reason
-from tests.tiny_models import MEAN, STD, make_checkpoint
+from tests.tiny_models import MEAN, STD, calibrated, make_checkpoint
 from tests.test_cli import invoke
 from toolkit.engine.checkpoint import TOOLKIT_VERSION, Checkpoint
 from toolkit.errors import ToolkitError
@@ -35,7 +35,8 @@ def torch_reference(run: Path, x: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("kind", ["pretrain", "finetune"])
 def test_round_trip_parity_at_batch_sizes_the_export_never_saw(tmp_path: Path, kind: str) -> None:
-    run = make_checkpoint(tmp_path / "run", kind=kind, threshold=0.4321 if kind == "finetune" else None)
+    run = make_checkpoint(tmp_path / "run", kind=kind, threshold=0.4321 if kind == "finetune" else None,
+                          calibration=calibrated(0.4321))
     result = export_checkpoint(run)
 
     out = run / "export"  # the documented default
@@ -54,7 +55,8 @@ def test_round_trip_parity_at_batch_sizes_the_export_never_saw(tmp_path: Path, k
 
 
 def test_metadata_is_in_the_onnx_and_in_encoder_json(tmp_path: Path) -> None:
-    run = make_checkpoint(tmp_path / "run", kind="finetune", threshold=0.4321, load_size=20)
+    run = make_checkpoint(tmp_path / "run", kind="finetune", threshold=0.4321, load_size=20,
+                          calibration=calibrated(0.4321))
     export_checkpoint(run, tmp_path / "out", opset=19)
 
     written = json.loads((tmp_path / "out" / "encoder.json").read_text())
@@ -131,7 +133,7 @@ def test_read_info_rejects_files_that_are_not_toolkit_models(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--opset", "17"], "--opset 17: the dynamo exporter needs opset 18"),
+    (["--opset", "17"], "--opset 17: the exporter (torch"),
     (["--fp16"], "--fp16 sets the TensorRT engine's precision; add --trt"),
     (["--int8"], "--int8 needs --calib-data"),
     (["--max-batch", "1"], "--max-batch 1: must be at least 2"),
