@@ -168,7 +168,7 @@ def export(
     out: Annotated[Optional[Path], typer.Option("--out", help="Output folder (default: <run folder>/export).")] = None,
     trt: Annotated[bool, typer.Option("--trt", help="Also build encoder.engine with TensorRT (needs CUDA).")] = False,
     fp16: Annotated[bool, typer.Option("--fp16", help="TensorRT engine in mixed fp16 (with --trt).")] = False,
-    opset: Annotated[int, typer.Option("--opset", help="ONNX opset (18 or newer).")] = 20,
+    opset: Annotated[int, typer.Option("--opset", help="ONNX opset (18 up to the installed exporter's newest).")] = 20,
     max_batch: Annotated[int, typer.Option("--max-batch", help="Largest batch of the TensorRT profile.")] = 256,
     int8: Annotated[bool, typer.Option("--int8", help="Also write encoder.int8.onnx (static QDQ; needs --calib-data).")] = False,
     calib_data: Annotated[Optional[Path], typer.Option("--calib-data", help="Images to calibrate int8 on (folder, CSV, list).")] = None,
@@ -180,13 +180,16 @@ def export(
     int8_accept: Annotated[bool, typer.Option("--int8-accept", help="Keep an int8 model that fails the gate.")] = False,
     triton: Annotated[Optional[Path], typer.Option("--triton", help="Also write a Triton Inference Server model repository here.")] = None,
     triton_name: Annotated[str, typer.Option("--triton-name", help="The model's name in the Triton repository.")] = "encoder",
+    allow_test_thresholds: Annotated[bool, typer.Option("--allow-test-thresholds", help="Write thresholds calibrated on "
+                                                        "the test split (no validation split) into the model.")] = False,
 ) -> None:
     """Export the encoder to ONNX (validated, parity-checked), optionally int8, TensorRT and a Triton repository."""
     from exporters.export import export_checkpoint
 
     export_checkpoint(checkpoint, out, trt=trt, fp16=fp16, opset=opset, max_batch=max_batch, int8=int8,
                       calib_data=calib_data, data=data, threads=threads, force=force,
-                      int8_min_cosine=int8_min_cosine, int8_accept=int8_accept, triton=triton, triton_name=triton_name)
+                      int8_min_cosine=int8_min_cosine, int8_accept=int8_accept, triton=triton, triton_name=triton_name,
+                      allow_test_thresholds=allow_test_thresholds)
 
 
 @app.command()
