@@ -268,13 +268,15 @@ def main() -> None:
         work = Path(tmp)
         for name in models:
             report["models"][name] = bench_model(name, args, work)
+            if args.json is not None:  # a partial report after each model: a long run stopped early keeps it
+                args.json.write_text(json.dumps({**report, "complete": False}, indent=2) + "\n")
         if args.pairs > 0:
             small = report["models"].get("resnet18-32", {}).get("best_exported", {})
             if not small.get("file"):
                 args_r18 = argparse.Namespace(**{**vars(args), "ort_variants": False, "batches": [max(args.batches)]})
                 small = bench_model("resnet18-32", args_r18, work)["best_exported"]
             report["score"] = bench_score(small["file"], args, work)
-    text = json.dumps(report, indent=2)
+    text = json.dumps({**report, "complete": True}, indent=2)
     print(text)
     if args.json is not None:
         args.json.write_text(text + "\n")

@@ -94,6 +94,17 @@ def inference_rows(data: dict) -> Rows:
             "ResNet-50, 224 px, random weights": row("resnet50-224")}
 
 
+def backend_rows(data: dict) -> Rows:
+    """benchmarks/inference.py --threads 1: speed-up over torch fp32 and min cosine per candidate, then the
+    best exported candidate over torch bf16, per encoder and batch."""
+    names = {"convnet-28": "Conv-4 ConvNet, 28 px, grayscale", "resnet18-32": "CIFAR ResNet-18, 32 px",
+             "resnet50-224": "ResNet-50, 224 px"}
+    columns = ("torch_best", "ort_fp32", "ort_fp32_basic", "ort_fp16", "ov_fp32", "ov_bf16")
+    return {f"{names[model]}, batch {key[6:]}": [[r[key][c]["speedup"], r[key][c]["min_cosine"]] for c in columns]
+            + [[r["best_exported"][key]["vs_torch_best"]]]
+            for model, r in data["models"].items() for key in r if key.startswith("batch_")}
+
+
 def ray_rows(files: list[dict]) -> Rows:
     rows = {}
     for e in (f["engines"] for f in files):
@@ -127,6 +138,7 @@ SOURCES: list[TableSource] = [
                 key=lambda cell: "toolkit default" if cell.startswith("toolkit default") else cell),
     TableSource("| encoder | torch fp32 |", "inference.json", inference_rows,
                 key=lambda cell: cell.split(" (SimSiam")[0]),
+    TableSource("| encoder, batch | torch bf16 + channels_last |", "inference_backends.json", backend_rows),
     TableSource("| images per job |", "inference_ray_2000.json inference_ray_10000.json inference_ray.json",
                 lambda files: ray_rows(files)),
     TableSource("| variant | kNN top-1, mean +- 95% t-interval (3 seeds)", "study_3seeds/study.json", study_3seed_rows),
