@@ -127,6 +127,26 @@ def study_1seed_rows(data: dict) -> Rows:
             for v in data["variants"]}
 
 
+def fewshot_fullscale_rows(data: dict) -> Rows:
+    """benchmarks/fewshot.py at full scale: 20-way 1-shot within one alphabet and mixed, per model (labels as printed)."""
+    from benchmarks.fewshot import NAMES, stage_minutes
+
+    omniglot = data["omniglot"]
+    rows: Rows = {}
+    for name, label in NAMES.items():
+        if name in omniglot:
+            cell = omniglot[name]["20-way 1-shot"]
+            within, mixed = cell["within_group"]["prototype"], cell["prototype"]
+            rows[label] = [[100 * within["mean"], 100 * within["ci95"]], [100 * mixed["mean"], 100 * mixed["ci95"]],
+                           [float(x) for x in stage_minutes(omniglot, name).split(" + ") if x]]
+    return rows
+
+
+def finetune_validation_rows(data: dict) -> Rows:
+    return {f"{k}: {v['description']}": [[100 * v["within_group"]["mean"], 100 * v["within_group"]["ci95"]],
+                                         [v["wall_s"]], [v["process_cpu_s"]]] for k, v in data["candidates"].items()}
+
+
 def _first_word(cell: str) -> str:
     return cell.split(" (")[0]
 
@@ -143,6 +163,8 @@ SOURCES: list[TableSource] = [
                 lambda files: ray_rows(files)),
     TableSource("| variant | kNN top-1, mean +- 95% t-interval (3 seeds)", "study_3seeds/study.json", study_3seed_rows),
     TableSource("| variant | kNN top-1 | z_std (x 1/sqrt(d)) | final loss |", "study.json", study_1seed_rows, key=_first_word),
+    TableSource("| Omniglot test alphabets, 20-way 1-shot, prototype rule | within one alphabet |", "fewshot_fullscale.json", fewshot_fullscale_rows),
+    TableSource("| candidate (validation alphabet Early_Aramaic", "finetune_validation.json", finetune_validation_rows),
 ]
 
 
