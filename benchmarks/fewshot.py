@@ -303,6 +303,7 @@ NAMES = {"random_init": "random init", "simsiam": "SimSiam only",
          "simsiam_contrastive": "SimSiam + contrastive",
          "protonet": "Prototypical Network (from scratch, same time as SimSiam + proto)",
          "simsiam_proto_labelled_0.25": "label-scarce: SimSiam (all images) + proto on 1/4 of the characters",
+         "scratch_proto_labelled_0.25": "label-scarce: proto on the same 1/4 from random init (same recipe)",
          "protonet_labelled_0.25": "label-scarce: Prototypical Network on the same 1/4, same time"}
 
 

@@ -56,7 +56,7 @@ class DataConfig:
     std: tuple[float, ...] = ()
     test_fraction: float = 0.2  # held-out share of each class when the data has no test/ split
     val_fraction: float = 0.1  # validation share of each class (of the classes, with holdout_classes) when there is no val/ folder
-    val_min_images: int = 10  # a class with fewer images gives the per-class validation split none (rare classes keep theirs)
+    val_min_images: int = 5  # a class with fewer images gives the per-class validation split none (rare classes keep theirs)
     split_seed: int = 0
     classes: tuple[str, ...] = ()  # keep only classes matching these glob patterns (empty = all)
     holdout_classes: tuple[str, ...] = ()  # classes moved whole into the test split (few-shot)
