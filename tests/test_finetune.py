@@ -60,7 +60,7 @@ def test_finetune_cli_end_to_end(tmp_path: Path) -> None:
 
 
 def test_init_adopts_the_checkpoint_architecture(tmp_path: Path) -> None:
-    from toolkit.finetune import resolve_init
+    from toolkit.finetune_init import resolve_init
 
     init = pretrain_at_init(tmp_path, extra="")
     user = load_recipe(str(tiny_recipe(tmp_path)), {"finetune.init": str(init), "model.width": 32, "data.image_size": 24})
@@ -80,7 +80,7 @@ def _fake_checkpoint(path: Path, kind: str, mtime: float) -> None:
 
 
 def test_default_init_is_the_newest_pretrain_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from toolkit.finetune import latest_pretrain_checkpoint, resolve_init
+    from toolkit.finetune_init import latest_pretrain_checkpoint, resolve_init
 
     monkeypatch.chdir(tmp_path)
     recipe = load_recipe(None)
@@ -97,7 +97,7 @@ def test_default_init_is_the_newest_pretrain_run(tmp_path: Path, monkeypatch: py
 
 def test_default_init_is_a_run_on_the_same_data_with_the_same_channels(tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from toolkit.finetune import latest_pretrain_checkpoint
+    from toolkit.finetune_init import latest_pretrain_checkpoint
 
     monkeypatch.chdir(tmp_path)
 

@@ -10,7 +10,7 @@ from tests.helpers import REPO
 
 LAYERS = {"toolkit.config": 0, "toolkit.errors": 0, "toolkit.console": 0, "toolkit": 0, "toolkit.data": 1,
           "toolkit.models": 2, "toolkit.losses": 2, "toolkit.metrics": 2, "toolkit.engine": 3,
-          "toolkit.pretrain": 4, "toolkit.finetune": 4, "toolkit.refit": 4, "toolkit.evaluate": 4, "toolkit.study": 4,
+          "toolkit.pretrain": 4, "toolkit.finetune": 4, "toolkit.finetune_init": 4, "toolkit.refit": 4, "toolkit.evaluate": 4, "toolkit.study": 4,
           "exporters": 5, "scoring": 6, "cli": 7, "benchmarks": 8}
 
 

@@ -66,7 +66,7 @@ def test_finetune_on_held_out_classes_seen_in_pretraining_needs_the_flag(runs: d
 
 
 def test_fewer_classes_from_a_pretraining_on_all_of_them_is_fine(runs: dict[str, Path], tmp_path: Path) -> None:
-    from toolkit.finetune import resolve_init
+    from toolkit.finetune_init import resolve_init
 
     recipe = load_recipe(str(tiny_recipe(tmp_path)), {"data.classes": ["2", "3", "5", "7", "8", "9"],
                                                        "finetune.init": str(runs["all"])})
@@ -80,7 +80,7 @@ def test_default_init_skips_a_run_whose_split_holds_the_test_images(runs: dict[s
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
     import shutil
 
-    from toolkit.finetune import latest_pretrain_checkpoint, resolve_init
+    from toolkit.finetune_init import latest_pretrain_checkpoint, resolve_init
 
     monkeypatch.chdir(tmp_path)
     for name, mtime in (("holdout", 1_000), ("all", 2_000)):  # the run on all classes is the newest
