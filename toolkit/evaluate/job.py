@@ -50,6 +50,7 @@ from toolkit.errors import ToolkitError
 from toolkit.out_paths import ensure_out_dir
 from toolkit.engine.embed import embed_checkpoint
 from toolkit.engine.run_folder import RunFolder, write_json_atomic
+from toolkit.engine.weights_hash import weights_sha256
 from toolkit.data.split_check import check_evaluation
 from toolkit.data.split_record import record_of
 from toolkit.data.store import ImageStore, load_data
@@ -251,7 +252,7 @@ def evaluate(checkpoint_path: str | Path, data: str | None = None, spec: Episode
         "operating_points": operating_points,
         "open_set": open_set,
         "checkpoint": {"path": str(ckpt.path), "kind": ckpt.kind, "epoch": ckpt.epoch,
-                       "embedding_dim": int(test_emb.shape[1])},
+                       "embedding_dim": int(test_emb.shape[1]), "weights_sha256": weights_sha256(ckpt.weights)},
         "data": {"source": loaded.source, "evaluated_split": split_name, "train_images": len(loaded.train),
                  "evaluated_images": len(evaluated), "evaluated_classes": int(len(np.unique(test_labels))),
                  "notes": loaded.notes},
@@ -280,6 +281,16 @@ def embed_validation(ckpt: Checkpoint, recipe: Recipe, val: ImageStore | None) -
     return val_emb, val.labels
 
 
+def _check_open_set_shape(calibration: dict[str, Any], shape: tuple[int, int] | None) -> None:
+    """Warn when the unknown threshold's calibration episodes differ in shape from the reported ones (both are in eval.json)."""
+    calibrated = calibration.get("open_set_shape")
+    if calibrated is None or shape is None or (calibrated["known_way"], calibrated["unknown_way"]) == shape:
+        return
+    warn(f"the unknown threshold was calibrated on {calibrated['known_way']} known + {calibrated['unknown_way']} unknown "
+         f"classes (all the validation split holds) but is reported on {shape[0]} + {shape[1]}: it may not transfer; "
+         "eval.json records both shapes (calibration.open_set_shape, open_set)")
+
+
 def _can_calibrate(labels: np.ndarray) -> bool:
     """Same- and different-class pairs need two classes and a class with two images."""
     _, counts = np.unique(labels, return_counts=True)
@@ -289,16 +300,21 @@ def _can_calibrate(labels: np.ndarray) -> bool:
 def _calibration(validation: tuple[np.ndarray, np.ndarray] | None, test_emb: np.ndarray, test_labels: np.ndarray,
                  split_name: str, spec: EpisodeSpec, seed: int, far: float) -> dict[str, Any]:
     """Thresholds chosen on the validation split (or, failing that, on the evaluated split, with a warning)."""
+    from toolkit.evaluate.calibration import open_set_spec
+
+    reported = open_set_spec(test_labels, spec.way, spec.shot, spec.query, spec.episodes)  # open_set_report's episodes
+    shape = None if reported is None else (reported.known, reported.unknown)
     if validation is not None and _can_calibrate(validation[1]):
         val_emb, val_labels = validation
         calibration = calibrate(val_emb, val_labels, "val", spec.way, spec.shot, spec.query, spec.episodes,
-                                VERIFICATION_PAIRS, seed, far)
+                                VERIFICATION_PAIRS, seed, far, shape)
+        _check_open_set_shape(calibration, shape)
         info(f"thresholds calibrated on the validation split ({len(val_emb)} images), reported on the {split_name} split")
     else:
         warn(f"no validation split with two classes and a class of two images (data.val_fraction = 0, or too few "
              f"images): thresholds are calibrated on the {split_name} split they are reported on, so they are optimistic")
         calibration = calibrate(test_emb, test_labels, split_name, spec.way, spec.shot, spec.query, spec.episodes,
-                                VERIFICATION_PAIRS, seed, far)
+                                VERIFICATION_PAIRS, seed, far, shape)
     if calibration["unknown_threshold"] is None:
         warn("the calibration split cannot form open-set episodes (two classes with shot + 1 images): no unknown threshold")
     return calibration
