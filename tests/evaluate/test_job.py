@@ -100,7 +100,7 @@ def test_data_without_a_test_split_is_evaluated_on_its_train_split(pretrain_run:
 
 @pytest.mark.parametrize("args, message", [
     (["--way", "20"], "way=20 is larger than the 10 classes present; use way <= 10"),
-    (["--shot", "5", "--query", "40"], "images but shot+query = 5+40 = 45 are needed"),
+    (["--shot", "5", "--query", "40"], "have shot+query = 5+40 = 45 images"),
     (["--set", "data.channels=3"], "takes 1-channel 16 px images"),
 ])
 def test_user_mistakes_give_one_line_and_exit_2(pretrain_run: Path, tmp_path: Path, args: list[str], message: str) -> None:
@@ -114,7 +114,7 @@ def test_user_mistakes_give_one_line_and_exit_2(pretrain_run: Path, tmp_path: Pa
 def test_small_class_is_named(pretrain_run: Path, tmp_path: Path) -> None:
     result = invoke("evaluate", str(pretrain_run), "--out", str(tmp_path), "--shot", "5", "--query", "40")
     assert result.exit_code == 2
-    assert "error: class '" in result.output  # the class is named, e.g. class '0' has 12 images
+    assert "(class '" in result.output and "' has " in result.output  # the smallest class is named, e.g. class '0' has 12
 
 
 def test_not_a_checkpoint(tmp_path: Path) -> None:
