@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
+import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from toolkit.console import info as say
+from toolkit.console import warn
 from toolkit.errors import ToolkitError
 
 INSTALL_HINT = "pip install -e '.[ray]'"
+PROBE_TIMEOUT_S = 2.0  # a head that answers on a LAN does so in milliseconds; the whole refusal stays under 5 s
 
 
 @dataclass(frozen=True)
@@ -63,39 +68,87 @@ def ray_cluster(address: str = "auto") -> Iterator[Any]:
 
     ``auto``: the running cluster this machine belongs to (``ray start``, or ``RAY_ADDRESS``),
     else a local one started for the job and stopped after it. A process already connected
-    (``ray.init`` done by the caller, as in the tests) keeps its connection.
+    (``ray.init`` done by the caller, as in the tests) keeps its connection. Ray's own logging
+    (its Python loggers' INFO/WARNING lines, the replicas' forwarded output, what its C++ side such
+    as ``core_worker.cc`` writes to the terminal) stays out of the job's output (``folded_stderr``).
 
     Raises:
         ToolkitError: Ray is not installed, or a given address has no cluster.
     """
     ray = import_ray()
-    if ray.is_initialized():
-        say(f"Ray: using the cluster this process is connected to ({_cpus(ray)})")
-        yield ray
-        return
-    quiet = {"logging_level": logging.WARNING, "configure_logging": True}
-    if address == "auto":
+    with folded_stderr():
+        if ray.is_initialized():
+            say(f"Ray: using the cluster this process is connected to ({_cpus(ray)})")
+            yield ray
+            return
+        quiet = {"logging_level": logging.ERROR, "configure_logging": True, "log_to_driver": False}
+        if address == "auto":
+            try:
+                ray.init(address="auto", **quiet)
+                say(f"Ray: joined the running cluster ({_cpus(ray)})")
+            except ConnectionError:
+                ray.init(include_dashboard=False, **quiet)
+                say(f"Ray: no running cluster found; started a local one for this job ({_cpus(ray)})")
+        else:
+            _check_reachable(address)
+            try:
+                ray.init(address=address, **quiet)
+            except Exception as exc:  # noqa: BLE001 - ConnectionError, ValueError, RuntimeError by address kind
+                reason = " ".join(str(exc).split())[:200]
+                raise ToolkitError(f"--address {address}: cannot connect to a Ray cluster "
+                                   f"({type(exc).__name__}: {reason})") from None
+            say(f"Ray: connected to the cluster at {address} ({_cpus(ray)})")
         try:
-            ray.init(address="auto", **quiet)
-            say(f"Ray: joined the running cluster ({_cpus(ray)})")
-        except ConnectionError:
-            ray.init(include_dashboard=False, **quiet)
-            say(f"Ray: no running cluster found; started a local one for this job ({_cpus(ray)})")
-    else:
-        _check_reachable(address)
-        try:
-            ray.init(address=address, **quiet)
-        except Exception as exc:  # noqa: BLE001 - ConnectionError, ValueError, RuntimeError by address kind
-            reason = " ".join(str(exc).split())[:200]
-            raise ToolkitError(f"--address {address}: cannot connect to a Ray cluster ({type(exc).__name__}: {reason})") from None
-        say(f"Ray: connected to the cluster at {address} ({_cpus(ray)})")
+            yield ray
+        finally:
+            ray.shutdown()  # stops a local cluster we started; only disconnects from a running one
+
+
+def _is_fd2(stream: Any) -> bool:
     try:
-        yield ray
+        return stream.fileno() == 2
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def folded_stderr() -> Iterator[None]:
+    """Sends file descriptor 2 to a log file for the block; Python's ``sys.stderr`` keeps the terminal.
+
+    Ray's C++ side and the processes ``ray.init`` starts write to the descriptor directly, with no
+    logger to quieten; the job's own lines (and progress bars) go through ``sys.stderr``, which is
+    pointed at the terminal's descriptor meanwhile. If Ray wrote anything, one line says how much
+    and where it is.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    original = sys.stderr
+    own = None
+    log = tempfile.NamedTemporaryFile(prefix="toolkit-ray-", suffix=".log", delete=False)  # noqa: SIM115
+    try:
+        os.dup2(log.fileno(), 2)
+        if _is_fd2(original):
+            own = open(os.dup(saved), "w", buffering=1, encoding=original.encoding or "utf-8",  # noqa: SIM115
+                       errors="backslashreplace")
+            sys.stderr = own
+        yield
     finally:
-        ray.shutdown()  # stops a local cluster we started; only disconnects from a running one
+        if own is not None:
+            own.flush()
+            sys.stderr = original
+            own.close()
+        os.dup2(saved, 2)
+        os.close(saved)
+        log.close()
+        with open(log.name, errors="replace") as written:
+            lines = sum(1 for line in written if line.strip())
+        if lines:
+            warn(f"Ray printed {lines} line(s) of its own logging (e.g. from core_worker.cc); see {log.name}")
+        else:
+            os.unlink(log.name)
 
 
-def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+def _check_reachable(address: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
     """A quick TCP probe of ``[ray://]host:port``: Ray itself retries an absent head for minutes.
 
     Raises:

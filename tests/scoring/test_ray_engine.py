@@ -139,6 +139,29 @@ def test_index_built_on_ray_equals_the_local_build_and_is_searchable_locally(
     assert rows and all(r["query"] == r["gallery"] for r in rows)  # each image finds itself first
 
 
+def test_index_search_on_ray_writes_the_local_rows(crash_marker: Path, exported_run: Path, images: Path,
+                                                   image_list, tmp_path: Path) -> None:
+    listed, paths = image_list
+    model = str(exported_run / "export" / "encoder.onnx")
+    index = tmp_path / "index"
+    fp32 = ("--backend", "onnx")  # the same runtime on both engines, whatever this CPU's default
+    result = invoke("index", "build", model, str(images), "--out", str(index), *LOCAL, *fp32)
+    assert result.exit_code == 0, result.output
+    rows = {}
+    for name, flags in (("local", LOCAL), ("ray", RAY)):
+        out = tmp_path / f"{name}.csv"
+        result = invoke("score", model, "--query", str(listed), "--index", str(index), "--top-k", "3",
+                        "--out", str(out), *flags, *fp32)
+        assert result.exit_code == 0, result.output
+        rows[name] = read_rows(out)
+    local, remote = rows["local"], rows["ray"]
+    assert len(remote) == 3 * len(paths) + 2  # the missing and the corrupt query keep one row each, with their error
+    assert [(r["query"], r["rank"], r["gallery"], r["error"]) for r in remote] == \
+        [(r["query"], r["rank"], r["gallery"], r["error"]) for r in local]
+    np.testing.assert_allclose([float(r["score"]) for r in remote if r["score"]],
+                               [float(r["score"]) for r in local if r["score"]], atol=1e-5)
+
+
 def test_without_ray_the_engine_is_a_one_line_error(exported_run: Path, image_list, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
@@ -175,3 +198,44 @@ def test_an_address_without_a_cluster_is_a_quick_one_line_error(exported_run: Pa
                     "--address", address, "--out", str(tmp_path / "e.npz"))
     lines = result.output.strip().splitlines()
     assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith(message)
+
+
+def test_an_address_that_never_answers_fails_in_under_5_s(exported_run: Path, image_list, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+    import time
+
+    def dropped(address, timeout=None, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        time.sleep(timeout or 60)  # a host that drops packets: connect() waits out its whole timeout
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(socket, "create_connection", dropped)
+    listed, _ = image_list
+    start = time.monotonic()
+    result = invoke("embed", str(exported_run / "export" / "encoder.onnx"), str(listed), "--engine", "ray",
+                    "--address", "10.255.255.1:6379", "--out", str(tmp_path / "e.npz"))
+    elapsed = time.monotonic() - start
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith("error: --address 10.255.255.1:6379: no Ray cluster answers there")
+    assert elapsed < 5.0
+
+
+@pytest.mark.timeout(900)  # a fresh interpreter and Ray cluster: minutes on a loaded 2-core machine
+def test_a_ray_job_in_a_real_process_prints_only_its_own_lines(exported_run: Path, image_list, tmp_path: Path) -> None:
+    """`toolkit embed --engine ray` as users run it: Ray's WARNING and C++ (core_worker.cc) lines stay out."""
+    import subprocess
+
+    from tests.helpers import REPO, cli_env, toolkit_cmd
+
+    listed, paths = image_list
+    result = subprocess.run(toolkit_cmd("embed", str(exported_run / "export" / "encoder.onnx"), str(listed), "--engine",
+                                        "ray", "--replicas", "1", "--threads", "1", "--out", str(tmp_path / "e.npz")),
+                            capture_output=True, text=True, env=cli_env(), cwd=REPO, timeout=500)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    noise = [line for line in lines if "WARNING" in line or ".cc:" in line or "(pid=" in line or "INFO" in line]
+    assert noise == [], noise
+    assert sum(line.startswith("warning: Ray printed") for line in lines) <= 1
+    assert len(np.load(tmp_path / "e.npz")["paths"]) == len(paths)
