@@ -207,10 +207,10 @@ def embed(
     address: AddressOpt = "auto",
     replicas: ReplicasOpt = None,
     gpus_per_replica: GpusOpt = 0.0,
+    force: ForceOpt = False,
 ) -> None:
     """Embed images with a checkpoint, an ONNX model or a TensorRT engine."""
     from scoring.jobs import Settings, embed_images
-    force: ForceOpt = False,
 
     embed_images(model, images, out, Settings(backend, batch_size, workers, threads, strict, engine=engine,
                                               address=address, replicas=replicas, gpus_per_replica=gpus_per_replica),
@@ -240,10 +240,10 @@ def score(
     address: AddressOpt = "auto",
     replicas: ReplicasOpt = None,
     gpus_per_replica: GpusOpt = 0.0,
+    force: ForceOpt = False,
 ) -> None:
     """Score image pairs, rank a gallery (or an index) per query, or classify queries by a support set."""
     from scoring.jobs import Settings, score_images
-    force: ForceOpt = False,
 
     settings = Settings(backend, batch_size, workers, threads, strict, engine=engine, address=address,
                         replicas=replicas, gpus_per_replica=gpus_per_replica)
