@@ -32,6 +32,26 @@ def import_openvino() -> ModuleType:
     return openvino
 
 
+def check_finite_weights(path: str | Path) -> None:
+    """Refuse a graph with NaN or inf weights: OpenVINO's ReLU and max-pool turn NaN into finite values,
+    so broken weights would give finite, meaningless embeddings instead of failing rows.
+
+    Raises:
+        ToolkitError: an initializer holds a non-finite value (named), or the file is no ONNX model.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - a damaged file fails with its reason
+        raise ToolkitError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
+    for init in model.graph.initializer:
+        array = numpy_helper.to_array(init) if not init.external_data else None
+        if array is not None and np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+            raise ToolkitError(f"{path}: weight {init.name!r} holds NaN or inf values; the model is broken, re-export it")
+
+
 def openvino_available() -> bool:
     """True when ``openvino`` imports (checked without compiling anything)."""
     import importlib.util
@@ -55,6 +75,7 @@ class OpenVinoEncoder:
         if precision not in PRECISIONS:
             raise ToolkitError(f"precision {precision!r}: valid are {', '.join(PRECISIONS)}")
         ov = import_openvino()
+        check_finite_weights(path)
         want = "bf16" if precision == "bf16" or (precision == "auto" and cpu_supports_bf16()) else "f32"
         config: dict[str, object] = {"INFERENCE_PRECISION_HINT": want, "PERFORMANCE_HINT": "LATENCY"}
         if threads:
@@ -70,6 +91,12 @@ class OpenVinoEncoder:
         self.precision = "bf16" if runs == ov.Type.bf16 else "fp32"
         self.threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
         self.version = ov.__version__.split("-")[0]
+
+    def output_width(self) -> int | None:
+        """D of the graph's [N, D] output, None when the graph leaves it symbolic."""
+        shape = self.compiled.output(0).get_partial_shape()
+        last = shape[shape.rank.get_length() - 1] if shape.rank.is_static else None
+        return int(last.get_length()) if last is not None and last.is_static else None
 
     def run(self, images: np.ndarray) -> np.ndarray:
         """[N, C, S, S] float32 (contiguous) -> [N, D] float32, a copy the next call cannot overwrite."""

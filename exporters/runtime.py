@@ -214,6 +214,10 @@ class OpenVinoBackend(Backend):
         self.source = str(path)
         self.encoder = OpenVinoEncoder(path, precision=precision, threads=threads)
         self.description = f"OpenVINO {self.encoder.version}, CPU, {self.encoder.precision}, {self.encoder.threads} threads"
+        width = self.encoder.output_width()
+        if width is not None and width != self.info.embedding_dim:
+            raise ToolkitError(f"{path}: the graph outputs {width}-dim embeddings but its metadata says embedding_dim "
+                               f"{self.info.embedding_dim}; re-export the model with toolkit export")
 
     def _run(self, images: np.ndarray) -> np.ndarray:
         return self.encoder.run(images)

@@ -246,3 +246,13 @@ def test_every_results_file_the_readme_names_exists() -> None:
 def test_the_matching_rule_rounds_to_the_digits_shown() -> None:
     assert matches("0.80", 0.795) and not matches("0.795", 0.80) and matches("16,428", 16427.5)
     assert shown_numbers("**0.91x** (0.912)") == ["0.91", "0.912"] and shown_numbers("381.5 (2.13x; 0.99998)") == ["381.5", "2.13", "0.99998"]
+
+
+def test_the_120_epoch_figures_are_the_results_files() -> None:
+    extra = load("fewshot_fullscale.json")["omniglot"]["extra_simsiam_proto_120_epochs"]["20-way 1-shot"]
+    text = " ".join(README.read_text().split())
+    found = re.search(r"gives ([\d.]+) ± ([\d.]+) within one alphabet and ([\d.]+) ± ([\d.]+) mixed", text)
+    assert found
+    values = [100 * extra["within_group"]["prototype"]["mean"], 100 * extra["within_group"]["prototype"]["ci95"],
+              100 * extra["prototype"]["mean"], 100 * extra["prototype"]["ci95"]]
+    assert all(matches(s, v) for s, v in zip(found.groups(), values, strict=True))

@@ -205,11 +205,17 @@ def test_onnx_with_nan_weights(exported_run: Path, images: Path, pairs_csv: Path
             break
     onnx.save(model, str(tmp_path / "nan.onnx"))
     out = tmp_path / "s.csv"
+    # ONNX Runtime propagates the NaN: every pair fails with its reason, the CSV is written.
     line = one_error(invoke("score", str(tmp_path / "nan.onnx"), "--pairs", str(pairs_csv), "--out", str(out),
-                            "--threshold", "0.5", "--strict", *FAST), code=1)
+                            "--threshold", "0.5", "--strict", "--backend", "onnx", *FAST), code=1)
     assert "5 of 5 pairs failed" in line
     with open(out, newline="") as f:
         assert all("non-finite embedding" in r["error"] for r in csv.DictReader(f))
+    # OpenVINO's ReLU/max-pool would turn NaN into finite values: the model is refused before any work.
+    other = tmp_path / "o.csv"
+    line = one_error(invoke("score", str(tmp_path / "nan.onnx"), "--pairs", str(pairs_csv), "--out", str(other),
+                            "--threshold", "0.5", "--backend", "openvino", *FAST), code=2)
+    assert "holds NaN or inf values" in line and not other.exists()
 
 
 # ----------------------------------------------------------------------------- ONNX metadata, options
