@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.scoring.test_score import read_csv, write_csv
-from tests.tiny_models import make_checkpoint, reference_embeddings
+from tests.tiny_models import calibrated, make_checkpoint, reference_embeddings
 from tests.test_cli import invoke
 
 FAST = ("--workers", "0", "--threads", "1")
@@ -95,7 +95,7 @@ def test_one_missing_and_one_corrupt_image_keep_every_other_score(exported_run: 
 def test_threshold_comes_from_eval_json_else_a_stated_default(tmp_path: Path, images: Path, pair_rows) -> None:
     _, rows = pair_rows
     pairs = write_pairs(images.parent / "pairs_thr.csv", rows)
-    stored = make_checkpoint(tmp_path / "stored", threshold=0.97)
+    stored = make_checkpoint(tmp_path / "stored", threshold=0.97, calibration=calibrated(0.97))  # export needs it calibrated
     with_metadata = invoke("export", str(stored), "--out", str(tmp_path / "exp"))
     assert with_metadata.exit_code == 0, with_metadata.output
     for model in (stored, tmp_path / "exp" / "encoder.onnx"):  # eval.json beside the checkpoint; ONNX metadata
