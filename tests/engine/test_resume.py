@@ -12,16 +12,29 @@ import pytest
 import torch
 
 from tests.helpers import cli_env, run_cli, toolkit_cmd, write_tiny_recipe
+from tests.tiny_runs import tiny_recipe
 from toolkit.engine.checkpoint import Checkpoint
+
+# What each covered command runs: pretraining, and prototypical fine-tuning whose cosine loss has a
+# learned scale (trained beside the model: it must be saved and restored too).
+COMMANDS = {
+    "pretrain": ["pretrain"],
+    "proto": ["finetune", "--loss", "proto", "--init", "none", "--set", "finetune.proto_distance=cosine",
+              "--set", "finetune.way=4", "--set", "finetune.shot=1", "--set", "finetune.query=2",
+              "--set", "finetune.epochs=3"],
+}
 
 
 def weights(run: Path) -> dict[str, torch.Tensor]:
-    return Checkpoint.load(run).weights
+    """The model's weights and, prefixed ``loss.``, a loss's learned parameters (the proto scale)."""
+    ckpt = Checkpoint.load(run)
+    return {**ckpt.weights, **{f"loss.{k}": v for k, v in ckpt.training.loss_state.items()}}
 
 
-def start_and_signal(recipe: Path, out: Path, sig: int) -> subprocess.Popen:
+def start_and_signal(recipe: Path, out: Path, sig: int, kind: str = "pretrain") -> subprocess.Popen:
     """Start a run, wait until epoch 1 is recorded, then send ``sig`` (during epoch 2)."""
-    proc = subprocess.Popen(toolkit_cmd("pretrain", str(recipe), "--out", str(out)), env=cli_env(),
+    command, *extra = COMMANDS[kind]
+    proc = subprocess.Popen(toolkit_cmd(command, str(recipe), "--out", str(out), *extra), env=cli_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = out / "metrics.jsonl"
     deadline = time.time() + 180
@@ -36,15 +49,17 @@ def start_and_signal(recipe: Path, out: Path, sig: int) -> subprocess.Popen:
     return proc
 
 
-@pytest.fixture(scope="module")
-def three_epochs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """The tiny 3-epoch recipe and its uninterrupted run."""
-    folder = tmp_path_factory.mktemp("full")
-    recipe = write_tiny_recipe(folder, "")
+@pytest.fixture(scope="module", params=list(COMMANDS))
+def three_epochs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """The tiny 3-epoch recipe, its uninterrupted run and which command (``COMMANDS``) made it."""
+    kind = request.param
+    folder = tmp_path_factory.mktemp(f"full-{kind}")
+    recipe = tiny_recipe(folder) if kind == "proto" else write_tiny_recipe(folder, "")
     recipe.write_text(recipe.read_text().replace("epochs = 2", "epochs = 3"))
-    full = run_cli("pretrain", str(recipe), "--out", str(folder / "full"))
+    command, *extra = COMMANDS[kind]
+    full = run_cli(command, str(recipe), "--out", str(folder / "full"), *extra)
     assert full.returncode == 0, full.stderr
-    return recipe, folder / "full"
+    return recipe, folder / "full", kind
 
 
 def records(run: Path) -> list[dict]:
@@ -65,33 +80,34 @@ def assert_same_run(expected_run: Path, got_run: Path) -> None:
                 assert h[key] == pytest.approx(w[key], rel=1e-6, abs=1e-9), (w["epoch"], key)
 
 
-def test_kill9_in_second_epoch_then_resume_matches_uninterrupted(three_epochs: tuple[Path, Path], tmp_path: Path) -> None:
-    recipe, full = three_epochs
-    killed = start_and_signal(recipe, tmp_path / "killed", signal.SIGKILL)
+def test_kill9_in_second_epoch_then_resume_matches_uninterrupted(three_epochs: tuple[Path, Path, str], tmp_path: Path) -> None:
+    recipe, full, kind = three_epochs
+    killed = start_and_signal(recipe, tmp_path / "killed", signal.SIGKILL, kind)
     assert killed.returncode == -signal.SIGKILL
     assert Checkpoint.load(tmp_path / "killed").epoch < 3
-    resumed = run_cli("pretrain", "--resume", str(tmp_path / "killed"))
+    resumed = run_cli(COMMANDS[kind][0], "--resume", str(tmp_path / "killed"))
     assert resumed.returncode == 0, resumed.stderr
     assert_same_run(full, tmp_path / "killed")
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_ctrl_c_saves_mid_epoch_and_resume_matches(three_epochs: tuple[Path, Path], tmp_path: Path,
+def test_ctrl_c_saves_mid_epoch_and_resume_matches(three_epochs: tuple[Path, Path, str], tmp_path: Path,
                                                    sig: int, code: int) -> None:
     """Ctrl-C, and SIGTERM (what schedulers send before a kill), save mid-epoch; resuming gives the uninterrupted run."""
-    recipe, full = three_epochs
-    stopped = start_and_signal(recipe, tmp_path / "stopped", sig)
+    recipe, full, kind = three_epochs
+    command = COMMANDS[kind][0]
+    stopped = start_and_signal(recipe, tmp_path / "stopped", sig, kind)
     err = stopped.stderr.read()
     assert stopped.returncode == code, err
     assert "Traceback" not in err
-    assert f"continue with: toolkit pretrain --resume {tmp_path / 'stopped'}" in err
+    assert f"continue with: toolkit {command} --resume {tmp_path / 'stopped'}" in err
     saved = Checkpoint.load(tmp_path / "stopped")
     # the signal came during epoch 2: the checkpoint is in the middle of it, not at an epoch end
     assert saved.epoch == 1 and saved.training.mid_epoch and saved.training.partial is not None, err
     step = saved.training.step_in_epoch
     assert f"interrupted at epoch 2, step {step}/" in err
     assert [r["epoch"] for r in records(tmp_path / "stopped")] == [0, 1]
-    resumed = run_cli("pretrain", "--resume", str(tmp_path / "stopped"))
+    resumed = run_cli(command, "--resume", str(tmp_path / "stopped"))
     assert resumed.returncode == 0, resumed.stderr
     assert f"after epoch 1, step {step}" in resumed.stderr
     assert_same_run(full, tmp_path / "stopped")
