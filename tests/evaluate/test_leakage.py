@@ -36,10 +36,11 @@ def test_changing_test_images_never_changes_the_stored_thresholds(checkpoint_run
     _write_split(data, "train", 6, seed=0)
     _write_split(data, "val", 5, seed=1)  # validation and test: disjoint files
     _write_split(data, "test", 5, seed=2)
-    first = evaluate(checkpoint_run, data=str(data), spec=SPEC, out=tmp_path / "a", plots=False)
+    # FAR 0.01: the 10000 impostor pairs allow 100 (at the default 0.001 the FAR threshold is refused)
+    first = evaluate(checkpoint_run, data=str(data), spec=SPEC, out=tmp_path / "a", plots=False, far=0.01)
     shutil.rmtree(data / "test")
     _write_split(data, "test", 7, seed=9)  # other test images, and more of them
-    second = evaluate(checkpoint_run, data=str(data), spec=SPEC, out=tmp_path / "b", plots=False)
+    second = evaluate(checkpoint_run, data=str(data), spec=SPEC, out=tmp_path / "b", plots=False, far=0.01)
 
     assert first["calibration"]["split"] == "val"
     assert first["calibration"] == second["calibration"]

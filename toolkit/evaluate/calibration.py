@@ -29,6 +29,16 @@ unknown one accepted). Reported on test episodes of the same shape:
 * **known accuracy**: the share of known queries accepted and given their own class.
 
 Each is the mean over episodes with the 95% half-width ``1.96 std / sqrt(episodes)``.
+
+Uncertainty of the pair operating points: every threshold and TAR is reported with the number of
+pairs behind it and a 95% percentile bootstrap interval (genuine and impostor pairs resampled
+separately; ``THRESHOLD_BOOTSTRAP`` resamples of a threshold, ``BOOTSTRAP`` of a TAR, which at a
+fixed threshold is a share of genuine pairs, so its bootstrap distribution is exactly binomial). A FAR point rests on the impostor
+pairs it may accept, ``floor(far x impostors)``: below ``MIN_IMPOSTORS_AT_FAR`` (100, a relative
+standard error of the reached FAR of about 10%) the FAR threshold and its TAR are refused
+(``None``, with the reason under ``threshold_far_refused`` / ``refused``) instead of printed.
+Pairs share images, so pair-level resampling understates the variance somewhat: read the
+intervals as lower bounds on the uncertainty.
 """
 
 from __future__ import annotations
@@ -43,6 +53,9 @@ from toolkit.metrics.similarity import l2_normalise
 from toolkit.metrics.verification import sample_pairs, verification_metrics
 
 DEFAULT_FAR = 1e-3
+BOOTSTRAP = 1000  # resamples of a TAR (binomial: free)
+THRESHOLD_BOOTSTRAP = 200  # resamples of a threshold (each re-sorts the pairs)
+MIN_IMPOSTORS_AT_FAR = 100
 
 
 @dataclass(frozen=True)
@@ -91,6 +104,57 @@ def far_threshold(scores: np.ndarray, same: np.ndarray, far: float) -> float:
     return float(above.min()) if len(above) else float(np.nextafter(bound, np.inf))
 
 
+def impostors_at(far: float, impostors: int) -> int:
+    """How many impostor pairs a false-accept rate of ``far`` lets through: ``floor(far x impostors)``."""
+    return int(np.floor(far * impostors + 1e-9))
+
+
+def far_refusal(far: float, impostors: int) -> str | None:
+    """Why a FAR point cannot be reported on ``impostors`` impostor pairs, or None when it can."""
+    allowed = impostors_at(far, impostors)
+    if allowed >= MIN_IMPOSTORS_AT_FAR:
+        return None
+    return (f"{impostors} impostor pairs give {allowed} at FAR {far:g}; at least {MIN_IMPOSTORS_AT_FAR} are needed "
+            f"(a larger --far, or {int(np.ceil(MIN_IMPOSTORS_AT_FAR / far))} impostor pairs)")
+
+
+def eer_threshold(scores: np.ndarray, same: np.ndarray) -> float:
+    """``verification_metrics(scores, same)["threshold"]`` without sklearn's ROC curve (for the bootstrap).
+
+    Over the observed scores in ascending order ``FRR - FAR`` rises; of the two scores that
+    bracket its zero crossing, the one with the smaller ``|FRR - FAR|`` (the lower one on a tie).
+    """
+    genuine, impostor = np.sort(scores[same]), np.sort(scores[~same])
+    candidates = np.unique(scores)
+    # the same float arithmetic as sklearn's roc_curve, so near-ties break the same way
+    far = (len(impostor) - np.searchsorted(impostor, candidates, side="left")) / len(impostor)  # impostors >= t
+    frr = 1.0 - (len(genuine) - np.searchsorted(genuine, candidates, side="left")) / len(genuine)  # genuine < t
+    gap = frr - far
+    low = int(np.searchsorted(gap, 0.0, side="right")) - 1  # the highest score with FRR <= FAR
+    if low + 1 < len(gap) and abs(gap[low + 1]) < abs(gap[low]):
+        return float(candidates[low + 1])
+    return float(candidates[low])
+
+
+def _interval(values: np.ndarray) -> list[float]:
+    low, high = np.percentile(values, [2.5, 97.5])
+    return [float(low), float(high)]
+
+
+def threshold_intervals(scores: np.ndarray, same: np.ndarray, far: float, seed: int,
+                        rounds: int = THRESHOLD_BOOTSTRAP) -> tuple[list[float], list[float] | None]:
+    """95% bootstrap intervals of the EER threshold and of the FAR threshold (None when refused)."""
+    rng = np.random.default_rng(seed)
+    genuine, impostor = scores[same], scores[~same]
+    labels = np.r_[np.ones(len(genuine), bool), np.zeros(len(impostor), bool)]
+    eer, at_far = np.empty(rounds), np.empty(rounds)
+    for r in range(rounds):
+        resampled = np.r_[rng.choice(genuine, len(genuine)), rng.choice(impostor, len(impostor))]
+        eer[r] = eer_threshold(resampled, labels)
+        at_far[r] = far_threshold(resampled, labels, far)
+    return _interval(eer), None if far_refusal(far, len(impostor)) else _interval(at_far)
+
+
 def open_set_scores(embeddings: np.ndarray, labels: np.ndarray, spec: OpenSetSpec,
                     seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Best prototype cosine of every query of seeded open-set episodes.
@@ -130,26 +194,47 @@ def calibrate(embeddings: np.ndarray, labels: np.ndarray, split: str, way: int, 
     if spec is not None:
         best, known, _, _ = open_set_scores(embeddings, labels, spec, seed)
         unknown = verification_metrics(best, known)["threshold"]
+    refused = far_refusal(far, int((~same).sum()))
+    eer_ci, far_ci = threshold_intervals(scores, same, far, seed)
     return {"split": split, "threshold_eer": verification_metrics(scores, same)["threshold"],
-            "threshold_far": far_threshold(scores, same, far), "unknown_threshold": unknown,
+            "threshold_far": None if refused else far_threshold(scores, same, far), "unknown_threshold": unknown,
             "open_set_shape": None if spec is None else {"known_way": spec.known, "unknown_way": spec.unknown,
-                                                         "shot": spec.shot, "query": spec.query}}
+                                                         "shot": spec.shot, "query": spec.query},
+            "genuine_pairs": int(same.sum()), "impostor_pairs": int((~same).sum()),
+            "threshold_eer_ci95": eer_ci, "threshold_far_ci95": far_ci, "threshold_far_refused": refused}
 
 
 def pair_operating_points(embeddings: np.ndarray, labels: np.ndarray, calibration: dict[str, Any], pairs: int,
                           seed: int, far: float = DEFAULT_FAR) -> dict[str, Any]:
-    """FAR/FRR at ``threshold_eer`` and TAR/FAR at ``threshold_far`` on pairs of the evaluated split."""
+    """FAR/FRR at ``threshold_eer`` and TAR/FAR at ``threshold_far`` on pairs of the evaluated split.
+
+    The TAR comes with its 95% bootstrap interval and the pairs behind it; it is refused (``tar``
+    None, the reason under ``refused``) when the calibration refused the FAR threshold or the
+    evaluated split has too few impostor pairs for ``far`` (see the module docstring).
+    """
     a, b, same = sample_pairs(labels, pairs, seed=seed)
     scores = np.einsum("ij,ij->i", embeddings[a], embeddings[b])
+    genuine, impostors = int(same.sum()), int((~same).sum())
 
     def rates(threshold: float) -> tuple[float, float]:
         accepted = scores >= threshold
         return float(accepted[~same].mean()), float(accepted[same].mean())
 
     far_eer, tar_eer = rates(calibration["threshold_eer"])
-    far_far, tar_far = rates(calibration["threshold_far"])
-    return {"threshold_eer": {"far": far_eer, "frr": 1.0 - tar_eer},
-            "threshold_far": {"far_target": far, "far": far_far, "tar": tar_far}}
+    counts = {"far_target": far, "genuine_pairs": genuine, "impostor_pairs": impostors}
+    refused = calibration.get("threshold_far_refused") or far_refusal(far, impostors)
+    if calibration.get("threshold_far") is None or refused:
+        refused = refused or "no FAR threshold was calibrated"
+        at_far: dict[str, Any] = {**counts, "far": None, "tar": None, "tar_ci95": None, "refused": refused}
+    else:
+        far_far, tar_far = rates(calibration["threshold_far"])
+        rng = np.random.default_rng(seed)
+        resampled = rng.binomial(genuine, tar_far, BOOTSTRAP) / genuine  # a share of genuine pairs: binomial
+        at_far = {**counts, "far": far_far, "tar": tar_far, "tar_ci95": _interval(resampled),
+                  "false_accepts": int(round(far_far * impostors)), "refused": None}
+    return {"threshold_eer": {"far": far_eer, "frr": 1.0 - tar_eer, "genuine_pairs": genuine,
+                              "impostor_pairs": impostors},
+            "threshold_far": at_far}
 
 
 def open_set_report(embeddings: np.ndarray, labels: np.ndarray, threshold: float, way: int, shot: int, query: int,

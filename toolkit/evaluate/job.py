@@ -50,6 +50,7 @@ from toolkit.errors import ToolkitError
 from toolkit.out_paths import ensure_out_dir
 from toolkit.engine.embed import embed_checkpoint
 from toolkit.engine.run_folder import RunFolder, write_json_atomic
+from toolkit.engine.weights_hash import weights_sha256
 from toolkit.data.split_check import check_evaluation
 from toolkit.data.split_record import record_of
 from toolkit.data.store import ImageStore, load_data
@@ -251,7 +252,7 @@ def evaluate(checkpoint_path: str | Path, data: str | None = None, spec: Episode
         "operating_points": operating_points,
         "open_set": open_set,
         "checkpoint": {"path": str(ckpt.path), "kind": ckpt.kind, "epoch": ckpt.epoch,
-                       "embedding_dim": int(test_emb.shape[1])},
+                       "embedding_dim": int(test_emb.shape[1]), "weights_sha256": weights_sha256(ckpt.weights)},
         "data": {"source": loaded.source, "evaluated_split": split_name, "train_images": len(loaded.train),
                  "evaluated_images": len(evaluated), "evaluated_classes": int(len(np.unique(test_labels))),
                  "notes": loaded.notes},

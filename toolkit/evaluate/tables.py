@@ -15,6 +15,14 @@ def _pct(value: float) -> str:
     return f"{100 * value:.2f}%"
 
 
+def _with_interval(value: float, interval: list[float] | None) -> str:
+    return f"{value:.4f}" + ("" if interval is None else f" [{interval[0]:.4f}, {interval[1]:.4f}]")
+
+
+def _pct_interval(interval: list[float] | None) -> str:
+    return "" if interval is None else f" [{_pct(interval[0])}, {_pct(interval[1])}]"
+
+
 def fewshot_table(fewshot: dict[str, Any]) -> Table:
     """Mean episode accuracy +- the 95% confidence half-width, per classifier."""
     title = (f"few-shot: {fewshot['way']}-way {fewshot['shot']}-shot, {fewshot['query']} queries/class, "
@@ -74,13 +82,23 @@ def verification_table(verification: dict[str, float], pairs: int) -> Table:
 def calibration_table(result: dict[str, Any]) -> Table:
     """The thresholds chosen on the calibration split and what they give on the evaluated split."""
     cal, points, evaluated = result["calibration"], result["operating_points"], result["data"]["evaluated_split"]
-    table = Table(title=f"thresholds chosen on the {cal['split']} split, measured on the {evaluated} split", header_style="bold")
+    pairs = (f" ({cal['genuine_pairs']} genuine + {cal['impostor_pairs']} impostor pairs)"
+             if "impostor_pairs" in cal else "")
+    table = Table(title=f"thresholds chosen on the {cal['split']} split{pairs}, measured on the {evaluated} split "
+                        "[95% bootstrap interval]", header_style="bold")
     for column in ("operating point", "threshold", "measured"):
         table.add_column(column, justify="left" if column != "threshold" else "right")
     eer, far = points["threshold_eer"], points["threshold_far"]
-    table.add_row("pairs: EER point", f"{cal['threshold_eer']:.4f}", f"FAR {_pct(eer['far'])}, FRR {_pct(eer['frr'])}")
-    table.add_row(f"pairs: FAR {far['far_target']:g}", f"{cal['threshold_far']:.4f}",
-                  f"TAR {_pct(far['tar'])} at FAR {_pct(far['far'])}")
+    table.add_row("pairs: EER point", _with_interval(cal["threshold_eer"], cal.get("threshold_eer_ci95")),
+                  f"FAR {_pct(eer['far'])}, FRR {_pct(eer['frr'])}")
+    if far.get("tar") is None:
+        reason = far.get("refused") or cal.get("threshold_far_refused") or "not calibrated"
+        table.add_row(f"pairs: FAR {far['far_target']:g}", "refused", f"refused: {reason}")
+    else:
+        behind = f" on {far['impostor_pairs']} impostor pairs" if "impostor_pairs" in far else ""
+        table.add_row(f"pairs: FAR {far['far_target']:g}",
+                      _with_interval(cal["threshold_far"], cal.get("threshold_far_ci95")),
+                      f"TAR {_pct(far['tar'])}{_pct_interval(far.get('tar_ci95'))} at FAR {_pct(far['far'])}{behind}")
     open_set = result.get("open_set")
     if open_set is not None:
         table.add_row(f"support set: unknown ({open_set['known_way']} known + {open_set['unknown_way']} unknown classes, "
