@@ -53,7 +53,7 @@ def test_range_bounds_by_hand(value: Range, inside: dict[float, bool]) -> None:
     ("train.workers=-1", "train.workers"), ("train.epochs=0", "train.epochs"), ("train.epochs=-1", "train.epochs"),
     ("finetune.epochs=0", "finetune.epochs"), ("finetune.batch_size=1", "finetune.batch_size"),
     ("finetune.base_lr=-0.1", "finetune.base_lr"), ("finetune.m_per_class=1", "finetune.m_per_class"),
-    ("finetune.embedding_dim=0", "finetune.embedding_dim"), ("finetune.contrastive_margin=0", "finetune.contrastive_margin"),
+    ("finetune.embedding_dim=-1", "finetune.embedding_dim"), ("finetune.contrastive_margin=0", "finetune.contrastive_margin"),
     ("finetune.augment.hflip=1.5", "finetune.augment.hflip"), ("augment.crop_min_scale=0", "augment.crop_min_scale"),
     ("data.test_fraction=1", "data.test_fraction"), ("data.channels=2", "data.channels"),
     ("model.proj_layers=4", "model.proj_layers"), ("optim.momentum=nan", "optim.momentum"),
