@@ -49,4 +49,11 @@ def test_browser_test_installs_chromium_when_missing_and_runs_the_report_tests()
     assert "apt-get update" in install and "DEBIAN_FRONTEND=noninteractive" in install
     assert lines[-1].endswith("-m pytest -q tests/scoring/test_report_html.py")
     test = subprocess.run(["make", "-n", "test"], cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert test.stdout.splitlines()[-1].endswith("-m pytest -q")  # make test itself is unchanged
+    # make test runs the whole suite, in groups of folders (one pytest process each): every test file is in one group.
+    groups = [part for line in test.stdout.splitlines() if line.startswith("for group in")
+              for part in line.split('"')[1::2]]
+    named = {path for group in groups for path in group.split()}
+    tests = REPO / "tests"
+    expected = {f"tests/{p.name}" for p in tests.iterdir() if p.is_dir() and not p.name.startswith("__")}
+    expected |= {f"tests/{p.name}" for p in tests.glob("test_*.py")}
+    assert named == expected and len(named) == sum(len(g.split()) for g in groups)

@@ -58,6 +58,7 @@ def _uris(port: int) -> list[str]:
 # a child process of its own, which reports and leaves with os._exit.
 CHILD = """
 import os, sys, time
+from toolkit.data.remote import read_uri  # noqa: E402
 start = time.monotonic()
 try:
     read_uri(sys.argv[1], timeout_s=1.0)
