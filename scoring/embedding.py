@@ -84,7 +84,10 @@ def open_embedder(model: str | Path, settings: Settings) -> Backend | Any:
         from scoring.ray_engine import RayEmbedder
 
         options = RayOptions(settings.address, settings.replicas, settings.gpus_per_replica)
-        return RayEmbedder(model, backend=settings.backend, batch_size=settings.batch_size, threads=settings.threads,
+        # The replicas use the backend this machine would: Ray and local rows agree (a cluster of other
+        # machines can pass --backend).
+        backend = settings.backend or default_backend(model)[0]
+        return RayEmbedder(model, backend=backend, batch_size=settings.batch_size, threads=settings.threads,
                            options=options, progress=settings.progress and console.is_terminal)
     if settings.backend:
         kind, why = settings.backend, f"--backend {settings.backend}"

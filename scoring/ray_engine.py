@@ -62,7 +62,7 @@ def model_info(model: str | Path, backend: str | None = None) -> ModelInfo:
         ToolkitError: a missing model or one that is not a toolkit model.
     """
     kind, path = resolve_model(model, backend)
-    if kind == "onnx":
+    if kind in ("onnx", "openvino"):  # both read the same encoder.onnx
         from exporters.onnx_export import read_info
 
         return read_info(path)
@@ -135,7 +135,7 @@ def embed_paths_ray(model: str | Path, paths: list[str], *, backend: str | None 
     Args:
         model: a checkpoint, ``.onnx`` or TensorRT engine on a path every node sees.
         paths: image files on a path every node sees; duplicates are embedded each time.
-        backend: torch, onnx or tensorrt (default: by the model's suffix).
+        backend: torch, onnx, openvino or tensorrt (default: by the model's suffix; the CLI passes its default_backend).
         batch_size: images per model call in a replica (smaller when the list is shorter than replicas x batch).
         threads: model threads per replica (default: its ``cpus_per_replica``).
         options: the cluster address and the replicas.

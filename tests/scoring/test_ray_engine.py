@@ -69,9 +69,10 @@ def test_embed_on_ray_equals_the_local_engine_with_bad_images_and_a_killed_repli
         crash_marker: Path, exported_run: Path, image_list, tmp_path: Path) -> None:
     listed, paths = image_list
     model = str(exported_run / "export" / "encoder.onnx")
-    local = _embed(model, listed, tmp_path / "local.npz", *LOCAL)
+    fp32 = ("--backend", "onnx")  # exact fp32, compared with the reference to 1e-5 (the default may run bf16)
+    local = _embed(model, listed, tmp_path / "local.npz", *LOCAL, *fp32)
     crash_marker.write_text("the first replica that gets a batch exits")
-    remote = _embed(model, listed, tmp_path / "ray.npz", *RAY)
+    remote = _embed(model, listed, tmp_path / "ray.npz", *RAY, *fp32)
 
     assert not crash_marker.exists()  # a replica really did exit mid-job; Ray restarted it and reran its batch
     assert remote["paths"].tolist() == local["paths"].tolist() == [f"file://{paths[0]}", *paths[1:]]
