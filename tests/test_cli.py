@@ -46,7 +46,7 @@ def test_pretrain_writes_the_run_folder(tmp_path: Path) -> None:
     assert records[-1]["img_per_s"] > 0
     assert "kNN top-1 (train bank, val queries):" in result.stderr and "at initialisation" in result.stderr
     ckpt = Checkpoint.load(run)
-    assert ckpt.kind == "pretrain" and ckpt.epoch == 2 and ckpt.format_version == 2
+    assert ckpt.kind == "pretrain" and ckpt.epoch == 2 and ckpt.format_version == 3
     assert ckpt.preprocessing.image_size == 16 and ckpt.preprocessing.channels == 1
 
 
