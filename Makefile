@@ -30,7 +30,7 @@ install-gpu: $(STAMP)
 # the run (never in any one of these groups); separate processes keep each group's state its own.
 TEST_GROUPS := "tests/benchmarks tests/data tests/engine" \
                "tests/evaluate tests/exporters tests/losses tests/metrics tests/models" \
-               "tests/scoring tests/study $(wildcard tests/test_*.py)"
+               "tests/config tests/finetune tests/scoring tests/study $(wildcard tests/test_*.py)"
 
 test: $(STAMP)
 	@for group in $(TEST_GROUPS); do \

@@ -1,4 +1,4 @@
-"""Run under torchrun by tests/test_distributed.py: GlobalBatchNorm on half batches vs BatchNorm on the whole batch."""
+"""Run under torchrun by tests/engine/test_distributed.py: GlobalBatchNorm on half batches vs BatchNorm on the whole batch."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Hostile inputs through the real command line, one subprocess each: exit code, one stderr line, no traceback.
 
-The in-process tests (``tests/scoring/test_bad_input.py``, ``tests/test_config_ranges.py``,
+The in-process tests (``tests/scoring/test_bad_input.py``, ``tests/config/test_config_ranges.py``,
 ``tests/exporters/test_export_safety.py``) cover every case; these repeat one of each kind the
 way a user meets it, with the interpreter's real stderr and exit status.
 """

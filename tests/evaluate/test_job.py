@@ -76,7 +76,7 @@ def test_held_out_classes_are_classified_from_half_of_each_test_class(tmp_path: 
     from toolkit.evaluate.job import EpisodeSpec, evaluate
 
     # Pretrained with the classes held out: evaluating them on a run that trained on them is refused
-    # (tests/test_split_guard.py).
+    # (tests/data/test_split_guard.py).
     run = pretrain_at_init(tmp_path, overrides={"data.holdout_classes": ["7", "8", "9"]})
     report = evaluate(run, spec=EpisodeSpec(way=3, shot=1, query=5, episodes=30), out=tmp_path, plots=False)
     assert report["protocol"]["classifiers_built_from"] == "first half of each evaluated class"

@@ -1,4 +1,4 @@
-"""Inference backends: agreement with each other, choice by suffix, image loading with per-image errors."""
+"""Inference backends: agreement with each other, choice by suffix, refusals of models they cannot run."""
 
 from __future__ import annotations
 
@@ -8,20 +8,16 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from PIL import Image
 
-from scoring.images import embed_files, load_image
+from scoring.images import load_image
 from exporters.metadata import ModelInfo
 from exporters.parity import normalise
 from exporters.runtime import OnnxBackend, TensorRTBackend, TorchBackend, open_backend, resolve_model
 from exporters.tensorrt_engine import tensorrt_unavailable_reason
+from tests.scoring.test_images import image_paths
 from tests.tiny_models import make_checkpoint, reference_embeddings
 from toolkit.errors import ToolkitError
 from toolkit.engine.precision import cpu_supports_bf16
-
-
-def image_paths(images: Path) -> list[str]:
-    return sorted(str(p) for p in images.rglob("*.png"))
 
 
 def test_torch_and_onnx_backends_agree_on_the_same_images(exported_run: Path, images: Path) -> None:
@@ -36,42 +32,6 @@ def test_torch_and_onnx_backends_agree_on_the_same_images(exported_run: Path, im
     np.testing.assert_allclose(onnx_out, fp32, atol=1e-5)
     low = 0.99 if cpu_supports_bf16() else 0.99999  # bf16 autocast only where the CPU has it
     assert (best * fp32).sum(1).min() > low
-
-
-def test_embed_files_reports_each_bad_image_and_keeps_the_rest(exported_run: Path, images: Path, tmp_path: Path) -> None:
-    good = image_paths(images)
-    (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
-    (tmp_path / "folder.png").mkdir()
-    paths = [good[0], str(tmp_path / "missing.png"), good[1], str(tmp_path / "broken.png"), *good[2:],
-             str(tmp_path / "folder.png")]
-    backend = open_backend(exported_run / "export" / "encoder.onnx")
-
-    emb, ok, errors = embed_files(backend, paths, batch_size=4, progress=False)
-
-    assert ok == good and emb.shape == (len(good), 12)
-    np.testing.assert_allclose(emb, reference_embeddings(exported_run, good), atol=1e-5)
-    assert errors[str(tmp_path / "missing.png")] == "no such file"
-    assert errors[str(tmp_path / "broken.png")].startswith("unreadable image (")
-    assert errors[str(tmp_path / "folder.png")] == "is a folder, not an image"
-
-
-def test_decoding_in_worker_processes_gives_the_same_embeddings(exported_run: Path, images: Path) -> None:
-    backend = open_backend(exported_run)
-    paths = image_paths(images) + ["missing.png"]
-    here = embed_files(backend, paths, batch_size=5, workers=0, progress=False)
-    workers = embed_files(backend, paths, batch_size=5, workers=2, progress=False)
-    assert here[1] == workers[1] and here[2] == workers[2]
-    np.testing.assert_array_equal(here[0], workers[0])
-
-
-def test_load_image_resizes_the_shorter_side_then_crops_the_centre(tmp_path: Path) -> None:
-    rng = np.random.default_rng(0)
-    array = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
-    Image.fromarray(array).save(tmp_path / "x.png")
-    info = ModelInfo(16, 20, 3, (0.5,) * 3, (0.5,) * 3, 8)
-    resized = np.asarray(Image.fromarray(array).resize((27, 20), Image.BICUBIC))  # shorter side 30 -> 20
-    expected = resized[2:18, 5:21].transpose(2, 0, 1)  # the centre 16 x 16
-    np.testing.assert_array_equal(load_image(str(tmp_path / "x.png"), info), expected)
 
 
 def test_backend_choice_by_suffix_folder_and_override(exported_run: Path, tmp_path: Path) -> None:

@@ -113,7 +113,7 @@ def test_default_init_is_a_run_on_the_same_data_with_the_same_channels(tmp_path:
     fake("cifar", "cifar10", 3, 3_000)  # the newest, but RGB
     digits = load_recipe(None).data
     assert latest_pretrain_checkpoint(Path("runs"), digits) == Path("runs/digits-old/checkpoint.pt")
-    # Runs on other data that record no split are never a silent fallback (tests/test_split_guard.py
+    # Runs on other data that record no split are never a silent fallback (tests/data/test_split_guard.py
     # covers the fallback to a run whose recorded split holds none of the test images).
     other_gray = load_recipe(None, {"data.path": "elsewhere"}).data
     assert latest_pretrain_checkpoint(Path("runs"), other_gray) is None
