@@ -125,15 +125,27 @@ def test_rotation_classes_are_rotated_copies(class_folder: Path) -> None:
 
 
 def test_long_tail_profile_follows_the_exponential_formula() -> None:
-    balanced = np.bincount(load_splits(DataConfig(path="digits")).train.labels, minlength=10)
+    balanced = np.bincount(load_splits(DataConfig(path="digits", val_fraction=0.0)).train.labels, minlength=10)
     splits = load_splits(DataConfig(path="digits", imbalance_ratio=10.0))
-    counts = np.bincount(splits.train.labels, minlength=10)
+    assert splits.val is not None
+    # The long tail is the labelled data a user has: validation is carved out of it afterwards.
+    counts = np.bincount(splits.train.labels, minlength=10) + np.bincount(splits.val.labels, minlength=10)
     n_max = balanced.max()
     for i in range(10):  # n_i = n_max * ratio^(-i/(C-1)), Cao et al. 2019, capped by what the class has
         assert counts[i] == min(balanced[i], max(1, int(n_max * 10.0 ** (-i / 9))))
     assert counts[0] / counts[9] == pytest.approx(10, rel=0.1)
     test_counts = np.bincount(splits.test.labels, minlength=10)
     assert test_counts.max() - test_counts.min() <= 2  # the test split stays balanced
+
+
+def test_validation_of_a_long_tail_leaves_rare_classes_their_images() -> None:
+    splits = load_splits(DataConfig(path="digits", imbalance_ratio=100.0, val_min_images=5))
+    assert splits.val is not None
+    train = np.bincount(splits.train.labels, minlength=10)
+    val = np.bincount(splits.val.labels, minlength=10)
+    rare = (train + val) < 5
+    assert rare.any() and np.all(val[rare] == 0)  # a class under the minimum gives validation none
+    assert val[0] > 5 * max(1, val[~rare][-1])  # validation keeps the long-tailed profile, not a balanced one
 
 
 def test_class_selection_and_limits() -> None:

@@ -33,6 +33,7 @@ from toolkit.data.image_set import DataSplits, ImageSet
 from toolkit.data.walk import find_files, report_skipped
 from toolkit.data.subsets import (_class_mask, _hold_out, _keep_classes, _present, _relabel, _stratified_split,
                                   add_rotation_classes, limit, long_tail)
+from toolkit.data.validation import hold_out_val_classes
 from toolkit.errors import ToolkitError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
@@ -46,8 +47,6 @@ def load_splits(cfg: DataConfig) -> DataSplits:
     """
     if not 0 <= cfg.val_fraction < 1:
         raise ToolkitError(f"data.val_fraction={cfg.val_fraction}: must be in [0, 1)")
-    from toolkit.data.validation import hold_out_val_classes, val_folder
-
     train, test, source = _discover(cfg)
     val = val_folder(cfg, train)
     notes: list[str] = []
@@ -62,6 +61,11 @@ def load_splits(cfg: DataConfig) -> DataSplits:
     elif test is None and train.labeled and cfg.test_fraction > 0:
         train, test = _stratified_split(train, cfg.test_fraction, rng)
         notes.append(f"test split: {cfg.test_fraction:.0%} of each class")
+    if cfg.imbalance_ratio > 1:
+        # Before validation is carved out: the user's labelled data is the long-tailed set, so
+        # validation comes from it (and rare classes keep their few images, data.val_min_images).
+        train = long_tail(train, cfg.imbalance_ratio, rng)
+        notes.append(f"train split made long-tailed with imbalance ratio {cfg.imbalance_ratio:g}")
     if val is None and train.labeled and cfg.val_fraction > 0:
         # A generator of its own, so the test split is the same with or without validation.
         val_rng = np.random.default_rng([cfg.split_seed, 1])
@@ -84,9 +88,6 @@ def load_splits(cfg: DataConfig) -> DataSplits:
             raise ToolkitError("data.rotations needs labeled data: rotated images become new classes")
         train, test = add_rotation_classes(train), (add_rotation_classes(test) if test else None)
         val = add_rotation_classes(val) if val is not None and len(val) else val
-    if cfg.imbalance_ratio > 1:
-        train = long_tail(train, cfg.imbalance_ratio, rng)
-        notes.append(f"train split made long-tailed with imbalance ratio {cfg.imbalance_ratio:g}")
     if cfg.train_limit:
         train = limit(train, cfg.train_limit, rng)
     if cfg.test_limit and test is not None:
@@ -145,6 +146,22 @@ def scan_folder(root: Path, class_names: list[str] | None = None) -> ImageSet:
     index = {name: i for i, name in enumerate(sorted(set(names) | set(folders)))}
     labels = np.array([index[f] for f in folders], dtype=np.int64)
     return ImageSet(paths=[str(p) for p in files], labels=labels, class_names=sorted(index, key=index.get))
+
+
+def val_folder(cfg: DataConfig, train: ImageSet) -> ImageSet | None:
+    """The ``val/`` folder beside ``train/`` and ``test/``, labeled with the train split's class list."""
+    if cfg.path == "digits":
+        return None
+    root = Path(cfg.path).expanduser()
+    if not (root.is_dir() and (root / "train").is_dir() and (root / "test").is_dir() and (root / "val").is_dir()):
+        return None
+    val = scan_folder(root / "val", class_names=train.class_names if train.labeled else None)
+    if val.labeled != train.labeled:
+        raise ToolkitError(f"--data {root}: train/ and val/ must both have class sub-folders or neither")
+    unknown = sorted(set(val.class_names) - set(train.class_names))
+    if unknown:
+        raise ToolkitError(f"--data {root}: val/ has class {unknown[0]!r}, which neither train/ nor test/ has")
+    return _relabel(val, train.class_names)
 
 
 def read_manifest(path: Path) -> ImageSet:
