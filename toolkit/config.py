@@ -52,6 +52,7 @@ class DataConfig:
     load_size: int = 0  # side the images are decoded and cached at; 0 = image_size
     channels: int = 3  # 3 = RGB, 1 = grayscale; images are converted on load
     cache_gb: float = 8.0  # decode everything once into memory when it fits, else decode per step
+    batch_augment: bool = False  # pretraining: augment whole batches on the training device (toolkit.data.batch_augment)
     mean: tuple[float, ...] = ()  # empty = ImageNet statistics (their average for 1 channel)
     std: tuple[float, ...] = ()
     test_fraction: float = 0.2  # held-out share of each class when the data has no test/ split
@@ -154,7 +155,7 @@ class FinetuneConfig:
     triplet_margin: float = 0.2
     contrastive_margin: float = 1.0
     mining: str = "semihard"  # all | hard | semihard
-    distance: str = "euclidean"  # euclidean | cosine
+    distance: str = "euclidean"  # euclidean | cosine (triplet and contrastive)
     pairs: str = "all"  # all | balanced
     sampler: str = "balanced"  # balanced (M per class) | random
     m_per_class: int = 4

@@ -41,6 +41,8 @@ from toolkit.engine.run_folder import RunFolder
 from toolkit.engine.summary import finish_run
 from toolkit.errors import ToolkitError
 from toolkit.losses.contrastive import ContrastiveLoss
+from toolkit.losses.distances import get_distance
+from toolkit.losses.mining import pair_miner, triplet_miner
 from toolkit.losses.prototypical import PrototypicalLoss
 from toolkit.losses.triplet import TripletLoss
 from toolkit.models.encoder import Encoder
@@ -50,13 +52,17 @@ from toolkit.refit import select_refit_epochs
 
 
 def metric_loss(recipe: Recipe) -> nn.Module:
-    """The loss named by ``finetune.loss``, configured from the ``[finetune]`` section."""
+    """The loss named by ``finetune.loss``, configured from the ``[finetune]`` section.
+
+    The one place recipe names become loss components: ``finetune.distance`` a `Distance`,
+    ``finetune.mining`` a `TripletMiner`, ``finetune.pairs`` a `PairMiner`.
+    """
     ft = recipe.finetune
-    if ft.loss == "contrastive":
-        return ContrastiveLoss(margin=ft.contrastive_margin, pairs=ft.pairs)
     if ft.loss == "proto":
         return PrototypicalLoss(shot=ft.shot, query=ft.query, distance=ft.proto_distance)
-    return TripletLoss(margin=ft.triplet_margin, distance=ft.distance, mining=ft.mining)
+    if ft.loss == "contrastive":
+        return ContrastiveLoss(margin=ft.contrastive_margin, distance=get_distance(ft.distance), miner=pair_miner(ft.pairs))
+    return TripletLoss(margin=ft.triplet_margin, distance=get_distance(ft.distance), miner=triplet_miner(ft.mining))
 
 
 def global_batch(recipe: Recipe) -> int:
@@ -257,7 +263,7 @@ def finetune(recipe: Recipe, run_dir: Path, resume: Checkpoint | None = None,
             info(f"loss: proto ({ft.proto_distance}); {ft.way}-way {ft.shot}-shot episodes with {ft.query} queries per class")
         else:
             info(f"loss: {ft.loss}" + (f" (mining {ft.mining}, {ft.distance}, margin {ft.triplet_margin:g})" if ft.loss == "triplet"
-                                       else f" (pairs {ft.pairs}, margin {ft.contrastive_margin:g})")
+                                       else f" (pairs {ft.pairs}, {ft.distance}, margin {ft.contrastive_margin:g})")
                  + f"; sampler {ft.sampler}" + (f" ({ft.batch_size // ft.m_per_class} classes x {ft.m_per_class})" if ft.sampler == "balanced" else "")
                  + ("; inverse-frequency class weights" if ft.class_weights else ""))
         # The monitor, early stopping and the kept checkpoint read the validation split only: the

@@ -151,6 +151,8 @@ def test_balanced_plan_gives_m_images_of_c_classes_per_rank(world_size: int) -> 
 def test_loss_and_param_groups_follow_the_recipe() -> None:
     from toolkit.finetune import FinetuneObjective
     from toolkit.losses.contrastive import ContrastiveLoss
+    from toolkit.losses.distances import CosineDistance, EuclideanDistance
+    from toolkit.losses.mining import BalancedPairs, HardTriplets
     from toolkit.losses.triplet import TripletLoss
 
     recipe = load_recipe(None, {"finetune.loss": "triplet", "finetune.mining": "hard", "finetune.triplet_margin": 0.3,
@@ -159,14 +161,16 @@ def test_loss_and_param_groups_follow_the_recipe() -> None:
     env = DistEnv(0, 1, 0, torch.device("cpu"))
     objective = FinetuneObjective(recipe, _store([0, 1] * 40), env)
     assert isinstance(objective.loss, TripletLoss)
-    assert (objective.loss.mining, objective.loss.margin) == ("hard", 0.3)
+    assert isinstance(objective.loss.miner, HardTriplets) and isinstance(objective.loss.distance, CosineDistance)
+    assert objective.loss.margin == 0.3
     backbone, head = objective.param_groups()
     assert (backbone.lr_scale, backbone.frozen_epochs, head.lr_scale, head.frozen_epochs) == (0.25, 2, 1.0, 0)
     assert len(backbone.params) == len(list(objective.model.backbone.parameters()))
     contrastive = load_recipe(None, {"finetune.loss": "contrastive", "finetune.pairs": "balanced",
                                      "finetune.contrastive_margin": 0.7, "finetune.sampler": "random"})
     loss = FinetuneObjective(contrastive, _store([0, 1] * 40), env).loss
-    assert isinstance(loss, ContrastiveLoss) and (loss.margin, loss.pairs) == (0.7, "balanced")
+    assert isinstance(loss, ContrastiveLoss) and loss.margin == 0.7
+    assert isinstance(loss.miner, BalancedPairs) and isinstance(loss.distance, EuclideanDistance)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -8,10 +8,23 @@ import torch
 
 from toolkit.errors import ToolkitError
 from toolkit.losses.contrastive import ContrastiveLoss
-from toolkit.losses.mining import balanced_pairs
+from toolkit.losses.distances import CosineDistance, get_distance
+from toolkit.losses.mining import AllPairs, BalancedPairs, balanced_pairs, pair_miner
 
 DTYPES = [torch.float32, torch.float64]
 TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-12}
+
+
+def euclidean(u: list[float], v: list[float]) -> float:
+    return math.sqrt(sum((a - b) ** 2 for a, b in zip(u, v)))
+
+
+def cosine(u: list[float], v: list[float]) -> float:
+    dot = sum(a * b for a, b in zip(u, v))
+    return 1.0 - dot / (math.sqrt(sum(a * a for a in u)) * math.sqrt(sum(b * b for b in v)))
+
+
+LOOP_DISTANCES = {"euclidean": euclidean, "cosine": cosine}
 
 
 def loop_contrastive(
@@ -20,13 +33,14 @@ def loop_contrastive(
     margin: float,
     pairs: list[tuple[int, int]],
     weights: torch.Tensor | None,
+    distance: str = "euclidean",
 ) -> tuple[float, float]:
     """Mean of w * (Y D^2 + (1 - Y) max(margin - D, 0)^2), and the fraction of non-zero terms."""
     rows, y = x.double().tolist(), labels.tolist()
     w = weights.double().tolist() if weights is not None else [1.0] * len(y)
     terms, active = [], 0
     for i, j in pairs:
-        d = math.sqrt(sum((a - b) ** 2 for a, b in zip(rows[i], rows[j])))
+        d = LOOP_DISTANCES[distance](rows[i], rows[j])
         term = d**2 if y[i] == y[j] else max(margin - d, 0.0) ** 2
         active += term > 0
         terms.append(term * (w[i] + w[j]) / 2)
@@ -48,13 +62,14 @@ def random_batch(
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("margin", [0.5, 1.2])
-def test_all_pairs_match_loop(dtype: torch.dtype, seed: int, weighted: bool, margin: float) -> None:
+@pytest.mark.parametrize("distance", ["euclidean", "cosine"])
+def test_all_pairs_match_loop(dtype: torch.dtype, seed: int, weighted: bool, margin: float, distance: str) -> None:
     x, labels, weights = random_batch(seed, dtype)
     weights = weights if weighted else None
     pairs = list(itertools.combinations(range(len(labels)), 2))
-    expected_loss, expected_active = loop_contrastive(x, labels, margin, pairs, weights)
+    expected_loss, expected_active = loop_contrastive(x, labels, margin, pairs, weights, distance)
 
-    out = ContrastiveLoss(margin=margin)(x, labels, weights)
+    out = ContrastiveLoss(margin=margin, distance=get_distance(distance))(x, labels, weights)
 
     assert out.loss.dtype == dtype
     assert out.loss.item() == pytest.approx(expected_loss, abs=TOLERANCE[dtype])
@@ -73,7 +88,7 @@ def test_balanced_pairs_match_loop(dtype: torch.dtype, seed: int, weighted: bool
     pairs = list(zip(i.tolist(), j.tolist()))
     expected_loss, expected_active = loop_contrastive(x, labels, 1.0, pairs, weights)
 
-    out = ContrastiveLoss(pairs="balanced")(
+    out = ContrastiveLoss(miner=BalancedPairs())(
         x, labels, weights, generator=torch.Generator().manual_seed(seed)
     )
 
@@ -108,7 +123,7 @@ def test_gradient_finite_at_identical_embeddings() -> None:
 
 def test_no_pairs_gives_connected_zero_loss() -> None:
     x = torch.randn(4, 3, requires_grad=True)
-    out = ContrastiveLoss(pairs="balanced")(x, torch.zeros(4, dtype=torch.int64))
+    out = ContrastiveLoss(miner=BalancedPairs())(x, torch.zeros(4, dtype=torch.int64))
     assert out.loss.item() == 0.0 and out.num_terms == 0 and out.active_fraction == 0.0
     out.loss.backward()
     assert torch.equal(x.grad, torch.zeros(4, 3))
@@ -126,9 +141,19 @@ def test_rejects_non_positive_margin(margin: float) -> None:
         ContrastiveLoss(margin=margin)
 
 
-def test_rejects_unknown_pairs_mode() -> None:
+def test_pair_miners_by_name_and_unknown_mode() -> None:
+    assert isinstance(pair_miner("all"), AllPairs) and isinstance(pair_miner("balanced"), BalancedPairs)
     with pytest.raises(ToolkitError, match=r"'hard'.*'all', 'balanced'"):
-        ContrastiveLoss(pairs="hard")
+        pair_miner("hard")
+
+
+def test_the_distance_is_the_one_passed() -> None:
+    # 1-D points 1 and -1 of different classes: Euclidean D = 2 (beyond margin 1, no loss),
+    # cosine D = 1 - cos(pi) = 2 as well; at (1, 0) and (0, 1) Euclidean D = sqrt 2, cosine D = 1.
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    labels = torch.tensor([0, 1])
+    assert ContrastiveLoss(margin=1.5)(x, labels).loss.item() == pytest.approx((1.5 - math.sqrt(2)) ** 2)
+    assert ContrastiveLoss(margin=1.5, distance=CosineDistance())(x, labels).loss.item() == pytest.approx(0.25)
 
 
 def test_rejects_mismatched_labels() -> None:

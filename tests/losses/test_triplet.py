@@ -11,13 +11,18 @@ from pytorch_metric_learning import miners as pml_miners
 from pytorch_metric_learning import reducers as pml_reducers
 
 from toolkit.errors import ToolkitError
-from toolkit.losses.distances import CosineDistance, EuclideanDistance
-from toolkit.losses.mining import batch_hard, semihard
+from toolkit.losses.distances import CosineDistance, EuclideanDistance, get_distance
+from toolkit.losses.mining import AllTriplets, HardTriplets, SemihardTriplets, batch_hard, semihard, triplet_miner
 from toolkit.losses.triplet import TripletLoss
 
 DTYPES = [torch.float32, torch.float64]
 TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-12}
 MINING = ["all", "hard", "semihard"]
+
+
+def triplet_loss(margin: float = 0.2, distance: str = "euclidean", mining: str = "all") -> TripletLoss:
+    """The loss as ``finetune`` builds it from recipe names."""
+    return TripletLoss(margin=margin, distance=get_distance(distance), miner=triplet_miner(mining))
 
 
 def euclidean(u: list[float], v: list[float]) -> float:
@@ -101,7 +106,7 @@ def test_matches_loop(
         x, labels, margin, mining, distance, weights
     )
 
-    out = TripletLoss(margin=margin, distance=distance, mining=mining)(x, labels, weights)
+    out = triplet_loss(margin=margin, distance=distance, mining=mining)(x, labels, weights)
 
     assert expected_terms > 0  # the batch exercises the strategy
     assert out.loss.dtype == dtype
@@ -164,7 +169,7 @@ def test_loss_and_gradient_match_pytorch_metric_learning(
 
     x_ours = x.clone().requires_grad_()
     x_pml = x.clone().requires_grad_()
-    ours = TripletLoss(margin=margin, distance=distance, mining=mining)(x_ours, labels)
+    ours = triplet_loss(margin=margin, distance=distance, mining=mining)(x_ours, labels)
     theirs = pml_loss(x_pml, labels, pml_miner(x_pml, labels))
     ours.loss.backward()
     theirs.backward()
@@ -181,7 +186,7 @@ def test_batch_all_matches_pml_without_a_miner(seed: int, distance: str) -> None
     x, labels, _ = random_batch(seed, torch.float64, n=32)
     margin = 0.3 if distance == "euclidean" else 0.15
     theirs = pml_losses.TripletMarginLoss(margin=margin, distance=pml_distance(distance))
-    ours = TripletLoss(margin=margin, distance=distance, mining="all")(x, labels)
+    ours = triplet_loss(margin=margin, distance=distance, mining="all")(x, labels)
     assert ours.loss.item() == pytest.approx(theirs(x, labels).item(), abs=1e-12)
 
 
@@ -210,7 +215,7 @@ def test_hand_example() -> None:
     labels = torch.tensor([0, 0, 1, 1])
     expected = {"all": (7.5 / 5, 5), "hard": (5.5 / 4, 4), "semihard": (1.0 / 2, 2)}
     for mining, (loss, terms) in expected.items():
-        out = TripletLoss(margin=1.0, mining=mining)(x, labels)
+        out = triplet_loss(margin=1.0, mining=mining)(x, labels)
         assert out.loss.item() == pytest.approx(loss), mining
         assert out.num_terms == terms, mining
         assert out.active_fraction == pytest.approx(5 / 8), mining
@@ -220,7 +225,7 @@ def test_hand_example() -> None:
 @pytest.mark.parametrize("labels", [[0, 0, 0, 0], [0, 1, 2, 3]])
 def test_no_valid_triplets_gives_connected_zero_loss(mining: str, labels: list[int]) -> None:
     x = torch.randn(4, 3, requires_grad=True)
-    out = TripletLoss(mining=mining)(x, torch.tensor(labels))
+    out = triplet_loss(mining=mining)(x, torch.tensor(labels))
     assert out.loss.item() == 0.0 and out.active_fraction == 0.0 and out.num_terms == 0
     assert out.loss.grad_fn is not None
     out.loss.backward()
@@ -230,7 +235,7 @@ def test_no_valid_triplets_gives_connected_zero_loss(mining: str, labels: list[i
 def test_no_semihard_negative_gives_zero_loss_but_reports_activity() -> None:
     # Negatives closer than the positive only: every triplet is hard, none semi-hard.
     x = torch.tensor([[0.0], [3.0], [1.0]], requires_grad=True)
-    out = TripletLoss(margin=0.5, mining="semihard")(x, torch.tensor([0, 0, 1]))
+    out = triplet_loss(margin=0.5, mining="semihard")(x, torch.tensor([0, 0, 1]))
     assert out.loss.item() == 0.0 and out.num_terms == 0
     assert out.active_fraction == 1.0
     out.loss.backward()
@@ -245,30 +250,35 @@ def test_gradient_finite_at_identical_embeddings(mining: str, distance: str) -> 
     base[1] = base[0]
     base[3] = base[2]
     x = base.clone().requires_grad_()
-    out = TripletLoss(margin=0.2, distance=distance, mining=mining)(
+    out = triplet_loss(margin=0.2, distance=distance, mining=mining)(
         x, torch.tensor([0, 0, 1, 2, 1, 2])
     )
     out.loss.backward()
     assert torch.isfinite(x.grad).all()
 
 
-def test_accepts_a_distance_object() -> None:
+def test_defaults_are_euclidean_batch_all_and_objects_are_used() -> None:
     x, labels, _ = random_batch(0, torch.float64)
-    by_name = TripletLoss(distance="cosine")(x, labels)
-    by_object = TripletLoss(distance=CosineDistance())(x, labels)
-    assert by_name.loss.item() == by_object.loss.item()
+    default = TripletLoss()(x, labels)
+    assert default.loss.item() == TripletLoss(distance=EuclideanDistance(), miner=AllTriplets())(x, labels).loss.item()
+    cosine = TripletLoss(distance=CosineDistance())(x, labels)
+    assert cosine.loss.item() == pytest.approx(loop_triplet(x, labels, 0.2, "all", "cosine", None)[0], abs=1e-12)
+    hard = TripletLoss(miner=HardTriplets())(x, labels)
+    assert hard.loss.item() == pytest.approx(loop_triplet(x, labels, 0.2, "hard", "euclidean", None)[0], abs=1e-12)
 
 
-def test_rejects_unknown_mining() -> None:
+def test_miners_by_name_and_unknown_mining() -> None:
+    for name, kind in {"all": AllTriplets, "hard": HardTriplets, "semihard": SemihardTriplets}.items():
+        assert isinstance(triplet_miner(name), kind) and triplet_miner(name).name == name
     with pytest.raises(ToolkitError, match=r"'easy'.*'all', 'hard', 'semihard'"):
-        TripletLoss(mining="easy")
+        triplet_miner("easy")
 
 
 def test_rejects_negative_margin() -> None:
     with pytest.raises(ToolkitError, match="margin must be >= 0, got -0.1"):
-        TripletLoss(margin=-0.1)
+        triplet_loss(margin=-0.1)
 
 
 def test_rejects_unknown_distance() -> None:
-    with pytest.raises(ToolkitError, match="'l1'"):
-        TripletLoss(distance="l1")
+    with pytest.raises(ToolkitError, match="unknown distance 'l1'"):
+        get_distance("l1")

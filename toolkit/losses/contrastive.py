@@ -7,25 +7,24 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from toolkit.errors import ToolkitError
-from toolkit.losses.distances import EuclideanDistance
-from toolkit.losses.mining import all_pairs, balanced_pairs
+from toolkit.losses.distances import Distance, EuclideanDistance
+from toolkit.losses.mining import AllPairs, PairMiner
 from toolkit.losses.output import LossOutput, check_batch
-
-PAIR_MODES = ("all", "balanced")
 
 
 class ContrastiveLoss(nn.Module):
     """L = Y D^2 + (1 - Y) max(margin - D, 0)^2, averaged over the selected pairs.
 
-    D is the Euclidean distance between the two embeddings of a pair and Y = 1 when they
+    D is the loss's `Distance` between the two embeddings of a pair (Euclidean, the paper's, by
+    default; `CosineDistance` gives 1 - cos, in [0, 2]) and Y = 1 when they
     share a class. This is Eq. 4 of Hadsell et al. 2006 *without its 1/2 factors*, so the
     loss and its gradients are exactly twice the paper's; note also that the paper writes
     Y = 0 for similar pairs, the reverse of Y here. (pml's `ContrastiveLoss` is a different
     loss: unsquared hinges, averaged over its non-zero terms only.)
 
-    Pair selection (see `toolkit.losses.mining`):
-    - "all": every unordered pair i < j of the batch.
-    - "balanced": min(#positive, #negative) pairs of each kind drawn at random, i.e. all
+    Pair selection is the loss's `PairMiner` (see `toolkit.losses.mining`):
+    - `AllPairs`: every unordered pair i < j of the batch.
+    - `BalancedPairs`: min(#positive, #negative) pairs of each kind drawn at random, i.e. all
       positives plus as many random negatives in an M-per-class batch.
 
     A pair is *active* when its (unweighted) term is strictly positive: a positive pair at a
@@ -34,20 +33,19 @@ class ContrastiveLoss(nn.Module):
 
     Args:
         margin: Negative pairs farther apart than this cost nothing. Must be > 0.
-        pairs: "all" or "balanced".
+        distance: The `Distance` (Euclidean when None).
+        miner: The `PairMiner` (all pairs when None).
     """
 
-    def __init__(self, margin: float = 1.0, pairs: str = "all") -> None:
+    def __init__(
+        self, margin: float = 1.0, distance: Distance | None = None, miner: PairMiner | None = None
+    ) -> None:
         super().__init__()
         if not margin > 0:
             raise ToolkitError(f"contrastive margin must be > 0, got {margin}")
-        if pairs not in PAIR_MODES:
-            raise ToolkitError(
-                f"unknown contrastive pairs mode {pairs!r}; valid: 'all', 'balanced'"
-            )
         self.margin = margin
-        self.pairs = pairs
-        self.distance = EuclideanDistance()
+        self.distance = distance if distance is not None else EuclideanDistance()
+        self.miner = miner if miner is not None else AllPairs()
 
     def forward(
         self,
@@ -66,18 +64,15 @@ class ContrastiveLoss(nn.Module):
                 the *mean* of its two samples' weights, so a positive pair gets its class's
                 weight; the loss is still divided by the number of pairs, not by the weights'
                 sum.
-            generator: Randomness for pairs="balanced"; ignored for "all".
+            generator: Randomness for a miner that draws (`BalancedPairs`); others ignore it.
 
         Returns:
             The loss, the fraction of active selected pairs and the number of pairs. With no
-            pairs (N < 2, or "balanced" on a batch lacking one kind) the loss is a zero
+            pairs (N < 2, or balanced pairs on a batch lacking one kind) the loss is a zero
             connected to `embeddings`.
         """
         check_batch(embeddings, labels, weights)
-        if self.pairs == "all":
-            i, j = all_pairs(labels)
-        else:
-            i, j = balanced_pairs(labels, generator)
+        i, j = self.miner.mine(labels, generator)
         if i.numel() == 0:
             return LossOutput.empty(embeddings)
 
@@ -94,4 +89,4 @@ class ContrastiveLoss(nn.Module):
         )
 
     def extra_repr(self) -> str:
-        return f"margin={self.margin}, pairs={self.pairs!r}"
+        return f"margin={self.margin}, distance={self.distance!r}, miner={self.miner!r}"

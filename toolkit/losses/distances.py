@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from toolkit.errors import ToolkitError
+from toolkit.losses.registry import build_named
 
 
 class Distance(ABC):
@@ -105,10 +106,7 @@ def get_distance(name: str) -> Distance:
     Raises:
         ToolkitError: For any other name.
     """
-    if name not in DISTANCES:
-        valid = ", ".join(repr(key) for key in sorted(DISTANCES))
-        raise ToolkitError(f"unknown distance {name!r}; valid names: {valid}")
-    return DISTANCES[name]()
+    return build_named("distance", DISTANCES, name)
 
 
 def _at_least_float32(x: Tensor) -> Tensor:

@@ -7,12 +7,19 @@ Python. Selection never needs gradients: the losses index their own differentiab
 with the returned indices.
 
 A triplet (a, p, n) is *valid* when labels[a] == labels[p], a != p and labels[n] != labels[a].
+
+As in pytorch-metric-learning, a loss takes a *miner object* (`TripletMiner`, `PairMiner`) rather
+than a strategy name; `triplet_miner` and `pair_miner` build one from a recipe's name.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 from torch import Tensor
+
+from toolkit.losses.registry import build_named
 
 
 def all_pairs(labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -163,3 +170,96 @@ def _pair_masks(labels: Tensor) -> tuple[Tensor, Tensor]:
     same = labels.unsqueeze(0) == labels.unsqueeze(1)  # NxN
     itself = torch.eye(labels.shape[0], dtype=torch.bool, device=labels.device)
     return same & ~itself, ~same
+
+
+class TripletMiner(ABC):
+    """Chooses the triplets of a batch a triplet loss trains on.
+
+    Attributes:
+        name: The recipe's name for it (``finetune.mining``).
+        nonzero_only: Whether the loss averages over the *active* chosen triplets only (pml's
+            ``AvgNonZeroReducer``) instead of over all of them, zero terms included.
+    """
+
+    name: str
+    nonzero_only: bool = False
+
+    @abstractmethod
+    def mine(self, dist: Tensor, labels: Tensor, margin: float) -> tuple[Tensor, Tensor, Tensor]:
+        """(anchors, positives, negatives) from N x N distances, N labels and the loss's margin."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class AllTriplets(TripletMiner):
+    """Batch all (Hermans et al. 2017, Sec. 2): every valid triplet, averaged over the active ones."""
+
+    name = "all"
+    nonzero_only = True
+
+    def mine(self, dist: Tensor, labels: Tensor, margin: float) -> tuple[Tensor, Tensor, Tensor]:
+        return all_triplets(labels)
+
+
+class HardTriplets(TripletMiner):
+    """Batch hard (Hermans et al. 2017, Sec. 2): per anchor its farthest positive and closest negative."""
+
+    name = "hard"
+
+    def mine(self, dist: Tensor, labels: Tensor, margin: float) -> tuple[Tensor, Tensor, Tensor]:
+        return batch_hard(dist, labels)
+
+
+class SemihardTriplets(TripletMiner):
+    """Semi-hard (Schroff et al. 2015, Sec. 3.2): d(a,p) < d(a,n) < d(a,p) + margin."""
+
+    name = "semihard"
+
+    def mine(self, dist: Tensor, labels: Tensor, margin: float) -> tuple[Tensor, Tensor, Tensor]:
+        return semihard(dist, labels, margin)
+
+
+class PairMiner(ABC):
+    """Chooses the pairs i < j of a batch a pair loss trains on; ``name`` is ``finetune.pairs``'s value."""
+
+    name: str
+
+    @abstractmethod
+    def mine(self, labels: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """(i, j) for N labels; ``generator`` is the randomness of miners that draw."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class AllPairs(PairMiner):
+    """Every unordered pair of the batch (`all_pairs`)."""
+
+    name = "all"
+
+    def mine(self, labels: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        return all_pairs(labels)
+
+
+class BalancedPairs(PairMiner):
+    """As many random negative as positive pairs (`balanced_pairs`)."""
+
+    name = "balanced"
+
+    def mine(self, labels: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        return balanced_pairs(labels, generator)
+
+
+TRIPLET_MINERS: dict[str, type[TripletMiner]] = {m.name: m for m in (AllTriplets, HardTriplets, SemihardTriplets)}
+PAIR_MINERS: dict[str, type[PairMiner]] = {m.name: m for m in (AllPairs, BalancedPairs)}
+
+
+def triplet_miner(name: str) -> TripletMiner:
+    """The triplet miner a recipe names: "all", "hard" or "semihard" (a one-line ToolkitError otherwise)."""
+    return build_named("triplet mining", TRIPLET_MINERS, name)
+
+
+def pair_miner(name: str) -> PairMiner:
+    """The pair miner a recipe names: "all" or "balanced" (a one-line ToolkitError otherwise)."""
+    return build_named("contrastive pairs mode", PAIR_MINERS, name)
