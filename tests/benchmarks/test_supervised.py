@@ -25,10 +25,15 @@ def test_supervised_baseline_spends_its_budget_and_beats_chance() -> None:
 
 
 def test_protonet_within_group_episodes() -> None:
-    rng = np.random.default_rng(0)
+    # Every image of a group's classes has the same embedding (its group's one-hot vector): classes of
+    # one group are indistinguishable (ties go to the episode's first class, accuracy exactly 1/way),
+    # classes of different groups are perfectly separable (a mixed episode scores above 1/way).
     labels = np.repeat(np.arange(8), 5)
     groups = np.array([0, 0, 0, 0, 1, 1, 1, 1])
-    emb = rng.normal(size=(40, 4)).astype(np.float32)
-    out = euclidean_episodes(emb, labels, 3, 1, 2, episodes=20, seed=0, groups_of_class=groups)
-    assert set(out) == {"way", "shot", "query", "episodes", "prototype", "nearest"}
-    assert 0 <= out["prototype"]["mean"] <= 1
+    emb = np.eye(4, dtype=np.float32)[groups[labels]]
+    within = euclidean_episodes(emb, labels, 3, 1, 2, episodes=40, seed=0, groups_of_class=groups)
+    assert (within["way"], within["shot"], within["query"], within["episodes"]) == (3, 1, 2, 40)
+    for rule in ("prototype", "nearest"):
+        assert within[rule] == {"mean": 1 / 3, "ci95": 0.0}  # every episode within one group
+    mixed = euclidean_episodes(emb, labels, 3, 1, 2, episodes=40, seed=0)
+    assert mixed["prototype"]["mean"] > 0.5  # most 3-of-8 draws span both groups
