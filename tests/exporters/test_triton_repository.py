@@ -8,9 +8,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import torch
 
 from tests.test_cli import invoke
 from tests.tiny_models import make_checkpoint
+from toolkit.engine.checkpoint import Checkpoint
 
 pb = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritonclient[grpc] (the dev extra) is not installed")
 text_format = pytest.importorskip("google.protobuf.text_format")
@@ -61,13 +63,20 @@ def test_config_matches_the_onnx_graph(exported: tuple[Path, Path]) -> None:
 
 
 def test_the_repository_model_runs_at_the_configured_shapes(exported: tuple[Path, Path]) -> None:
-    _, repo = exported
+    # Triton's model at batch 1 and at the largest preferred batch: the configured shapes, and the
+    # embeddings of the checkpoint's own encoder (torch, fp32) on the same input tensors.
+    run, repo = exported
     config = parse(repo / "tiny" / "config.pbtxt")
     session = ort.InferenceSession(str(repo / "tiny" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    encoder = Checkpoint.load(run).encoder().eval()
     for batch in (1, config.dynamic_batching.preferred_batch_size[-1]):
-        x = np.random.default_rng(0).standard_normal((batch, *config.input[0].dims)).astype(np.float32)
+        x = np.random.default_rng(batch).standard_normal((batch, *config.input[0].dims)).astype(np.float32)
         out = session.run([config.output[0].name], {config.input[0].name: x})[0]
         assert out.shape == (batch, *config.output[0].dims)
+        with torch.no_grad():
+            expected = encoder(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(out, expected, atol=1e-5)
+        assert batch == 1 or np.ptp(out, axis=0).max() > 1e-3  # different inputs, different embeddings
 
 
 def test_text_fallback_parses_identically(exported: tuple[Path, Path]) -> None:
