@@ -19,7 +19,7 @@ import torch
 from onnx import numpy_helper
 
 from tests.test_cli import invoke
-from tests.tiny_models import make_checkpoint
+from tests.tiny_models import make_checkpoint, reference_embeddings
 from toolkit.engine import checkpoint
 
 FAST = ("--workers", "0", "--threads", "1")
@@ -146,16 +146,31 @@ def test_non_utf8_embed_list(exported_run: Path, images: Path, tmp_path: Path, s
 
 
 def test_byte_order_mark_in_pairs_and_lists(exported_run: Path, images: Path, tmp_path: Path) -> None:
-    files = sorted(images.rglob("*.png"))
+    # A UTF-8 byte order mark (Excel's "CSV UTF-8") before the header: the header is still read as
+    # the header, and every row below it is scored / embedded, with the reference embeddings' values.
+    files = [str(f) for f in sorted(images.rglob("*.png"))[:3]]
+    emb = reference_embeddings(exported_run, files)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    fp32 = ("--backend", "onnx")
     pairs = tmp_path / "pairs.csv"
-    pairs.write_bytes(f"\ufeffimage_a,image_b\n{files[0]},{files[1]}\n".encode())
-    result = invoke("score", str(exported_run), "--pairs", str(pairs), "--out", str(tmp_path / "s.csv"), *FAST)
+    pairs.write_bytes(f"\ufeffimage_a,image_b\n{files[0]},{files[1]}\n{files[2]},{files[0]}\n".encode())
+    result = invoke("score", str(exported_run), "--pairs", str(pairs), "--out", str(tmp_path / "s.csv"), *FAST, *fp32)
     assert result.exit_code == 0, result.output
+    with open(tmp_path / "s.csv", newline="", encoding="utf-8") as f:
+        header, *rows = list(csv.reader(f))
+    assert header[:3] == ["image_a", "image_b", "score"]
+    assert [r[:2] for r in rows] == [[files[0], files[1]], [files[2], files[0]]]
+    scores = [float(r[2]) for r in rows]
+    np.testing.assert_allclose(scores, [emb[0] @ emb[1], emb[2] @ emb[0]], atol=1e-4)
+
     listing = tmp_path / "list.csv"
-    listing.write_bytes(f"\ufeffpath\n{files[0]}\n".encode())
-    result = invoke("embed", str(exported_run), str(listing), "--out", str(tmp_path / "e.npz"), *FAST)
+    listing.write_bytes(f"\ufeffpath\n{files[0]}\n{files[1]}\n".encode())
+    result = invoke("embed", str(exported_run), str(listing), "--out", str(tmp_path / "e.npz"), *FAST, *fp32)
     assert result.exit_code == 0, result.output
-    assert np.load(tmp_path / "e.npz")["embeddings"].shape == (1, 12)
+    saved = np.load(tmp_path / "e.npz")
+    assert list(saved["paths"]) == files[:2] and len(saved["failed_paths"]) == 0
+    got = saved["embeddings"] / np.linalg.norm(saved["embeddings"], axis=1, keepdims=True)
+    np.testing.assert_allclose(got, emb[:2], atol=1e-4)
 
 
 # ----------------------------------------------------------------------------- NaN weights
