@@ -52,10 +52,24 @@ def test_knn_matches_brute_force(k, temperature, monkeypatch):
 
 
 def test_knn_weighting_matters_on_this_data():
-    # Guards the test above: with k = 20 an unweighted majority would always say class 2.
+    # Hand-worked: the query (1, 0) has one class-0 neighbour at cosine 1 and three class-1
+    # neighbours at cosine 0.5 (60 degrees). Votes exp(sim / T):
+    #   T = 0.1: class 0 e^10 = 22026 > class 1 3 e^5 = 445 -> the one close neighbour wins;
+    #   T = 10:  class 0 e^0.1 = 1.11 < class 1 3 e^0.05 = 3.15 -> nearly a plain majority, class 1;
+    #   T = 0.1 with class 1's votes scaled by 100: 44524 > 22026 -> class 1.
+    c, s = 0.5, math.sqrt(0.75)
+    train = np.array([[1.0, 0.0], [c, s], [c, -s], [c, s]], dtype=np.float32)
+    train_labels = np.array([0, 1, 1, 1])
+    query = np.array([[1.0, 0.0]], dtype=np.float32)
+    assert cl.knn_predict(train, train_labels, query, k=4, temperature=0.1).tolist() == [0]
+    assert cl.knn_predict(train, train_labels, query, k=4, temperature=10.0).tolist() == [1]
+    assert cl.knn_predict(train, train_labels, query, k=1, temperature=10.0).tolist() == [0]  # only the nearest votes
+    scaled = cl.knn_predict(train, train_labels, query, k=4, temperature=0.1, class_vote_scale=np.array([1.0, 100.0]))
+    assert scaled.tolist() == [1]
+    # And on the long-tailed split above, k = 20 (every train point): a plain majority would always
+    # say class 2 (13 of 20); the similarity-weighted vote does not.
     train, train_labels, test = _imbalanced_split()
-    got = cl.knn_predict(train, train_labels, test, k=20, temperature=0.1)
-    assert set(got.tolist()) != {2}
+    assert set(cl.knn_predict(train, train_labels, test, k=20, temperature=0.1).tolist()) != {2}
 
 
 def test_knn_never_predicts_a_class_missing_from_train():
