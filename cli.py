@@ -185,11 +185,12 @@ def export(
 ) -> None:
     """Export the encoder to ONNX (validated, parity-checked), optionally int8, TensorRT and a Triton repository."""
     from exporters.export import export_checkpoint
+    from exporters.export_options import ExportOptions
 
-    export_checkpoint(checkpoint, out, trt=trt, fp16=fp16, opset=opset, max_batch=max_batch, int8=int8,
+    export_checkpoint(checkpoint, out, ExportOptions(trt=trt, fp16=fp16, opset=opset, max_batch=max_batch, int8=int8,
                       calib_data=calib_data, data=data, threads=threads, force=force,
                       int8_min_cosine=int8_min_cosine, int8_accept=int8_accept, triton=triton, triton_name=triton_name,
-                      allow_test_thresholds=allow_test_thresholds)
+                      allow_test_thresholds=allow_test_thresholds))
 
 
 @app.command()

@@ -67,7 +67,7 @@ def main() -> None:
         recipe = load_recipe(args.recipe, {"data.path": args.data, "finetune.init": args.init,
                                            "finetune.refit": False}, sets)
         wall, cpu = time.perf_counter(), time.process_time()
-        if not (run_dir / "checkpoint.pt").exists():
+        if not RunFolder(run_dir).checkpoint.exists():
             finetune(recipe, run_dir)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         records = RunFolder(run_dir).read_metrics()

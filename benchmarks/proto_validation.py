@@ -36,6 +36,7 @@ CANDIDATES: dict[str, dict[str, Any]] = {
 
 def main() -> None:
     from toolkit.config import load_recipe
+    from toolkit.engine.run_folder import RunFolder
     from toolkit.evaluate.job import EpisodeSpec, evaluate
     from toolkit.finetune import finetune
     from toolkit.pretrain import pretrain
@@ -65,7 +66,7 @@ def main() -> None:
     tic = time.perf_counter()
     simsiam = load_recipe("omniglot", {**data, "train.epochs": args.pretrain_epochs, "train.knn_every": 1000,
                                        "train.workers": 0})
-    if not (work / "simsiam" / "checkpoint.pt").exists():
+    if not RunFolder(work / "simsiam").checkpoint.exists():
         pretrain(simsiam, work / "simsiam")
     results["pretrain_s"] = time.perf_counter() - tic
     spec = EpisodeSpec(way=20, shot=1, query=5, episodes=args.episodes, within_group=True)

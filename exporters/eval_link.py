@@ -89,7 +89,7 @@ def read_eval_thresholds(path: Path) -> EvalThresholds | None:
 
 def eval_json_of(ckpt: Checkpoint) -> Path:
     """The ``eval.json`` beside a checkpoint."""
-    return RunFolder(Path(ckpt.path or "checkpoint.pt").parent).eval_json
+    return RunFolder(Path(ckpt.path or RunFolder.CHECKPOINT).parent).eval_json
 
 
 def other_weights(stored: EvalThresholds, ckpt: Checkpoint) -> str | None:
@@ -98,7 +98,7 @@ def other_weights(stored: EvalThresholds, ckpt: Checkpoint) -> str | None:
     The weights hash decides when recorded (a run folder may have moved); an older ``eval.json``
     without one must at least name the same checkpoint file.
     """
-    here = Path(ckpt.path or "checkpoint.pt")
+    here = Path(ckpt.path or RunFolder.CHECKPOINT)
     if stored.weights_sha256:
         digest = weights_sha256(ckpt.weights)
         if stored.weights_sha256 == digest:

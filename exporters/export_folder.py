@@ -1,4 +1,5 @@
-"""``ExportFolder``: the file names of one export, as ``RunFolder`` owns a run's.
+"""``ExportFolder``: the file names of one export, as ``RunFolder`` owns a run's; ``TritonModel``: those of a
+model in a Triton Inference Server repository.
 
 An export folder holds one model and what was derived from it::
 
@@ -13,14 +14,22 @@ Everything but ``encoder.onnx`` and ``encoder.json`` is derived from one ``encod
 new one is in place, every derived file of the previous export is stale (an old
 ``encoder.int8.onnx`` beside a new ``encoder.onnx`` would be picked up by ``toolkit score``), so
 ``remove_derived`` deletes them before the new export writes its own. ``timing.cache`` is
-TensorRT's cache of kernel timings, valid for any network on the same GPU, and is kept.
+TensorRT's cache of kernel timings, valid for any network on the same GPU, and is kept. While the
+parity gate checks a new graph it lies beside the old model under a temporary name (``staged_onnx``).
+
+A Triton model repository (``--triton REPO``, Triton's own convention)::
+
+    REPO/<name>/config.pbtxt  and  REPO/<name>/1/model.onnx    ONNX Runtime
+    REPO/<name>_trt/config.pbtxt  and  REPO/<name>_trt/1/model.plan    TensorRT (with --trt)
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit.errors import ToolkitError
+from toolkit.io import temp_path
 
 
 class ExportFolder:
@@ -44,9 +53,19 @@ class ExportFolder:
     def __repr__(self) -> str:
         return f"ExportFolder({str(self.path)!r})"
 
+    @classmethod
+    def of(cls, model: str | Path) -> ExportFolder:
+        """The export folder holding the model file ``model`` (its metadata lies beside it)."""
+        return cls(Path(model).parent)
+
     @property
     def onnx(self) -> Path:
         return self.path / self.ONNX
+
+    @property
+    def staged_onnx(self) -> Path:
+        """The new graph until the parity gate passes it (a temporary name beside ``onnx``)."""
+        return temp_path(self.onnx)
 
     @property
     def json(self) -> Path:
@@ -67,6 +86,18 @@ class ExportFolder:
     @property
     def engine(self) -> Path:
         return self.path / self.ENGINE
+
+    @property
+    def engine_json(self) -> Path:
+        return self.path / self.ENGINE_JSON
+
+    @property
+    def trtexec(self) -> Path:
+        return self.path / self.TRTEXEC
+
+    @property
+    def fp16_onnx(self) -> Path:
+        return self.path / self.FP16_ONNX
 
     @property
     def timing_cache(self) -> Path:
@@ -94,3 +125,38 @@ class ExportFolder:
                                    f"({exc.strerror or type(exc).__name__}); remove it and export again") from None
             removed.append(path)
         return removed
+
+
+@dataclass(frozen=True)
+class TritonModel:
+    """One model of a Triton model repository: ``repo/name/config.pbtxt`` and ``repo/name/1/<model file>``."""
+
+    repo: Path
+    name: str
+    platform: str  # "onnxruntime_onnx" or "tensorrt_plan"
+
+    CONFIG = "config.pbtxt"
+    VERSION = "1"
+    MODEL_FILES = {"onnxruntime_onnx": "model.onnx", "tensorrt_plan": "model.plan"}
+    TRT_SUFFIX = "_trt"
+
+    @classmethod
+    def onnx(cls, repo: str | Path, name: str) -> TritonModel:
+        return cls(Path(repo), name, "onnxruntime_onnx")
+
+    @classmethod
+    def tensorrt(cls, repo: str | Path, name: str) -> TritonModel:
+        """The TensorRT model beside the ONNX model ``name``: ``<name>_trt``."""
+        return cls(Path(repo), name + cls.TRT_SUFFIX, "tensorrt_plan")
+
+    @property
+    def path(self) -> Path:
+        return self.repo / self.name
+
+    @property
+    def config(self) -> Path:
+        return self.path / self.CONFIG
+
+    @property
+    def model_file(self) -> Path:
+        return self.path / self.VERSION / self.MODEL_FILES[self.platform]

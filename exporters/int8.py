@@ -33,9 +33,9 @@ import numpy as np
 
 from exporters.metadata import DEFAULT_THRESHOLD, INPUT_NAME, ModelInfo
 from exporters.parity import normalise, row_cosines
-from toolkit.data.image_files import load_readable, read_image_list
-from toolkit.engine.run_folder import atomic_path
+from toolkit.data.image_files import draw_images
 from toolkit.errors import ToolkitError
+from toolkit.io import atomic_path
 
 QUANTIZED_OPS = ["Conv", "Gemm", "MatMul"]
 CALIBRATION_IMAGES = 256  # percentile ranges are stable from about a hundred images on
@@ -75,33 +75,26 @@ class Int8Report:
     flipped_pairs: int = 0
 
 
-def _load(paths: list[str], info: ModelInfo) -> list[np.ndarray]:
-    return load_readable(paths, info.resize_size, info.image_size, info.channels)
-
-
 def calibration_set(info: ModelInfo, calib_data: str | Path, limit: int = CALIBRATION_IMAGES
                     ) -> tuple[np.ndarray, np.ndarray, bool]:
     """Normalised images to calibrate on, and others to measure the int8 model's agreement on.
 
     Up to ``limit`` images drawn at random (seeded) from ``calib_data`` calibrate; up to
     ``CHECK_IMAGES`` of the rest check (the int8 gate reads these). With fewer than
-    ``limit + CHECK_IMAGES`` images a quarter of them is held out for the check; a single image
-    can only check itself (the third value is then False).
+    ``limit + CHECK_IMAGES`` images a quarter of them is held out for the check
+    (``toolkit.data.image_files.draw_images``); a single image can only check itself (the third
+    value is then False).
 
     Raises:
         ToolkitError: no readable image.
     """
-    paths = read_image_list(calib_data)
-    order = np.random.default_rng(0).permutation(len(paths)).tolist()
-    if len(paths) < limit + CHECK_IMAGES:
-        limit = len(paths) - len(paths) // 4
-    calibration = _load([paths[i] for i in order[:limit]], info)
-    if not calibration:
-        raise ToolkitError(f"--calib-data {calib_data}: none of the {min(limit, len(paths))} images picked could be read")
-    check = _load([paths[i] for i in order[limit:limit + CHECK_IMAGES]], info)
-    held_out = bool(check)
-    stacked = normalise(np.stack(calibration), info)
-    return stacked, normalise(np.stack(check), info) if held_out else stacked[:CHECK_IMAGES], held_out
+    pre = info.preprocessing
+    drawn = draw_images(calib_data, limit, CHECK_IMAGES, pre.resize_size, pre.image_size, pre.channels)
+    if not drawn.first:
+        raise ToolkitError(f"--calib-data {calib_data}: none of the {drawn.first_picked} images picked could be read")
+    held_out = bool(drawn.second)
+    stacked = normalise(np.stack(drawn.first), info)
+    return stacked, normalise(np.stack(drawn.second), info) if held_out else stacked[:CHECK_IMAGES], held_out
 
 
 def equal_batch(count: int, largest: int = CALIBRATION_BATCH) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from exporters.export_folder import ExportFolder
 from exporters.int8 import CALIBRATION_BATCH, Int8Report
 from exporters.metadata import ModelInfo
 from toolkit.console import info as say
@@ -25,7 +26,7 @@ def export_int8(onnx_path: Path, int8_path: Path, info: ModelInfo, calib_data: s
 
     images, check, held_out = calibration_set(info, calib_data)
     quantize_int8(onnx_path, int8_path, images)
-    report = int8_report(onnx_path, int8_path, check, len(images), held_out, threads, info.threshold)
+    report = int8_report(onnx_path, int8_path, check, len(images), held_out, threads, info.thresholds.pair)
     say(f"wrote {int8_path} (static int8 QDQ, {report.calibration_images} calibration images): cosine to fp32 on "
         f"{_images(report)} min {report.min_cosine:.5f}, mean {report.mean_cosine:.5f}; CPU speed-up "
         f"x{report.speedup:.2f} (ONNX Runtime, batch {min(len(check), CALIBRATION_BATCH)})")
@@ -68,9 +69,10 @@ def int8_gate(report: Int8Report, min_cosine: float, accept: bool) -> None:
         warn(f"int8 model kept by --int8-accept although its min cosine {cosine} on {_images(report)} is below "
              f"--int8-min-cosine {min_cosine!r}; {flips(report)}")
         return
-    rejected = report.path.with_name(report.path.name + ".rejected")
+    folder = ExportFolder.of(report.path)
+    rejected = folder.int8_rejected
     os.replace(report.path, rejected)
     raise ToolkitError(f"int8 gate failed: min cosine to fp32 {cosine} on {_images(report)} is below "
                        f"--int8-min-cosine {min_cosine!r} ({flips(report)}); the int8 model is kept as {rejected}, "
-                       f"the fp32 {report.path.with_name('encoder.onnx')} is fine (pass --int8-accept to keep int8 "
+                       f"the fp32 {folder.onnx} is fine (pass --int8-accept to keep int8 "
                        "anyway)")

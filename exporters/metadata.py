@@ -32,7 +32,8 @@ from typing import Any
 
 from exporters.eval_link import checkpoint_thresholds, read_eval_thresholds
 from toolkit.engine.checkpoint import TOOLKIT_VERSION, Checkpoint
-from toolkit.engine.run_folder import RunFolder, write_json_atomic
+from toolkit.engine.run_folder import RunFolder
+from toolkit.io import write_json_atomic
 from toolkit.console import warn
 from toolkit.errors import ToolkitError
 
@@ -185,7 +186,7 @@ def info_from_checkpoint(ckpt: Checkpoint, thresholds: tuple[float | None, float
     pre = ckpt.preprocessing
     if pre is None:
         raise ToolkitError(f"{ckpt.path}: the checkpoint records no preprocessing; it cannot be exported")
-    path = Path(ckpt.path or "checkpoint.pt")
+    path = Path(ckpt.path or RunFolder.CHECKPOINT)
     pair_threshold, unknown_threshold = checkpoint_thresholds(ckpt) if thresholds is None else thresholds
     info = ModelInfo(
         image_size=pre.image_size,

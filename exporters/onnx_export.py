@@ -22,8 +22,9 @@ import torch
 from torch import nn
 
 from exporters import metadata
+from exporters.export_folder import ExportFolder
 from exporters.metadata import INPUT_NAME, OUTPUT_NAME, ModelInfo
-from toolkit.engine.run_folder import atomic_path
+from toolkit.io import atomic_path
 from toolkit.errors import ToolkitError
 
 DEFAULT_OPSET = 20  # the dynamo exporter's own default since torch 2.9
@@ -171,7 +172,7 @@ def read_info(path: str | Path) -> ModelInfo:
     props = {p.key: p.value for p in model.metadata_props}
     if props.get("format") == f'"{metadata.FORMAT}"':
         return metadata.from_props(props, str(path))
-    beside = path.parent / "encoder.json"
+    beside = ExportFolder.of(path).json
     if beside.is_file():
         return metadata.read_json(beside)
     raise ToolkitError(

@@ -12,19 +12,13 @@ from pathlib import Path
 
 import onnx
 
-from toolkit.engine.run_folder import atomic_write
+from exporters.metadata import INPUT_NAME
 from toolkit.errors import ToolkitError
+from toolkit.io import write_bytes_atomic
 
-INPUT_NAME = "images"
 # Ops of F.normalize as the torch exporters emit it (ReduceL2/Clip/Expand/Div from dynamo;
 # Pow/ReduceSum/Sqrt/Max from the older TorchScript exporter): kept fp32 in the fp16 model.
 NORMALISATION_OPS = ("ReduceL2", "Div", "ReduceSumSquare", "Sqrt", "Clip", "Max", "Expand", "Pow", "ReduceSum")
-
-
-def _write_bytes_atomic(path: Path, data: bytes | memoryview) -> None:
-    """``toolkit.engine.run_folder.atomic_write``: no half-written file ever stays under ``path``."""
-    with atomic_write(path, "wb") as handle:
-        handle.write(data)
 
 
 def onnx_input_chw(onnx_path: str | Path, input_name: str = INPUT_NAME) -> tuple[int, int, int]:
@@ -116,5 +110,5 @@ def convert_to_mixed_fp16(onnx_path: str | Path, out_path: str | Path) -> Path:
     except ValueError as e:  # raised for a model that is already fp16
         raise ToolkitError(f"{onnx_path}: cannot convert to fp16: {' '.join(str(e).split())}") from e
     _restore_fp32_outputs(original, model)
-    _write_bytes_atomic(out_path, model.SerializeToString())
+    write_bytes_atomic(out_path, model.SerializeToString())
     return out_path

@@ -11,7 +11,8 @@ unit vectors; they differ only in how they run:
 * ``OpenVinoBackend``: the same ``encoder.onnx`` on OpenVINO's CPU plugin, bf16 where the CPU has it.
 * ``TensorRTBackend``: a serialized engine (``exporters.tensorrt_runtime.TensorRTEncoder``).
 
-``open_backend`` picks one by the model path's suffix; its ``backend`` argument overrides.
+``open_backend`` picks one by the model path (``exporters.model_files.resolve_model``); its ``backend`` argument
+overrides.
 """
 
 from __future__ import annotations
@@ -24,15 +25,11 @@ import torch
 from torch import nn
 
 from exporters import metadata
+from exporters.export_folder import ExportFolder
 from exporters.metadata import INPUT_NAME, OUTPUT_NAME, ModelInfo
+from exporters.model_files import resolve_model
 from toolkit.console import warn
 from toolkit.errors import ToolkitError
-
-BACKENDS = ("torch", "onnx", "openvino", "tensorrt")
-ONNX_SUFFIXES = (".onnx",)
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
-
 
 class Backend(abc.ABC):
     """One way of running the encoder.
@@ -232,7 +229,7 @@ class TensorRTBackend(Backend):
         from exporters.tensorrt_runtime import TensorRTEncoder
 
         path = Path(path)
-        beside = path.parent / "encoder.json"
+        beside = ExportFolder.of(path).json
         if info is None and not beside.is_file():
             raise ToolkitError(f"{path}: no encoder.json beside the engine; it holds the input size and normalisation")
         self.info = info or metadata.read_json(beside)
@@ -248,40 +245,6 @@ class TensorRTBackend(Backend):
 
     def _run(self, images: np.ndarray) -> np.ndarray:
         return self.encoder.embed(images)
-
-
-def resolve_model(model: str | Path, backend: str | None = None) -> tuple[str, Path]:
-    """Which backend runs ``model`` and from which file.
-
-    By suffix: ``.onnx`` -> onnx, ``.engine``/``.plan``/``.trt`` -> tensorrt, anything else
-    (``.pt``, a run folder) -> torch (``scoring.embedding.default_backend`` may pick openvino). A
-    folder resolves to its ``checkpoint.pt`` (a run), else its ``encoder.onnx`` (an export folder);
-    with ``backend`` given, to the file that backend needs (``export/encoder.onnx``, ``.engine``).
-
-    Raises:
-        ToolkitError: an unknown backend, a missing path, or a folder without that model.
-    """
-    path = Path(model)
-    if backend is not None and backend not in BACKENDS:
-        raise ToolkitError(f"--backend {backend}: valid are {', '.join(BACKENDS)}")
-    if not path.exists():
-        raise ToolkitError(f"{path}: no such model (expected a checkpoint .pt, a run folder, an .onnx or a TensorRT .engine)")
-    if path.is_dir():
-        onnx = ["encoder.onnx", "export/encoder.onnx"]
-        candidates = {"torch": ["checkpoint.pt"], "onnx": onnx, "openvino": onnx,
-                      "tensorrt": ["encoder.engine", "export/encoder.engine"]}
-        order = [backend] if backend else ["torch", "onnx"]
-        for kind in order:
-            for name in candidates[kind]:
-                if (path / name).is_file():
-                    return kind, path / name
-        wanted = " or ".join(candidates[order[0]] if backend else ["checkpoint.pt", "encoder.onnx"])
-        hint = "; run toolkit export first" if backend in ("onnx", "openvino", "tensorrt") else ""
-        raise ToolkitError(f"{path}: folder has no {wanted}{hint}")
-    if backend is not None:
-        return backend, path
-    suffix = path.suffix.lower()
-    return ("onnx" if suffix in ONNX_SUFFIXES else "tensorrt" if suffix in ENGINE_SUFFIXES else "torch"), path
 
 
 def open_backend(model: str | Path, backend: str | None = None, *, threads: int | None = None,

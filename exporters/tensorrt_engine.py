@@ -22,8 +22,11 @@ from typing import Any
 
 import torch
 
-from exporters.onnx_fp16 import INPUT_NAME, _write_bytes_atomic, convert_to_mixed_fp16, onnx_input_chw
+from exporters.export_folder import ExportFolder
+from exporters.metadata import INPUT_NAME
+from exporters.onnx_fp16 import convert_to_mixed_fp16, onnx_input_chw
 from toolkit.errors import ToolkitError
+from toolkit.io import write_bytes_atomic
 
 MiB = 2**20
 
@@ -154,7 +157,7 @@ def build_engine(
     strongly_typed_fp16 = fp16 and trt_major >= 11
     source = onnx_path
     if strongly_typed_fp16:
-        source = convert_to_mixed_fp16(onnx_path, engine_path.parent / "encoder.fp16.onnx")
+        source = convert_to_mixed_fp16(onnx_path, ExportFolder(engine_path.parent).fp16_onnx)
 
     start = time.perf_counter()
     logger = trt.Logger(trt.Logger.WARNING)
@@ -191,9 +194,9 @@ def build_engine(
     if serialized is None:
         raise ToolkitError(f"{source}: TensorRT failed to build an engine (see the TensorRT log above)")
     build_seconds = time.perf_counter() - start
-    _write_bytes_atomic(engine_path, memoryview(serialized))
+    write_bytes_atomic(engine_path, memoryview(serialized))
     if cache_path is not None:
-        _write_bytes_atomic(cache_path, memoryview(config.get_timing_cache().serialize()))
+        write_bytes_atomic(cache_path, memoryview(config.get_timing_cache().serialize()))
 
     command = trtexec_command(
         source, engine_path, chw=chw, min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch,
@@ -219,8 +222,8 @@ def build_engine(
         "build_seconds": round(build_seconds, 3),
         "trtexec": command,
     }
-    _write_bytes_atomic(engine_path.parent / "engine.json", (json.dumps(info, indent=2) + "\n").encode())
-    script = engine_path.parent / "trtexec.sh"
-    _write_bytes_atomic(script, f"#!/bin/sh\n# The trtexec equivalent of this build.\n{command}\n".encode())
+    write_bytes_atomic(ExportFolder(engine_path.parent).engine_json, (json.dumps(info, indent=2) + "\n").encode())
+    script = ExportFolder(engine_path.parent).trtexec
+    write_bytes_atomic(script, f"#!/bin/sh\n# The trtexec equivalent of this build.\n{command}\n".encode())
     script.chmod(0o755)
     return info

@@ -1,6 +1,6 @@
 """A Triton Inference Server model repository for the exported encoder.
 
-Layout (Triton's model repository convention)::
+Layout (Triton's model repository convention, file names owned by ``exporters.export_folder.TritonModel``)::
 
     REPO/<name>/config.pbtxt        platform onnxruntime_onnx
     REPO/<name>/1/model.onnx
@@ -23,8 +23,9 @@ from pathlib import Path
 
 import onnx
 
-from toolkit.engine.run_folder import atomic_path, write_text_atomic
+from exporters.export_folder import TritonModel
 from toolkit.errors import ToolkitError
+from toolkit.io import atomic_path, write_text_atomic
 
 # ONNX TensorProto element types -> Triton data types.
 ONNX_TO_TRITON = {
@@ -33,6 +34,7 @@ ONNX_TO_TRITON = {
     onnx.TensorProto.INT32: "TYPE_INT32", onnx.TensorProto.INT64: "TYPE_INT64", onnx.TensorProto.BOOL: "TYPE_BOOL",
 }
 MAX_QUEUE_DELAY_US = 100
+INSTANCE_KINDS = {"onnxruntime_onnx": "KIND_AUTO", "tensorrt_plan": "KIND_GPU"}  # where Triton runs each
 
 
 @dataclass(frozen=True)
@@ -106,35 +108,24 @@ def _config_text(name: str, platform: str, max_batch: int, inputs: list[TensorSp
             + f"instance_group {{\n  count: 1\n  kind: {instance_kind}\n}}\n")
 
 
-def _write_model(repo: Path, name: str, platform: str, model_file: Path, filename: str, max_batch: int,
-                 inputs: list[TensorSpec], outputs: list[TensorSpec], instance_kind: str) -> Path:
-    folder = repo / name
-    with atomic_path(folder / "1" / filename) as tmp:
-        shutil.copyfile(model_file, tmp)
-    write_text_atomic(folder / "config.pbtxt",
-                      model_config_text(name, platform, max_batch, inputs, outputs, instance_kind))
-    return folder
 
+def write_model(model: TritonModel, source: str | Path, graph: str | Path, max_batch: int) -> TritonModel:
+    """Copy ``source`` into ``model``'s folder and write its ``config.pbtxt``.
 
-def write_onnx_model(repo: str | Path, name: str, onnx_path: str | Path, max_batch: int) -> Path:
-    """``REPO/<name>/`` for ONNX Runtime; ``KIND_AUTO`` runs it on a GPU where Triton sees one, else the CPU.
+    ONNX Runtime models get ``KIND_AUTO`` (a GPU where Triton sees one, else the CPU), TensorRT plans
+    ``KIND_GPU``; the tensors are read from the ONNX ``graph`` (the model itself, or the graph the
+    plan was built from).
 
     Raises:
         ToolkitError: a bad name or ``max_batch``, or a graph without a dynamic batch axis.
     """
-    _check(name, max_batch)
-    inputs, outputs = graph_io(onnx_path)
-    return _write_model(Path(repo), name, "onnxruntime_onnx", Path(onnx_path), "model.onnx", max_batch, inputs,
-                        outputs, "KIND_AUTO")
-
-
-def write_tensorrt_model(repo: str | Path, name: str, engine_path: str | Path, onnx_path: str | Path,
-                         max_batch: int) -> Path:
-    """``REPO/<name>/`` for a TensorRT plan (on the GPU); its tensors are the ONNX graph's it was built from."""
-    _check(name, max_batch)
-    inputs, outputs = graph_io(onnx_path)
-    return _write_model(Path(repo), name, "tensorrt_plan", Path(engine_path), "model.plan", max_batch, inputs,
-                        outputs, "KIND_GPU")
+    _check(model.name, max_batch)
+    inputs, outputs = graph_io(graph)
+    with atomic_path(model.model_file) as tmp:
+        shutil.copyfile(source, tmp)
+    write_text_atomic(model.config, model_config_text(model.name, model.platform, max_batch, inputs, outputs,
+                                                      INSTANCE_KINDS[model.platform]))
+    return model
 
 
 def _check(name: str, max_batch: int) -> None:

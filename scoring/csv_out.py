@@ -8,7 +8,7 @@ from itertools import islice
 from pathlib import Path
 from typing import TextIO
 
-from toolkit.engine.run_folder import atomic_write
+from toolkit.io import atomic_write
 from toolkit.out_paths import write_error
 
 BLOCK_ROWS = 65_536  # rows handed to csv.writer.writerows at once: C-speed writing, bounded memory

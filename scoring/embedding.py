@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from exporters.runtime import Backend, open_backend, resolve_model
+from exporters.model_files import resolve_model
+from exporters.runtime import Backend, open_backend
 from scoring.images import default_workers, embedder
 from toolkit.console import console
 from toolkit.console import info as say
@@ -53,7 +54,7 @@ def default_backend(model: str | Path) -> tuple[str, str]:
     fp32 ONNX model (``.onnx`` or an export folder; not ``.int8.onnx``, whose gate was measured on ONNX
     Runtime) runs on OpenVINO when it is installed, the CPU has native bf16 and ONNX Runtime has no CUDA
     provider: there OpenVINO bf16 was the fastest path at cosine >= 0.999 to torch fp32. Everything else
-    keeps the suffix rule of ``exporters.runtime.resolve_model`` (a checkpoint -> torch, bf16 and
+    keeps the suffix rule of ``exporters.model_files.resolve_model`` (a checkpoint -> torch, bf16 and
     channels_last where the CPU has bf16; .onnx -> ONNX Runtime; .engine -> TensorRT).
     """
     kind, path = resolve_model(model)

@@ -1,7 +1,7 @@
 """``toolkit embed`` and ``toolkit score``: open a backend, embed image files, write the result.
 
 Both commands accept a model as a checkpoint (``.pt`` or a run folder), an ``.onnx`` or a
-TensorRT ``.engine`` (``exporters.runtime.resolve_model``). Images that are missing or cannot
+TensorRT ``.engine`` (``exporters.model_files.resolve_model``). Images that are missing or cannot
 be decoded never stop the job: their rows carry an ``error``, their number is printed, and
 the exit code is 0 unless ``--strict`` (then 1, after the output is written).
 
@@ -32,7 +32,7 @@ from scoring.output_checks import check_files
 from scoring.pairs_csv import read_pairs_header
 from toolkit.console import info as say
 from toolkit.console import warn
-from toolkit.engine.run_folder import atomic_write
+from toolkit.io import atomic_write
 from toolkit.errors import ToolkitError
 from toolkit.out_paths import check_out_file, write_error
 

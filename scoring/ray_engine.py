@@ -44,7 +44,9 @@ import torch
 
 from exporters import metadata
 from exporters.metadata import ModelInfo
-from exporters.runtime import open_backend, resolve_model
+from exporters.export_folder import ExportFolder
+from exporters.model_files import resolve_model
+from exporters.runtime import open_backend
 from scoring.ray_cluster import RayOptions, default_replicas, import_ray, ray_cluster
 from toolkit.console import info as say
 from toolkit.errors import ToolkitError
@@ -67,7 +69,7 @@ def model_info(model: str | Path, backend: str | None = None) -> ModelInfo:
 
         return read_info(path)
     if kind == "tensorrt":
-        beside = path.parent / "encoder.json"
+        beside = ExportFolder.of(path).json
         if not beside.is_file():
             raise ToolkitError(f"{path}: no encoder.json beside the engine; it holds the input size and normalisation")
         return metadata.read_json(beside)

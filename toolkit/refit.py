@@ -73,7 +73,7 @@ def _complete(run_dir: Path) -> bool:
         return False
     records = RunFolder(run_dir).read_metrics()
     return not ckpt.training.mid_epoch and bool(records) and (
-        ckpt.epoch >= ckpt.recipe.finetune.epochs or (run_dir / "last.pt").exists())
+        ckpt.epoch >= ckpt.recipe.finetune.epochs or RunFolder(run_dir).last.exists())
 
 
 def _has_val_folder(recipe: Recipe) -> bool:

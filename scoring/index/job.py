@@ -26,7 +26,8 @@ from scoring.index.faiss_index import IndexParams
 from scoring.index.store import DEFAULT_SHARD_SIZE, EmbeddingStore, Shard, embed_into_shards
 from scoring.index.store_files import read_json_object, require
 from toolkit.console import info as say
-from toolkit.engine.run_folder import RunFolder, atomic_path, write_text_atomic
+from toolkit.engine.run_folder import RunFolder
+from toolkit.io import atomic_path, write_text_atomic
 from toolkit.errors import ToolkitError
 
 RECALL_K = 10

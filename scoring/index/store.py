@@ -31,7 +31,7 @@ import numpy as np
 
 from scoring.image_lists import EmbedPaths
 from scoring.index.store_files import load_vectors, npy_shape, read_json_object, require, string_list, string_map
-from toolkit.engine.run_folder import atomic_path
+from toolkit.io import atomic_path
 from toolkit.errors import ToolkitError
 from toolkit.metrics.similarity import l2_normalise
 
@@ -42,7 +42,7 @@ NEW_STORE = "build the index again into a new folder (toolkit index build MODEL 
 
 
 def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """``write(tmp)`` then rename over ``path`` (``toolkit.engine.run_folder.atomic_path``)."""
+    """``write(tmp)`` then rename over ``path`` (``toolkit.io.atomic_path``)."""
     with atomic_path(path) as tmp:
         write(tmp)
 

@@ -20,7 +20,8 @@ import pytest
 
 from tests.helpers import cli_env, run_cli, toolkit_cmd, write_tiny_recipe
 from toolkit.engine.checkpoint import Checkpoint
-from toolkit.engine.run_folder import RunFolder, atomic_path, remove_stale_temps
+from toolkit.engine.run_folder import RunFolder
+from toolkit.io import atomic_path, remove_stale_temps
 
 
 def snapshot(folder: Path) -> dict[str, str]:

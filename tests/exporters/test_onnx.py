@@ -11,9 +11,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from exporters import export as export_module
+from exporters import export_steps
 from exporters import metadata
 from exporters.export import export_checkpoint
+from exporters.export_options import ExportOptions
 from exporters.onnx_export import export_onnx, read_info, validate
 from exporters.tensorrt_engine import tensorrt_unavailable_reason
 from tests.tiny_models import MEAN, STD, calibrated, make_checkpoint
@@ -57,7 +58,7 @@ def test_round_trip_parity_at_batch_sizes_the_export_never_saw(tmp_path: Path, k
 def test_metadata_is_in_the_onnx_and_in_encoder_json(tmp_path: Path) -> None:
     run = make_checkpoint(tmp_path / "run", kind="finetune", threshold=0.4321, load_size=20,
                           calibration=calibrated(0.4321))
-    export_checkpoint(run, tmp_path / "out", opset=19)
+    export_checkpoint(run, tmp_path / "out", ExportOptions(opset=19))
 
     written = json.loads((tmp_path / "out" / "encoder.json").read_text())
     model = onnx.load(str(tmp_path / "out" / "encoder.onnx"))
@@ -84,7 +85,7 @@ def test_parity_gate_fails_on_a_graph_that_computes_something_else(tmp_path: Pat
             encoder.load_state_dict(Checkpoint.load(run).encoder().state_dict())
         return info
 
-    monkeypatch.setattr(export_module, "export_onnx", export_perturbed)
+    monkeypatch.setattr(export_steps, "export_onnx", export_perturbed)
     with pytest.raises(ToolkitError, match=r"parity gate failed: .* min cosine 0\.\d+ \(need >= 0\.9999\)") as e:
         export_checkpoint(run)
     assert "\n" not in str(e.value)
@@ -95,7 +96,7 @@ def test_parity_gate_fails_on_a_graph_that_computes_something_else(tmp_path: Pat
 
 def test_parity_on_real_images_and_int8(tmp_path: Path, images: Path) -> None:
     run = make_checkpoint(tmp_path / "run")
-    result = export_checkpoint(run, data=images, int8=True, calib_data=images, int8_min_cosine=0.0)
+    result = export_checkpoint(run, options=ExportOptions(data=images, int8=True, calib_data=images, int8_min_cosine=0.0))
 
     assert {(c.name, c.batch) for c in result.parity} == {("random", 1), ("random", 8), ("real", 1), ("real", 8)}
     int8_path = run / "export" / "encoder.int8.onnx"
@@ -169,7 +170,7 @@ def test_trt_export_builds_an_engine_that_agrees_with_onnx(tmp_path: Path) -> No
     from exporters.runtime import OnnxBackend, TensorRTBackend
 
     run = make_checkpoint(tmp_path / "run")
-    result = export_checkpoint(run, trt=True, max_batch=16)
+    result = export_checkpoint(run, options=ExportOptions(trt=True, max_batch=16))
     assert result.engine is not None and (run / "export" / "engine.json").is_file()
     x = np.random.default_rng(2).standard_normal((16, 3, 16, 16)).astype(np.float32)
     a = OnnxBackend(run / "export" / "encoder.onnx", device="cpu").embed(x)

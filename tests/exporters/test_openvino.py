@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exporters.runtime import OnnxBackend, open_backend, resolve_model
+from exporters.model_files import resolve_model
+from exporters.runtime import OnnxBackend, open_backend
 from scoring.embedding import default_backend
 from scoring.index.fingerprint import model_fingerprint
 from tests.test_cli import invoke

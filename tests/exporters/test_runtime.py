@@ -12,7 +12,8 @@ import pytest
 from scoring.images import load_image
 from exporters.metadata import ModelInfo
 from exporters.parity import normalise
-from exporters.runtime import OnnxBackend, TensorRTBackend, TorchBackend, open_backend, resolve_model
+from exporters.model_files import resolve_model
+from exporters.runtime import OnnxBackend, TensorRTBackend, TorchBackend, open_backend
 from exporters.tensorrt_engine import tensorrt_unavailable_reason
 from tests.scoring.test_images import image_paths
 from tests.tiny_models import make_checkpoint, reference_embeddings

@@ -6,6 +6,7 @@ The lowest layer that exporters (int8 calibration, parity checks) and scoring jo
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,42 @@ def load_readable(paths: list[str], resize_size: int, image_size: int, channels:
         except Exception:  # noqa: BLE001 - an unreadable image is just not used
             continue
     return images
+
+
+@dataclass(frozen=True)
+class ImageDraw:
+    """Images drawn at random from a list into two disjoint parts, as uint8 [C, S, S] arrays.
+
+    Attributes:
+        first: the readable images of the first part.
+        second: the readable images of the second part.
+        first_picked: how many paths were drawn for the first part, readable or not.
+    """
+
+    first: list[np.ndarray]
+    second: list[np.ndarray]
+    first_picked: int
+
+
+def draw_images(source: str | Path, first: int, second: int, resize_size: int, image_size: int, channels: int,
+                seed: int = 0) -> ImageDraw:
+    """Up to ``first`` images of the list ``source`` drawn at random (seeded), and up to ``second`` of the others.
+
+    A list of fewer than ``first + second`` images is split 3:1 instead: a quarter of it (rounded
+    down, at most ``second``) goes to the second part. Images are loaded as ``load_image`` does;
+    unreadable ones are left out. (int8 calibration: calibrate on the first part, check on the second.)
+
+    Raises:
+        ToolkitError: ``source`` is not a readable image list (see ``read_image_list``).
+    """
+    paths = read_image_list(source)
+    order = np.random.default_rng(seed).permutation(len(paths)).tolist()
+    if len(paths) < first + second:
+        first = len(paths) - len(paths) // 4
+    picked = [paths[i] for i in order[:first]]
+    return ImageDraw(load_readable(picked, resize_size, image_size, channels),
+                     load_readable([paths[i] for i in order[first:first + second]], resize_size, image_size, channels),
+                     len(picked))
 
 
 def images_under(folder: Path) -> list[str]:

@@ -1,35 +1,17 @@
-"""The validation split: a ``val/`` folder as it is, or whole classes held out beside held-out test classes.
+"""The validation split as whole classes held out beside held-out test classes.
 
-See ``toolkit.data.sources`` (``load_splits``) for where these are applied; the per-class split
-of seen classes is ``sources._stratified_split``, the same rule as the test split's.
+See ``toolkit.data.sources`` (``load_splits``) for where this is applied; a ``val/`` folder is read
+there as it is (``sources.val_folder``), and the per-class split of seen classes is
+``subsets._stratified_split``, the same rule as the test split's.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from toolkit.config import DataConfig
 from toolkit.data.groups import group_names_of
-from toolkit.data.sources import ImageSet, _present, _relabel, scan_folder
-from toolkit.errors import ToolkitError
-
-
-def val_folder(cfg: DataConfig, train: ImageSet) -> ImageSet | None:
-    """The ``val/`` folder beside ``train/`` and ``test/``, labeled with the train split's class list."""
-    if cfg.path == "digits":
-        return None
-    root = Path(cfg.path).expanduser()
-    if not (root.is_dir() and (root / "train").is_dir() and (root / "test").is_dir() and (root / "val").is_dir()):
-        return None
-    val = scan_folder(root / "val", class_names=train.class_names if train.labeled else None)
-    if val.labeled != train.labeled:
-        raise ToolkitError(f"--data {root}: train/ and val/ must both have class sub-folders or neither")
-    unknown = sorted(set(val.class_names) - set(train.class_names))
-    if unknown:
-        raise ToolkitError(f"--data {root}: val/ has class {unknown[0]!r}, which neither train/ nor test/ has")
-    return _relabel(val, train.class_names)
+from toolkit.data.image_set import ImageSet
+from toolkit.data.subsets import _present
 
 
 def hold_out_val_classes(train: ImageSet, fraction: float, rng: np.random.Generator,

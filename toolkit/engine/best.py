@@ -16,10 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.console import info
-from toolkit.engine.run_folder import atomic_path
-
-BEST_FILE = "best.pt"
-LAST_FILE = "last.pt"
+from toolkit.engine.run_folder import RunFolder
+from toolkit.io import atomic_path
 
 
 class BestCheckpoint:
@@ -33,6 +31,7 @@ class BestCheckpoint:
 
     def __init__(self, run_dir: Path, patience: int, metric: str = "knn_top1") -> None:
         self.run_dir, self.patience, self.metric = run_dir, patience, metric
+        self.folder = RunFolder(run_dir)
         self.best_value: float | None = None
         self.best_epoch: int | None = None
 
@@ -49,8 +48,8 @@ class BestCheckpoint:
         if value is None or (self.best_value is not None and value <= self.best_value):
             return False
         self.best_value, self.best_epoch = float(value), int(record["epoch"])
-        with atomic_path(self.run_dir / BEST_FILE) as tmp:
-            shutil.copyfile(self.run_dir / "checkpoint.pt", tmp)
+        with atomic_path(self.folder.best) as tmp:
+            shutil.copyfile(self.folder.checkpoint, tmp)
         return True
 
     def should_stop(self, epoch: int, monitored: bool) -> bool:
@@ -60,13 +59,13 @@ class BestCheckpoint:
 
     def finish(self, last_epoch: int) -> None:
         """Make the best epoch's checkpoint the run's ``checkpoint.pt``; the last state stays as ``last.pt``."""
-        best = self.run_dir / BEST_FILE
+        best = self.folder.best
         if self.best_epoch is None or not best.is_file():
             return
         if self.best_epoch == last_epoch:
             best.unlink()
             return
-        os.replace(self.run_dir / "checkpoint.pt", self.run_dir / LAST_FILE)
-        os.replace(best, self.run_dir / "checkpoint.pt")
+        os.replace(self.folder.checkpoint, self.folder.last)
+        os.replace(best, self.folder.checkpoint)
         info(f"checkpoint.pt is epoch {self.best_epoch}, the best validation {self.metric} ({self.best_value:.4f}); "
-             f"the state after epoch {last_epoch} is kept as {LAST_FILE}")
+             f"the state after epoch {last_epoch} is kept as {self.folder.LAST}")

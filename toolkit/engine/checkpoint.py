@@ -35,6 +35,7 @@ from toolkit import __version__
 from toolkit.config import Recipe, recipe_from_dict, recipe_to_dict
 from toolkit.data.preprocess import resize_size
 from toolkit.data.split_record import SplitRecord
+from toolkit.engine.run_folder import RunFolder
 from toolkit.errors import ToolkitError
 from toolkit.models.encoder import AuxSimSiam, Encoder
 from toolkit.models.heads import embedding_head
@@ -178,8 +179,8 @@ class Checkpoint:
         }
 
     def save(self, path: str | Path) -> None:
-        """torch.save atomically (``toolkit.engine.run_folder.atomic_write``): a crash leaves the old file or the new."""
-        from toolkit.engine.run_folder import atomic_write
+        """torch.save atomically (``toolkit.io.atomic_write``): a crash leaves the old file or the new."""
+        from toolkit.io import atomic_write
 
         with atomic_write(path, "wb") as handle:
             torch.save(self.to_dict(), handle)
@@ -230,7 +231,7 @@ class Checkpoint:
         """
         path = Path(path)
         if path.is_dir():
-            path = path / "checkpoint.pt"
+            path = RunFolder(path).checkpoint
         if not path.is_file():
             raise ToolkitError(f"{path}: no such checkpoint")
         try:

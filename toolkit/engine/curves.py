@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from toolkit.engine.run_folder import atomic_path
+from toolkit.io import atomic_path
 
 
 def plot_curves(records: list[dict[str, Any]], path: Path) -> None:

@@ -1,10 +1,11 @@
-"""A run folder and everything written into it, plus the one atomic-write helper of the project.
+"""A run folder and everything written into it.
 
 Layout of a training run (``toolkit pretrain`` / ``toolkit finetune``)::
 
     recipe.toml      the resolved recipe (rewritten on resume)
     metrics.jsonl    one JSON record per epoch (epoch 0 = at initialisation)
     checkpoint.pt    the ``Checkpoint`` (``toolkit.engine.checkpoint``), rewritten atomically every epoch
+    best.pt, last.pt the best validation epoch's checkpoint, and the last epoch's once the best is checkpoint.pt
     curves.png       loss, z_std and kNN accuracy per epoch
     eval.json        written by ``toolkit evaluate``
     export/          written by ``toolkit export``
@@ -12,9 +13,9 @@ Layout of a training run (``toolkit pretrain`` / ``toolkit finetune``)::
 
 A study folder holds ``study.toml``, ``study.json``, ``report.md`` and one run folder per variant.
 
-Every file the toolkit writes goes through ``atomic_path``: a temporary file beside the target
-(``.NAME.tmp-<pid>``), fsync, then ``os.replace``, so a crash (even kill -9) leaves the old file or
-the new one, never a torn one. Temporary files of a dead process are removed by the next run.
+Every file the toolkit writes goes through ``toolkit.io.atomic_path``: a temporary file beside the
+target (``.NAME.tmp-<pid>``), fsync, then ``os.replace``, so a crash (even kill -9) leaves the old
+file or the new one, never a torn one. Temporary files of a dead process are removed by the next run.
 """
 
 from __future__ import annotations
@@ -25,97 +26,17 @@ import fcntl
 import json
 import math
 import os
-import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from toolkit.console import warn
+from toolkit.engine.curves import plot_curves
 from toolkit.errors import ToolkitError
-
-_TEMP = re.compile(r"^\..+\.tmp-(\d+)$")
-
-
-# ------------------------------------------------------------------ atomic writes
-def temp_path(path: Path) -> Path:
-    """The temporary name of ``path`` while this process writes it: ``.NAME.tmp-<pid>`` beside it."""
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+from toolkit.io import remove_stale_temps, write_text_atomic
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; when the block ends without error, fsync it and rename it over ``path``.
-
-    For writers that take a file name (``onnx.save_model``, ``quantize_static``, ``np.savez``...).
-    On an error the temporary file is removed and an older ``path`` stays as it was.
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ToolkitError(f"{path.parent}: cannot create the folder ({exc.strerror or type(exc).__name__})") from None
-    tmp = temp_path(path)
-    try:
-        yield tmp
-        if not tmp.exists():  # the block chose not to write (or moved the file elsewhere)
-            return
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp-like writers create 0600; give the usual permissions
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def atomic_write(path: str | Path, mode: str = "w", **open_kwargs: Any) -> Iterator[IO[Any]]:
-    """``open(path, mode)`` written atomically (see ``atomic_path``); text mode defaults to UTF-8."""
-    if "b" not in mode:
-        open_kwargs.setdefault("encoding", "utf-8")
-    with atomic_path(path) as tmp, open(tmp, mode, **open_kwargs) as handle:
-        yield handle
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    with atomic_write(path) as handle:
-        handle.write(text)
-
-
-def write_json_atomic(path: str | Path, payload: Any) -> None:
-    """JSON, indented, written atomically: a reader never sees a half-written file."""
-    write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_stale_temps(folder: Path) -> list[Path]:
-    """Remove ``.NAME.tmp-<pid>`` files of processes that no longer run (left by kill -9)."""
-    removed = []
-    if not folder.is_dir():
-        return removed
-    for path in folder.iterdir():
-        match = _TEMP.match(path.name)
-        if match and int(match.group(1)) != os.getpid() and not _pid_alive(int(match.group(1))):
-            path.unlink(missing_ok=True)
-            removed.append(path)
-    return removed
-
-
-# ------------------------------------------------------------------ the run folder
 def recipe_text(recipe: Any) -> str:
     """The fully resolved recipe as TOML (what ``recipe.toml`` holds)."""
     import tomli_w
@@ -136,6 +57,8 @@ class RunFolder:
     RECIPE = "recipe.toml"
     METRICS = "metrics.jsonl"
     CHECKPOINT = "checkpoint.pt"
+    BEST = "best.pt"
+    LAST = "last.pt"
     CURVES = "curves.png"
     EVAL = "eval.json"
     EXPORT = "export"
@@ -164,6 +87,16 @@ class RunFolder:
     @property
     def checkpoint(self) -> Path:
         return self.path / self.CHECKPOINT
+
+    @property
+    def best(self) -> Path:
+        """The best validation epoch's checkpoint while a run trains (``toolkit.engine.best``)."""
+        return self.path / self.BEST
+
+    @property
+    def last(self) -> Path:
+        """The last epoch's state when the best epoch became ``checkpoint.pt``."""
+        return self.path / self.LAST
 
     @property
     def curves(self) -> Path:
@@ -284,8 +217,6 @@ class RunFolder:
         write_text_atomic(self.metrics, "".join(json.dumps(r) + "\n" for r in kept))
 
     def plot_curves(self) -> None:
-        from toolkit.engine.curves import plot_curves
-
         plot_curves(self.read_metrics(), self.curves)
 
 

@@ -49,7 +49,8 @@ from toolkit.evaluate.episodes import check_episodes, run_episodes
 from toolkit.errors import ToolkitError
 from toolkit.out_paths import ensure_out_dir
 from toolkit.engine.embed import embed_checkpoint
-from toolkit.engine.run_folder import RunFolder, write_json_atomic
+from toolkit.engine.run_folder import RunFolder
+from toolkit.io import write_json_atomic
 from toolkit.engine.weights_hash import weights_sha256
 from toolkit.data.split_check import check_evaluation
 from toolkit.data.split_record import record_of

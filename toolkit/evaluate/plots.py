@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from sklearn.manifold import TSNE
 from threadpoolctl import threadpool_limits
 
-from toolkit.engine.run_folder import atomic_path
+from toolkit.io import atomic_path
 from toolkit.errors import ToolkitError
 
 MAX_TICK_LABELS = 30  # beyond this class names overlap: hide them rather than print a smear

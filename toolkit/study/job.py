@@ -26,7 +26,8 @@ from toolkit.engine.checkpoint import Checkpoint
 from toolkit.config import Recipe, replace
 from toolkit.console import info, warn
 from toolkit.errors import Interrupted, NonFiniteLoss, ToolkitError
-from toolkit.engine.run_folder import RunFolder, read_metrics, recipe_text, write_text_atomic
+from toolkit.engine.run_folder import RunFolder, read_metrics, recipe_text
+from toolkit.io import write_text_atomic
 from toolkit.study.findings import Finding, findings
 from toolkit.study.outcome import VariantResult, judge_seeds
 from toolkit.study.report import print_summary, write_outputs
@@ -118,7 +119,7 @@ def _run_variant(variant: Variant, out_dir: Path, folder: str | None = None) -> 
     run_dir = out_dir / folder
     state = _read_run_file(run_dir)
     resume = None
-    if (run_dir / "checkpoint.pt").exists():
+    if RunFolder(run_dir).checkpoint.exists():
         resume = Checkpoint.load(run_dir)
         diffs = recipe_differences(resume.recipe_dict, variant.recipe)
         if diffs:

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.config import Recipe, load_recipe
-from toolkit.engine.run_folder import RunFolder, write_text_atomic
+from toolkit.engine.run_folder import RunFolder
+from toolkit.io import write_text_atomic
 from toolkit.study.findings import BATCH_TOLERANCE, Finding, findings
 from toolkit.study.outcome import COLLAPSED, VariantResult
 from toolkit.study.report import report_markdown

@@ -10,7 +10,8 @@ from typing import Any
 
 from toolkit.config import Recipe
 from toolkit.console import console
-from toolkit.engine.run_folder import RunFolder, atomic_path, write_text_atomic
+from toolkit.engine.run_folder import RunFolder
+from toolkit.io import atomic_path, write_text_atomic
 from toolkit.losses.simsiam import collapse_threshold
 from toolkit.study.findings import BATCH_TOLERANCE, Finding, runs
 from toolkit.study.outcome import LEARN_FRACTION, MIN_BASELINE_GAIN, RISE, VariantResult
