@@ -10,15 +10,15 @@ images would put a support image among its own queries, a query answered by itse
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
-from torch.utils.data import Sampler
 
+from toolkit.data.sampling import ClassBatchSampler
 from toolkit.errors import ToolkitError
 
 
-class EpisodeBatchSampler(Sampler[list[int]]):
+class EpisodeBatchSampler(ClassBatchSampler):
     """Yields ``way * (shot + query)`` indices per episode: class-major, ``shot`` support then ``query`` queries.
 
     Every rank builds the same global episode; the objective gives each rank its contiguous slice
@@ -29,7 +29,7 @@ class EpisodeBatchSampler(Sampler[list[int]]):
         way, shot, query: the episode's N, K and queries per class.
         episodes: episodes per epoch; default ceil(images of the usable classes / (way * (shot + query))),
             so an epoch sees about as many images as the data holds.
-        seed: base seed; episodes depend only on (seed, epoch) (call ``set_epoch``).
+        seed: base seed; episodes depend only on (seed, epoch) (call ``set_epoch``, see ``ClassBatchSampler``).
         world_size: processes sharing each episode; ``way`` must be divisible by it so every rank
             holds whole classes.
 
@@ -61,29 +61,15 @@ class EpisodeBatchSampler(Sampler[list[int]]):
             raise ToolkitError(
                 f"finetune.way={way}: only {len(usable)} of the {len(classes)} training classes have "
                 f"shot+query = {shot}+{query} = {needed} images; lower finetune.way, finetune.shot or finetune.query")
-        self._members = [np.flatnonzero(label_array == c) for c in usable]
-        self.way, self.shot, self.query, self.seed, self.world_size = way, shot, query, seed, world_size
+        self.way, self.shot, self.query, self.world_size = way, shot, query, world_size
         self.batch_size = way * needed
         usable_images = int(counts[counts >= needed].sum())
-        self.num_batches = episodes if episodes is not None else math.ceil(usable_images / self.batch_size)
-        self.epoch = 0
+        super().__init__([np.flatnonzero(label_array == c) for c in usable], way,
+                         episodes if episodes is not None else math.ceil(usable_images / self.batch_size), seed)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose episodes ``__iter__`` yields next."""
-        if epoch < 0:
-            raise ToolkitError(f"epoch must be >= 0, got {epoch}")
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.num_batches
-
-    def __iter__(self) -> Iterator[list[int]]:
-        rng = np.random.default_rng([self.seed, self.epoch])
-        needed = self.shot + self.query
-        for _ in range(self.num_batches):
-            chosen = rng.choice(len(self._members), self.way, replace=False)
-            # shot + query distinct images in random order: the first ``shot`` are the support
-            yield np.concatenate([rng.choice(self._members[c], needed, replace=False) for c in chosen]).tolist()
+    def _draw(self, rng: np.random.Generator, pool: np.ndarray) -> np.ndarray:
+        """shot + query distinct images of one class in random order: the first ``shot`` are the support."""
+        return rng.choice(pool, self.shot + self.query, replace=False)
 
     def describe_skipped(self) -> str | None:
         """The counted line for classes left out, or None when every class is used."""

@@ -9,6 +9,7 @@ P x K batches of Hermans et al. 2017 (Sec. 2).
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -19,7 +20,58 @@ from torch.utils.data import Sampler
 from toolkit.errors import ToolkitError
 
 
-class ClassBalancedBatchSampler(Sampler[list[int]]):
+class ClassBatchSampler(Sampler[list[int]], ABC):
+    """Batches of ``classes_per_batch`` classes drawn without replacement, indices drawn per class.
+
+    The shared frame of `ClassBalancedBatchSampler` and `EpisodeBatchSampler`
+    (``toolkit.data.episodic``): batches depend only on (seed, epoch), so call `set_epoch` before
+    each epoch, as with `DistributedSampler`; iterating twice in one epoch repeats the same batches.
+    A subclass says how one class's indices are drawn (`_draw`) and which part of the global batch
+    this process takes (`_local`, the whole batch by default).
+
+    Args:
+        pools: Dataset indices of each class that can be drawn.
+        classes_per_batch: Classes in each batch.
+        num_batches: Batches per epoch.
+        seed: Base seed.
+    """
+
+    def __init__(self, pools: list[np.ndarray], classes_per_batch: int, num_batches: int, seed: int) -> None:
+        self._pools = pools
+        self.classes_per_batch = classes_per_batch
+        self.num_batches = num_batches
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose batches `__iter__` yields next."""
+        if epoch < 0:
+            raise ToolkitError(f"epoch must be >= 0, got {epoch}")
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        """Batches per epoch (the same on every rank)."""
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        # SeedSequence mixes (seed, epoch) so nearby pairs give unrelated streams, identically
+        # on every rank and every platform.
+        rng = np.random.default_rng([self.seed, self.epoch])
+        for _ in range(self.num_batches):
+            chosen = rng.choice(len(self._pools), self.classes_per_batch, replace=False)
+            batch = np.concatenate([self._draw(rng, self._pools[c]) for c in chosen])
+            yield self._local(batch).tolist()
+
+    @abstractmethod
+    def _draw(self, rng: np.random.Generator, pool: np.ndarray) -> np.ndarray:
+        """The indices one chosen class contributes, contiguous in the batch."""
+
+    def _local(self, batch: np.ndarray) -> np.ndarray:
+        """This process's part of the global batch."""
+        return batch
+
+
+class ClassBalancedBatchSampler(ClassBatchSampler):
     """Yields batches of dataset indices with batch_size // m_per_class classes, M of each.
 
     Each batch draws its classes uniformly without replacement from all classes, so over an
@@ -27,10 +79,8 @@ class ClassBalancedBatchSampler(Sampler[list[int]]):
     - with at least M images, M distinct images are drawn (without replacement);
     - with fewer, every image is taken once and the rest of the M slots are drawn with
       replacement, so the batch holds repeated indices (augmentation makes the views differ).
-    A class's M indices are contiguous in the batch.
-
-    Batches depend only on (seed, epoch): call `set_epoch` before each epoch, as with
-    `DistributedSampler`; iterating twice in one epoch repeats the same batches.
+    A class's M indices are contiguous in the batch. Batches depend only on (seed, epoch)
+    (`ClassBatchSampler`).
 
     Distributed training: every rank builds the same global batch of `batch_size` indices
     and yields its own contiguous slice of batch_size // world_size. When that slice size is
@@ -68,44 +118,28 @@ class ClassBalancedBatchSampler(Sampler[list[int]]):
         # Indices of each class, in dataset order; stable sort keeps that order within a class.
         order = np.argsort(class_of_item, kind="stable")
         counts = np.bincount(class_of_item, minlength=len(classes))
-        self._indices_by_class = np.split(order, np.cumsum(counts)[:-1])
-        self.classes_per_batch = batch_size // m_per_class
-        if len(classes) < self.classes_per_batch:
+        classes_per_batch = batch_size // m_per_class
+        if len(classes) < classes_per_batch:
             raise ToolkitError(
                 f"the data has {len(classes)} classes but batch_size {batch_size} // "
-                f"m_per_class {m_per_class} needs {self.classes_per_batch} distinct classes "
+                f"m_per_class {m_per_class} needs {classes_per_batch} distinct classes "
                 f"per batch"
             )
+        super().__init__(
+            np.split(order, np.cumsum(counts)[:-1]),
+            classes_per_batch,
+            num_batches if num_batches is not None else math.ceil(len(label_array) / batch_size),
+            seed,
+        )
         self.m_per_class = m_per_class
         self.batch_size = batch_size
-        self.num_batches = (
-            num_batches if num_batches is not None else math.ceil(len(label_array) / batch_size)
-        )
-        self.seed = seed
         self.rank = rank
         self.world_size = world_size
-        self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose batches `__iter__` yields next."""
-        if epoch < 0:
-            raise ToolkitError(f"epoch must be >= 0, got {epoch}")
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        """Batches per epoch (the same on every rank)."""
-        return self.num_batches
-
-    def __iter__(self) -> Iterator[list[int]]:
-        # SeedSequence mixes (seed, epoch) so nearby pairs give unrelated streams, identically
-        # on every rank and every platform.
-        rng = np.random.default_rng([self.seed, self.epoch])
+    def _local(self, batch: np.ndarray) -> np.ndarray:
+        """This rank's contiguous slice of batch_size // world_size."""
         local_size = self.batch_size // self.world_size
-        start = self.rank * local_size
-        for _ in range(self.num_batches):
-            chosen = rng.choice(len(self._indices_by_class), self.classes_per_batch, replace=False)
-            batch = np.concatenate([self._draw(rng, self._indices_by_class[c]) for c in chosen])
-            yield batch[start : start + local_size].tolist()
+        return batch[self.rank * local_size : (self.rank + 1) * local_size]
 
     def _draw(self, rng: np.random.Generator, pool: np.ndarray) -> np.ndarray:
         """M indices of one class: distinct when it has M or more, else all plus repeats."""
