@@ -159,9 +159,12 @@ def _batch_size(results: list[VariantResult], by: dict[str, VariantResult]) -> F
                    f"(tolerance +-{BATCH_TOLERANCE:g})")
 
 
-def _no_collapse_and_lower(claim: str, source: str, variant: VariantResult, base: VariantResult,
-                           healthy: Callable[[VariantResult], bool], label: str) -> Finding:
-    """"Does not collapse" from every seed; "is less accurate than the baseline" from the paired kNN interval."""
+def _no_collapse_and_lower(claim: str, source: str, by: dict[str, VariantResult], base: VariantResult | None,
+                           name: str, healthy: Callable[[VariantResult], bool], label: str) -> Finding:
+    """"Variant ``name`` does not collapse" from every seed; "is less accurate than the baseline" from the paired kNN interval."""
+    variant = by.get(name)
+    if base is None or variant is None:
+        return Finding(claim, source, NOT_RUN, f"needs baseline and {name}")
     no_collapse = every_seed(variant, healthy)
     sign, diff = paired_difference(variant, base)
     if no_collapse is None:
@@ -178,19 +181,15 @@ def _no_collapse_and_lower(claim: str, source: str, variant: VariantResult, base
 
 def _batch_norm(by: dict[str, VariantResult], base: VariantResult | None) -> Finding:
     claim = "Batch norm helps optimisation but does not prevent collapse: without any BN the model still does not collapse"
-    source = "Sec. 4.4, Table 4"
-    none = by.get("bn_none")
-    if base is None or none is None:
-        return Finding(claim, source, NOT_RUN, "needs baseline and bn_none")
-    found = _no_collapse_and_lower(claim, source, none, base, lambda x: x.outcome in (TRAINS, FAILS_TO_LEARN), "baseline")
+    found = _no_collapse_and_lower(claim, "Sec. 4.4, Table 4", by, base, "bn_none",
+                                   lambda x: x.outcome in (TRAINS, FAILS_TO_LEARN), "baseline")
     others = "; ".join(f"{n}: {by[n].outcome}, kNN {knn_text(by[n])}" for n in ("bn_hidden", "bn_all") if n in by)
-    found.evidence += f"; {others}" if others else ""
+    if found.verdict != NOT_RUN and others:
+        found.evidence += f"; {others}"
     return found
 
 
 def _symmetrisation(by: dict[str, VariantResult], base: VariantResult | None) -> Finding:
-    claim, source = "Symmetrisation helps accuracy but is not needed to avoid collapse", "Sec. 4.6, Table 5"
-    asym = by.get("asymmetric")
-    if base is None or asym is None:
-        return Finding(claim, source, NOT_RUN, "needs baseline and asymmetric")
-    return _no_collapse_and_lower(claim, source, asym, base, lambda x: x.outcome not in (COLLAPSED, DIVERGED), "symmetric")
+    claim = "Symmetrisation helps accuracy but is not needed to avoid collapse"
+    return _no_collapse_and_lower(claim, "Sec. 4.6, Table 5", by, base, "asymmetric",
+                                  lambda x: x.outcome not in (COLLAPSED, DIVERGED), "symmetric")
