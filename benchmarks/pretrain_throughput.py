@@ -12,6 +12,12 @@ toolkit's step reaches (model FLOPs counted with torch's FlopCounterMode).
 
     python benchmarks/pretrain_throughput.py --data ~/.cache/toolkit-data/cifar10
 
+``--mode ab`` measures instead, for any recipe, the whole ``toolkit pretrain`` step (loading and
+augmentation included) against the bare step of the same model on ready tensors
+(``benchmarks/pretrain_ab.py``):
+
+    python benchmarks/pretrain_throughput.py --mode ab --recipe digits
+
 Prints one JSON object.
 """
 
@@ -32,6 +38,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 # ----------------------------------------------------------------------------- the two sides
@@ -45,7 +52,7 @@ def _toolkit_side(args: argparse.Namespace) -> tuple[Any, Any]:
     from toolkit.engine.run_folder import RunFolder
 
     recipe = load_recipe("cifar10_resnet18", {
-        "data.path": str(Path(args.data) / "train"), "data.train_limit": args.images, "data.test_fraction": 0.0,
+        "data.path": str(Path(args.data) / "train"), "data.train_limit": args.images or 5000, "data.test_fraction": 0.0,
         "train.batch_size": args.batch, "train.workers": args.workers, "train.device": args.device,
         "train.epochs": 10, "optim.warmup_epochs": 0.0})
     env = init_distributed(recipe.train.device)
@@ -114,7 +121,7 @@ def _official_side(args: argparse.Namespace) -> tuple[Any, Any]:
         T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
         T.RandomGrayscale(p=0.2), T.RandomHorizontalFlip(), T.ToTensor(), normalize])
     dataset = datasets.ImageFolder(str(Path(args.data) / "train"), TwoCropsTransform(augmentation))
-    subset = torch.utils.data.Subset(dataset, torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:args.images].tolist())
+    subset = torch.utils.data.Subset(dataset, torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:args.images or 5000].tolist())
     loader = torch.utils.data.DataLoader(subset, batch_size=args.batch, shuffle=True, num_workers=args.workers,
                                          drop_last=True, persistent_workers=args.workers > 0)
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -208,17 +215,27 @@ def _receive(side: dict[str, Any]) -> Any:
     return side["conn"].recv()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    import pretrain_ab
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="CIFAR-10 folder with train/<class>/*.jpg")
+    parser.add_argument("--mode", choices=("official", "ab"), default="official",
+                        help="official: toolkit vs the official SimSiam step (CIFAR); ab: whole step vs bare step, any recipe")
+    parser.add_argument("--data", help="official: CIFAR-10 folder with train/<class>/*.jpg; ab: overrides data.path")
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--images", type=int, default=5000, help="training images decoded (a subset keeps start-up short)")
+    parser.add_argument("--images", type=int, help="training images decoded (a subset keeps start-up short; official: 5000)")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--steps", type=int, default=4, help="steps per round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
+    pretrain_ab.add_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.mode == "ab":
+        pretrain_ab.run(args)
+        return
+    if not args.data:
+        parser.error("--mode official needs --data")
 
     ctx = mp.get_context("spawn")
     sides: dict[str, Any] = {}

@@ -7,12 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from toolkit.config import Recipe
 from toolkit.console import info, warn
 from toolkit.data.augment import view_transform
-from toolkit.data.loaders import Plan, TwoViewDataset, shuffled_plan
+from toolkit.data.batch_augment import BatchViews
+from toolkit.data.loaders import KeyedImages, Plan, TwoViewDataset, shuffled_plan
 from toolkit.data.preprocess import Normalizer
 from toolkit.data.split_check import check_same_split
 from toolkit.data.split_record import record_of
@@ -47,18 +49,28 @@ class SimSiamObjective(Objective):
         self.model = SimSiam(recipe.model, in_channels=recipe.data.channels)
         self.embedding_dim = self.model.feat_dim
         self.transform = view_transform(recipe.augment, recipe.data.image_size, recipe.data.channels)
+        self.batch_views = (BatchViews(recipe.augment, recipe.data.image_size, recipe.data.channels)
+                            if recipe.data.batch_augment else None)  # views of whole batches on the device
         self.monitor_split: str | None = None  # "val" or "test": the kNN monitor's queries (None: off)
 
-    def dataset(self) -> TwoViewDataset:
-        return TwoViewDataset(self.store, self.transform)
+    def dataset(self) -> TwoViewDataset | KeyedImages:
+        return TwoViewDataset(self.store, self.transform) if self.batch_views is None else KeyedImages(self.store)
 
     def plan(self, epoch: int) -> Plan:
         s = self.settings
         return shuffled_plan(len(self.store), s.batch_size, s.seed, epoch, self.env.rank, self.env.world_size)
 
+    def inputs(self, batch: Any, normalizer: Normalizer) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two normalised views of a loader batch on the training device (made there with ``data.batch_augment``)."""
+        if self.batch_views is None:
+            x1, x2, _ = batch
+            return normalizer(x1), normalizer(x2)
+        images, seeds, _ = batch
+        v1, v2 = self.batch_views.two_views(images.to(normalizer.device, non_blocking=True), seeds)
+        return normalizer(v1), normalizer(v2)
+
     def step(self, model: nn.Module, batch: Any, normalizer: Normalizer) -> StepOutput:
-        x1, x2, _ = batch
-        out = model(normalizer(x1), normalizer(x2))
+        out = model(*self.inputs(batch, normalizer))
         loss = simsiam_loss(out.p1, out.p2, out.z1, out.z2, symmetric=self.recipe.model.symmetric)
         return StepOutput(loss, {"z_std": z_std(out.z1.detach())})
 

@@ -15,10 +15,11 @@ from tests.helpers import cli_env, run_cli, toolkit_cmd, write_tiny_recipe
 from tests.tiny_runs import tiny_recipe
 from toolkit.engine.checkpoint import Checkpoint
 
-# What each covered command runs: pretraining, and prototypical fine-tuning whose cosine loss has a
+# What each covered command runs: pretraining (per-image and whole-batch augmentation), and prototypical fine-tuning whose cosine loss has a
 # learned scale (trained beside the model: it must be saved and restored too).
 COMMANDS = {
     "pretrain": ["pretrain"],
+    "pretrain_batch_augment": ["pretrain", "--set", "data.batch_augment=true"],  # views made per batch, on the device
     "proto": ["finetune", "--loss", "proto", "--init", "none", "--set", "finetune.proto_distance=cosine",
               "--set", "finetune.way=4", "--set", "finetune.shot=1", "--set", "finetune.query=2",
               "--set", "finetune.epochs=3"],

@@ -9,6 +9,7 @@ whether the run was interrupted and resumed: a resumed run replays exactly the s
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -92,8 +93,44 @@ class OneViewDataset(TwoViewDataset):
         return self.transform(self.images[index]), self.labels[index]
 
 
+def keep_batch(batch: Any) -> Any:
+    """The collate function of a dataset that fetches whole batches: the batch as fetched."""
+    return batch
+
+
+class KeyedImages(Dataset):
+    """A batch's cached uint8 images, augmentation seeds and labels, fetched at once (``data.batch_augment``).
+
+    ``__getitems__`` serves the DataLoader a whole batch with one index operation; the views are
+    made on the training device by ``toolkit.data.batch_augment.BatchViews`` from the seeds.
+    """
+
+    collate = staticmethod(keep_batch)
+
+    def __init__(self, store: ImageStore) -> None:
+        self.images = store.images
+        self.labels = torch.as_tensor(store.labels if store.labels is not None else np.full(len(store), -1))
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __getitems__(self, keys: Sequence[Key]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, C, S, S) uint8 images, (B,) int64 seeds and (B,) labels of ``keys``."""
+        index = torch.tensor([k[0] for k in keys], dtype=torch.int64)
+        seeds = torch.tensor([k[1] for k in keys], dtype=torch.int64)
+        if isinstance(self.images, torch.Tensor):
+            images = self.images[index]
+        else:  # LazyImages: decoded per image
+            images = torch.stack([self.images[int(i)] for i in index])
+        return images, seeds, self.labels[index]
+
+
 def make_loader(dataset: Dataset, sampler: PlanSampler, workers: int, pin_memory: bool) -> DataLoader:
-    """A DataLoader over ``sampler``'s plan; workers persist across epochs."""
+    """A DataLoader over ``sampler``'s plan; workers persist across epochs.
+
+    A dataset that fetches whole batches names its collate function in ``collate``.
+    """
     return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, pin_memory=pin_memory,
+                      collate_fn=getattr(dataset, "collate", None),
                       persistent_workers=workers > 0, worker_init_fn=worker_init_fn(single_thread=True) if workers > 0 else None,
                       prefetch_factor=4 if workers > 0 else None)
