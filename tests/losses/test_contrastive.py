@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from tests.losses.loops import LOOP_DISTANCES
 from toolkit.errors import ToolkitError
 from toolkit.losses.contrastive import ContrastiveLoss
 from toolkit.losses.distances import CosineDistance, get_distance
@@ -13,18 +14,6 @@ from toolkit.losses.mining import AllPairs, BalancedPairs, balanced_pairs, pair_
 
 DTYPES = [torch.float32, torch.float64]
 TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-12}
-
-
-def euclidean(u: list[float], v: list[float]) -> float:
-    return math.sqrt(sum((a - b) ** 2 for a, b in zip(u, v)))
-
-
-def cosine(u: list[float], v: list[float]) -> float:
-    dot = sum(a * b for a, b in zip(u, v))
-    return 1.0 - dot / (math.sqrt(sum(a * a for a in u)) * math.sqrt(sum(b * b for b in v)))
-
-
-LOOP_DISTANCES = {"euclidean": euclidean, "cosine": cosine}
 
 
 def loop_contrastive(

@@ -1,7 +1,6 @@
 """Triplet loss against brute-force loops and against pytorch-metric-learning."""
 
 import itertools
-import math
 
 import pytest
 import torch
@@ -10,6 +9,7 @@ from pytorch_metric_learning import losses as pml_losses
 from pytorch_metric_learning import miners as pml_miners
 from pytorch_metric_learning import reducers as pml_reducers
 
+from tests.losses.loops import LOOP_DISTANCES
 from toolkit.errors import ToolkitError
 from toolkit.losses.distances import CosineDistance, EuclideanDistance, get_distance
 from toolkit.losses.mining import AllTriplets, HardTriplets, SemihardTriplets, batch_hard, semihard, triplet_miner
@@ -23,18 +23,6 @@ MINING = ["all", "hard", "semihard"]
 def triplet_loss(margin: float = 0.2, distance: str = "euclidean", mining: str = "all") -> TripletLoss:
     """The loss as ``finetune`` builds it from recipe names."""
     return TripletLoss(margin=margin, distance=get_distance(distance), miner=triplet_miner(mining))
-
-
-def euclidean(u: list[float], v: list[float]) -> float:
-    return math.sqrt(sum((a - b) ** 2 for a, b in zip(u, v)))
-
-
-def cosine(u: list[float], v: list[float]) -> float:
-    dot = sum(a * b for a, b in zip(u, v))
-    return 1.0 - dot / (math.sqrt(sum(a * a for a in u)) * math.sqrt(sum(b * b for b in v)))
-
-
-LOOP_DISTANCES = {"euclidean": euclidean, "cosine": cosine}
 
 
 def loop_triplet(
