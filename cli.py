@@ -5,11 +5,16 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
+from scoring import commands as scoring_commands
+from scoring.commands import ThreadsOpt
 from toolkit.errors import ToolkitError
+
+if TYPE_CHECKING:
+    from toolkit.engine.run_start import RunStart
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="SimSiam pretraining, metric fine-tuning, evaluation, export and similarity scoring.")
@@ -62,16 +67,23 @@ def pretrain(
     nproc: NprocOpt = 1,
 ) -> None:
     """Pretrain an encoder with SimSiam (two views, predictor, stop-gradient)."""
-    from toolkit.engine.distributed import launch_local_processes
-    from toolkit.engine.run_start import start_run
     from toolkit.pretrain import pretrain as run_pretrain
 
-    if nproc < 1:
-        raise ToolkitError(f"--nproc {nproc}: must be 1 or more")
     shortcuts = {"train.epochs": epochs, "data.path": data, "train.device": device}
-    start = start_run("pretrain", recipe, shortcuts, set_ or [], out, resume)
-    launch_local_processes(nproc, __file__, start.run_dir, resuming=resume is not None)
+    start = _start_training("pretrain", recipe, shortcuts, set_, out, resume, nproc)
     run_pretrain(start.recipe, start.run_dir, resume=start.resume)
+
+
+def _start_training(kind: str, recipe: str | None, shortcuts: dict[str, Any], set_: list[str] | None, out: Path | None,
+                    resume: Path | None, nproc: int, run_name: str = "{name}") -> RunStart:
+    """``--nproc`` checked, the run folder resolved (``start_run``), then N > 1 processes launched under torchrun."""
+    from toolkit.engine.distributed import check_nproc, launch_local_processes
+    from toolkit.engine.run_start import start_run
+
+    check_nproc(nproc)
+    start = start_run(kind, recipe, shortcuts, set_ or [], out, resume, run_name=run_name)
+    launch_local_processes(nproc, __file__, start.run_dir, resuming=resume is not None)
+    return start
 
 
 # --- finetune / evaluate (issue 5) ---
@@ -103,15 +115,12 @@ def finetune(
         "this split (refused otherwise); the checkpoint and eval.json record it.")] = False,
 ) -> None:
     """Fine-tune the twin encoder with a contrastive, triplet or prototypical loss on labelled images."""
-    from toolkit.engine.distributed import launch_local_processes
-    from toolkit.engine.run_start import start_run
     from toolkit.finetune import finetune as run_finetune
 
     shortcuts = {"finetune.loss": loss, "finetune.init": init, "finetune.epochs": epochs, "data.path": data,
                  "train.device": device, "finetune.refit": refit, "finetune.aux": aux, "finetune.aux_weight": aux_weight,
                  "finetune.features": features}
-    start = start_run("finetune", recipe, shortcuts, set_ or [], out, resume, run_name="{name}-finetune-{loss}")
-    launch_local_processes(nproc, __file__, start.run_dir, resuming=resume is not None)
+    start = _start_training("finetune", recipe, shortcuts, set_, out, resume, nproc, run_name="{name}-finetune-{loss}")
     run_finetune(start.recipe, start.run_dir, resume=start.resume, allow_seen_pretraining=allow_seen_pretraining)
 
 
@@ -143,23 +152,7 @@ def evaluate(
                      sets=set_ or [], device=device, seed=seed, far=far)
 
 
-# --- export / embed / score (issue 3) ---
-
-ModelArg = Annotated[str, typer.Argument(help="Checkpoint (.pt or run folder), .onnx, or TensorRT .engine.")]
-BackendOpt = Annotated[Optional[str], typer.Option("--backend", help="torch, onnx, openvino or tensorrt (default: the fastest "
-                                                  "measured for MODEL here: openvino for an .onnx on a bf16 CPU, else by suffix).")]
-BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per model call.")]
-WorkersOpt = Annotated[Optional[int], typer.Option("--workers", help="Image decoding processes (default: cores - 1; 0 = none).")]
-ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads of the model (default: all cores).")]
-StrictOpt = Annotated[bool, typer.Option("--strict", help="Exit 1 when any image fails (the output is still written).")]
-EngineOpt = Annotated[str, typer.Option("--engine", help="local (this machine) or ray (a Ray cluster; pip install -e '.\\[ray]').")]
-AddressOpt = Annotated[str, typer.Option("--address", help="With --engine ray: the cluster address; auto = the cluster this "
-                                         "machine belongs to, or a local one started for the job.")]
-ReplicasOpt = Annotated[Optional[int], typer.Option("--replicas", help="With --engine ray: model replicas (default: one "
-                                                    "per CPU, or per --gpus-per-replica GPUs, of the cluster).")]
-GpusOpt = Annotated[float, typer.Option("--gpus-per-replica", help="With --engine ray: GPUs per replica (0 = CPU).")]
-ForceOpt = Annotated[bool, typer.Option("--force", help="Replace output files that exist (--out, --html).")]
-
+# --- export (issue 3) ---
 
 @app.command()
 @user_errors
@@ -193,123 +186,15 @@ def export(
                       allow_test_thresholds=allow_test_thresholds))
 
 
-@app.command()
-@user_errors
-def embed(
-    model: ModelArg,
-    images: Annotated[Path, typer.Argument(help="Image folder, CSV with a path column, or .txt list.")],
-    out: Annotated[Path, typer.Option("--out", help="Output .npz (arrays embeddings, paths).")] = Path("embeddings.npz"),
-    backend: BackendOpt = None,
-    batch_size: BatchOpt = 64,
-    workers: WorkersOpt = None,
-    threads: ThreadsOpt = None,
-    strict: StrictOpt = False,
-    engine: EngineOpt = "local",
-    address: AddressOpt = "auto",
-    replicas: ReplicasOpt = None,
-    gpus_per_replica: GpusOpt = 0.0,
-    force: ForceOpt = False,
-) -> None:
-    """Embed images with a checkpoint, an ONNX model or a TensorRT engine."""
-    from scoring.jobs import Settings, embed_images
-
-    embed_images(model, images, out, Settings(backend, batch_size, workers, threads, strict, engine=engine,
-                                              address=address, replicas=replicas, gpus_per_replica=gpus_per_replica),
-                 force=force)
-
-
-@app.command()
-@user_errors
-def score(
-    model: ModelArg,
-    pairs: Annotated[Optional[Path], typer.Option("--pairs", help="CSV image_a,image_b[,label]: score each pair.")] = None,
-    query: Annotated[Optional[Path], typer.Option("--query", help="Query images (folder, CSV, list).")] = None,
-    gallery: Annotated[Optional[Path], typer.Option("--gallery", help="Gallery images: top-k matches per query.")] = None,
-    support: Annotated[Optional[Path], typer.Option("--support", help="Folder of class folders: classify queries.")] = None,
-    index: Annotated[Optional[Path], typer.Option("--index", help="Index folder (toolkit index build): top-k matches per query.")] = None,
-    top_k: Annotated[int, typer.Option("--top-k", help="Matches per query (with --gallery or --index).")] = 5,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Output CSV (default scores.csv, matches.csv or predictions.csv).")] = None,
-    threshold: Annotated[Optional[float], typer.Option("--threshold", help="Cosine for same / unknown (default: the model's).")] = None,
-    backend: BackendOpt = None,
-    batch_size: BatchOpt = 64,
-    workers: WorkersOpt = None,
-    threads: ThreadsOpt = None,
-    strict: StrictOpt = False,
-    device: Annotated[str, typer.Option("--device", help="Where the faiss index searches (with --index): cpu or cuda.")] = "cpu",
-    html: Annotated[Optional[Path], typer.Option("--html", help="Also write a self-contained HTML report (gallery, index, support).")] = None,
-    engine: EngineOpt = "local",
-    address: AddressOpt = "auto",
-    replicas: ReplicasOpt = None,
-    gpus_per_replica: GpusOpt = 0.0,
-    force: ForceOpt = False,
-) -> None:
-    """Score image pairs, rank a gallery (or an index) per query, or classify queries by a support set."""
-    from scoring.jobs import Settings, score_images
-
-    settings = Settings(backend, batch_size, workers, threads, strict, engine=engine, address=address,
-                        replicas=replicas, gpus_per_replica=gpus_per_replica)
-    score_images(model, pairs=pairs, query=query, gallery=gallery, support=support, top_k=top_k, out=out,
-                 threshold=threshold, settings=settings,
-                 index=index, device=device, html=html, force=force)
-
-
-# --- index (issue 12) ---
+# --- embed / score / index (issues 3, 12): scoring's commands, declared in scoring/commands.py ---
+app.command()(user_errors(scoring_commands.embed))
+app.command()(user_errors(scoring_commands.score))
 index_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                         help="A faiss index over a sharded embedding store, for galleries of millions.")
 app.add_typer(index_app, name="index")
-
-
-@index_app.command("build")
-@user_errors
-def index_build(
-    model: ModelArg,
-    gallery: Annotated[Path, typer.Argument(help="Gallery images: folder, CSV with a path column, or .txt list.")],
-    out: Annotated[Path, typer.Option("--out", help="Index folder (a killed build resumes with the same command).")],
-    kind: Annotated[str, typer.Option("--kind", help="flat (exact), ivf, hnsw or ivfpq.")] = "flat",
-    nprobe: Annotated[Optional[int], typer.Option("--nprobe", help="IVF cells searched per query (ivf, ivfpq).")] = None,
-    shard_size: Annotated[int, typer.Option("--shard-size", help="Images per embedding shard.")] = 50_000,
-    device: Annotated[str, typer.Option("--device", help="Where the recall check searches: cpu or cuda.")] = "cpu",
-    backend: BackendOpt = None,
-    batch_size: BatchOpt = 64,
-    workers: WorkersOpt = None,
-    threads: ThreadsOpt = None,
-    engine: EngineOpt = "local",
-    address: AddressOpt = "auto",
-    replicas: ReplicasOpt = None,
-    gpus_per_replica: GpusOpt = 0.0,
-) -> None:
-    """Embed a gallery once into shards and build a faiss index; prints build time, memory and recall@10."""
-    from scoring.index.run import index_build as run_build
-    from scoring.jobs import Settings
-
-    run_build(model, gallery, out, kind=kind, nprobe=nprobe, shard_size=shard_size, device=device,
-              settings=Settings(backend, batch_size, workers, threads, engine=engine, address=address,
-                                replicas=replicas, gpus_per_replica=gpus_per_replica))
-
-
-@index_app.command("add")
-@user_errors
-def index_add(
-    folder: Annotated[Path, typer.Argument(help="Index folder from toolkit index build.")],
-    images: Annotated[Path, typer.Argument(help="More images: folder, CSV with a path column, or .txt list.")],
-    batch_size: BatchOpt = 64,
-    workers: WorkersOpt = None,
-    threads: ThreadsOpt = None,
-) -> None:
-    """Embed more images with the index's own model and append them to the index."""
-    from scoring.index.run import index_add as run_add
-    from scoring.jobs import Settings
-
-    run_add(folder, images, Settings(None, batch_size, workers, threads))
-
-
-@index_app.command("info")
-@user_errors
-def index_info(folder: Annotated[Path, typer.Argument(help="Index folder from toolkit index build.")]) -> None:
-    """Print what an index holds: kind, vectors, shards, memory, recall, model fingerprint."""
-    from scoring.index.job import print_info
-
-    print_info(folder)
+index_app.command("build")(user_errors(scoring_commands.index_build))
+index_app.command("add")(user_errors(scoring_commands.index_add))
+index_app.command("info")(user_errors(scoring_commands.index_info))
 
 
 # --- study (issue 4) ---

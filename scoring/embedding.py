@@ -1,20 +1,12 @@
-"""How ``toolkit embed``, ``score`` and ``index`` run a model: their settings, the model opened on this
-machine (or the Ray engine's replicas), and the ``embed_paths`` callable that times the embedding stage."""
+"""How ``toolkit embed``, ``score`` and ``index`` run a model: the engine settings, and the backend picked
+when ``--backend`` is not given. ``scoring.session`` opens the model with them."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from exporters.model_files import resolve_model
-from exporters.runtime import Backend, open_backend
-from scoring.images import default_workers, embedder
-from toolkit.console import console
-from toolkit.console import info as say
 from toolkit.errors import ToolkitError
 
 ENGINES = ("local", "ray")
@@ -72,51 +64,3 @@ def default_backend(model: str | Path) -> tuple[str, str]:
     if not openvino_available():
         return "onnx", "default without openvino; pip install -e '.[openvino]' for the faster OpenVINO bf16"
     return "openvino", "default for an ONNX model on a CPU with native bf16"
-
-
-def open_embedder(model: str | Path, settings: Settings) -> Backend | Any:
-    """The local backend, opened; with ``--engine ray`` the Ray embedder (the model opens in its replicas).
-
-    Without ``--backend`` the local backend is ``default_backend``'s choice; the line printed says which.
-    """
-    settings.check()
-    if settings.engine == "ray":
-        from scoring.ray_cluster import RayOptions
-        from scoring.ray_engine import RayEmbedder
-
-        options = RayOptions(settings.address, settings.replicas, settings.gpus_per_replica)
-        # The replicas use the backend this machine would: Ray and local rows agree (a cluster of other
-        # machines can pass --backend).
-        backend = settings.backend or default_backend(model)[0]
-        return RayEmbedder(model, backend=backend, batch_size=settings.batch_size, threads=settings.threads,
-                           options=options, progress=settings.progress and console.is_terminal)
-    if settings.backend:
-        kind, why = settings.backend, f"--backend {settings.backend}"
-    else:
-        kind, why = default_backend(model)
-        why += "; --backend overrides"
-    backend = open_backend(model, kind, threads=settings.threads)
-    say(f"model {backend.source} on {backend.description} (backend {backend.name}: {why})")
-    return backend
-
-
-class TimedEmbedder:
-    """The ``embed_paths`` callable of ``scoring.score``, timing the embedding stage.
-
-    ``backend`` is an opened local backend, or a ``scoring.ray_engine.RayEmbedder`` (which
-    embeds on a Ray cluster); both carry the model's metadata as ``info``.
-    """
-
-    def __init__(self, backend: Backend | Any, settings: Settings) -> None:
-        if settings.engine == "ray":
-            self.embed = backend
-        else:
-            workers = default_workers() if settings.workers is None else settings.workers
-            self.embed = embedder(backend, batch_size=settings.batch_size, workers=workers, progress=settings.progress)
-        self.seconds = 0.0
-
-    def __call__(self, paths: list[str]) -> tuple[np.ndarray, list[str], dict[str, str]]:
-        start = time.perf_counter()
-        result = self.embed(paths)
-        self.seconds += time.perf_counter() - start
-        return result

@@ -1,4 +1,6 @@
-"""Lists of images for `toolkit embed` / `toolkit score`, and embedding each distinct image once.
+"""Image sets of `toolkit score` (support folders, distinct gallery files), and embedding each distinct image once.
+
+Reading an image list (folder, CSV, .txt) is ``toolkit.data.image_files.read_image_list``.
 
 ``embed_unique`` is the only place the scoring modes call the model: it hands the distinct
 paths to an ``embed_paths(paths) -> (embeddings [len(ok_paths), D], ok_paths, errors {path:
@@ -8,20 +10,18 @@ one-line reason})`` callable (``scoring.images.embedder`` in the CLI, a fake in 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from scoring.csv_out import one_line
 from toolkit.metrics.similarity import l2_normalise
-from toolkit.data.image_files import images_under, is_uri, read_image_list, resolve
+from toolkit.data.image_files import images_under, is_uri
 from toolkit.data.sources import IMAGE_EXTENSIONS
 from toolkit.data.walk import report_skipped
 from toolkit.errors import ToolkitError
-
-__all__ = ["EmbedPaths", "SupportSet", "canonical", "distinct_files", "embed_unique", "images_under", "is_uri",
-           "read_image_list", "read_support_folder", "resolve"]
 
 EmbedPaths = Callable[[list[str]], tuple[np.ndarray, list[str], dict[str, str]]]
 NON_FINITE = "non-finite embedding (NaN or inf): the model's weights or outputs are broken"
@@ -133,3 +133,9 @@ def embed_unique(
     row_of = {p: i for i, p in enumerate(ok_paths)}
     failed = {p: errors.get(p, "not embedded (no reason given)") for p in unique if p not in row_of}
     return l2_normalise(embeddings), row_of, failed
+
+
+def first_failure(paths: Sequence[str], failed: dict[str, str]) -> str:
+    """``path: reason`` of the first of ``paths`` in ``failed`` (``embed_unique``'s), for a "none could be read" error."""
+    first = next(p for p in paths if p in failed)
+    return f"{first}: {one_line(failed[first])}"

@@ -23,9 +23,10 @@ from typing import TextIO
 import numpy as np
 
 from scoring.csv_out import one_line, write_atomic
-from scoring.image_lists import EmbedPaths, embed_unique, resolve
-from scoring.pairs_csv import _has_quotes, _no_cyclic_gc, _open_rows, _read_ids, read_pairs_header
+from scoring.image_lists import EmbedPaths, embed_unique
+from scoring.pairs_csv import has_quotes, no_cyclic_gc, open_rows, read_ids, read_pairs_header
 from toolkit.data.csv_files import open_csv
+from toolkit.data.image_files import resolve
 from toolkit.metrics.similarity import PAIR_CHUNK, PAIR_CHUNK_BYTES, pair_scores
 from toolkit.errors import ToolkitError
 from toolkit.metrics.verification import verification_metrics
@@ -95,9 +96,9 @@ def score_pairs(
     """
     pairs_csv, output_csv = Path(pairs_csv), Path(output_csv)
     read_pairs_header(pairs_csv)
-    quoted = _has_quotes(pairs_csv)
-    with _no_cyclic_gc():
-        header, ids, ids_a, ids_b, labels = _read_ids(pairs_csv, quoted)
+    quoted = has_quotes(pairs_csv)
+    with no_cyclic_gc():
+        header, ids, ids_a, ids_b, labels = read_ids(pairs_csv, quoted)
     cells = list(ids)
     resolved = [resolve(c, pairs_csv.parent) if c else "" for c in cells]
     embeddings, row_of, failed = embed_unique((p for p in resolved if p), embed_paths)
@@ -124,7 +125,7 @@ def score_pairs(
         csv.writer(out).writerow(out_header)
         return _write_rows(out, pairs_csv, quoted, len(header), keep, scores, scores >= threshold, errors)
 
-    with _no_cyclic_gc():
+    with no_cyclic_gc():
         written = write_atomic(output_csv, fill)
     label_arr = None if labels is None else np.frombuffer(labels, dtype=np.int8)
     return PairScoreResult(
@@ -146,7 +147,7 @@ def _write_rows(out: TextIO, path: Path, quoted: bool, width: int, keep: list[in
     writer = csv.writer(out)
     start = 0
     with open_csv(path) as f:
-        _, blocks = _open_rows(f, quoted, lines=True)
+        _, blocks = open_rows(f, quoted, lines=True)
         for block in blocks:
             stop = start + len(block)
             if stop > n:

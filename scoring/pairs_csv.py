@@ -1,7 +1,9 @@
 """Reading the pairs CSV of `toolkit score --pairs`: its header, and its rows as interned image ids, in blocks.
 
-Split from ``scoring.pairs`` (which scores and writes): see there for why a file without
-quotes is read as plain comma-split lines.
+The reader's API, used by ``scoring.pairs`` (which scores and writes): ``read_pairs_header``,
+``has_quotes``, ``read_ids`` (pass 1), ``open_rows`` (pass 2 reads the rows again) and
+``no_cyclic_gc``. See ``scoring.pairs`` for why a file without quotes is read as plain
+comma-split lines.
 """
 
 from __future__ import annotations
@@ -23,10 +25,10 @@ from toolkit.errors import ToolkitError
 _LABELS = {"1": 1, "true": 1, "0": 0, "false": 0, "": -1}
 # Every character that can start a blank line (a comma or any whitespace ``str.strip`` removes);
 # a line starting with anything else is not blank. "" (an empty line) is "in" it too.
-_BLANK_START = ",\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+BLANK_START = ",\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
 
 
-class _Ids(dict):
+class CellIds(dict):
     """Distinct cell -> id in first-seen order; ``ids[cell]`` assigns the next id to a new cell."""
 
     def __missing__(self, key: str) -> int:
@@ -35,7 +37,7 @@ class _Ids(dict):
 
 
 @contextlib.contextmanager
-def _no_cyclic_gc() -> Iterator[None]:
+def no_cyclic_gc() -> Iterator[None]:
     """Pauses the cyclic garbage collector while millions of row lists are made and dropped.
 
     Rows hold only strings, so they form no reference cycles; with the collector on, its
@@ -78,12 +80,13 @@ def read_pairs_header(path: str | Path) -> list[str]:
         return _check_header(path, next(csv.reader(f), None))
 
 
-def _has_quotes(path: Path) -> bool:
+def has_quotes(path: Path) -> bool:
+    """Whether the file holds any double quote: then both passes parse with the csv module (``open_rows``)."""
     with open(path, "rb") as f:
         return any(b'"' in chunk for chunk in iter(lambda: f.read(2**24), b""))
 
 
-def _open_rows(f: TextIO, quoted: bool, lines: bool = False) -> tuple[list[str] | None, Iterator[list]]:
+def open_rows(f: TextIO, quoted: bool, lines: bool = False) -> tuple[list[str] | None, Iterator[list]]:
     """The header row of ``f`` and its data rows in blocks (see ``_blocks``).
 
     With ``quoted`` the csv module parses; otherwise each line is a record and is split on
@@ -128,12 +131,12 @@ def _line_of(path: Path, data_row: int) -> int:
     return -1
 
 
-def _read_ids(path: Path, quoted: bool) -> tuple[list[str], _Ids, array, array, array | None]:
+def read_ids(path: Path, quoted: bool) -> tuple[list[str], CellIds, array, array, array | None]:
     """Pass 1: the header, the distinct cells, per-row cell ids of image_a / image_b, and labels."""
-    ids, ids_a, ids_b = _Ids(), array("q"), array("q")
+    ids, ids_a, ids_b = CellIds(), array("q"), array("q")
     labels: array | None = None
     with open_csv(path) as f:
-        first, blocks = _open_rows(f, quoted)
+        first, blocks = open_rows(f, quoted)
         header = _check_header(path, first)
         col_a, col_b = header.index("image_a"), header.index("image_b")
         col_label = header.index("label") if "label" in header else None
@@ -159,6 +162,6 @@ def _line_blocks(f: TextIO) -> Iterator[list[str]]:
     while block := list(islice(f, BLOCK_ROWS)):
         lines = list(map(str.rstrip, block, repeat("\r\n")))
         # A line that starts with a cell character is not blank; only the rest need the full check.
-        kept = [line for line in lines if line[:1] not in _BLANK_START or line.replace(",", "").strip()]
+        kept = [line for line in lines if line[:1] not in BLANK_START or line.replace(",", "").strip()]
         if kept:
             yield kept

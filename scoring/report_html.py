@@ -3,7 +3,7 @@
 The page is built from the CSV the score command wrote (so its figures are the CSV's): per
 query its image and its matches with scores, thumbnails inlined as base64 data URIs (no file
 beside the page), each match green (same label) or red (different) when labels are known,
-queries whose first match is wrong first, and a summary at the top (``scoring.retrieval_metrics``).
+queries whose first match is wrong first, and a summary at the top (``toolkit.metrics.retrieval``).
 A small inline script marks every thumbnail that decoded (``data-loaded``), for checks in a browser.
 """
 
@@ -20,7 +20,7 @@ from PIL import Image
 
 from scoring.csv_out import write_atomic
 from scoring.image_lists import SupportSet
-from scoring.retrieval_metrics import Match, QueryResult, Summary, label_of, summarise
+from toolkit.metrics.retrieval import Match, QueryResult, Summary, label_of, summarise
 
 THUMB_SIDE = 96
 MAX_QUERIES = 1000  # queries drawn on the page (wrong ones first); the summary counts them all

@@ -91,3 +91,25 @@ def test_existing_run_folder_and_bad_resume(tmp_path: Path) -> None:
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     bad = run_cli("pretrain", "--resume", str(tmp_path / "junk.pt"))
     assert bad.returncode == 2 and "not a readable toolkit checkpoint" in bad.stderr
+
+
+def test_scoring_commands_keep_their_options() -> None:
+    """The engine options are declared once (``scoring.commands.ENGINE_OPTIONS``); each command still has
+    exactly the options it had when they were written out one by one, with the same defaults."""
+    import typer.main
+
+    group = typer.main.get_command(app)
+    index = group.commands["index"]  # type: ignore[attr-defined]
+    commands = {"embed": group.commands["embed"], "score": group.commands["score"],  # type: ignore[attr-defined]
+                "index build": index.commands["build"], "index add": index.commands["add"]}
+    options = {name: {p.opts[0]: p.default for p in command.params if p.opts[0].startswith("--")}
+               for name, command in commands.items()}
+    engine = {"--backend": None, "--batch-size": 64, "--workers": None, "--threads": None, "--engine": "local",
+              "--address": "auto", "--replicas": None, "--gpus-per-replica": 0.0}
+    assert options["embed"] == {**engine, "--strict": False, "--out": Path("embeddings.npz"), "--force": False}
+    assert options["score"] == {**engine, "--strict": False, "--pairs": None, "--query": None, "--gallery": None,
+                                "--support": None, "--index": None, "--top-k": 5, "--out": None, "--threshold": None,
+                                "--device": "cpu", "--html": None, "--force": False}
+    assert options["index build"] == {**engine, "--out": None, "--kind": "flat", "--nprobe": None,
+                                      "--shard-size": 50_000, "--device": "cpu"}
+    assert options["index add"] == {"--batch-size": 64, "--workers": None, "--threads": None}

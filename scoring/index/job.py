@@ -20,12 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from scoring.image_lists import EmbedPaths, canonical, read_image_list
+from scoring.image_lists import EmbedPaths, canonical
 from scoring.index import faiss_index
 from scoring.index.faiss_index import IndexParams
 from scoring.index.store import DEFAULT_SHARD_SIZE, EmbeddingStore, Shard, embed_into_shards
 from scoring.index.store_files import read_json_object, require
 from toolkit.console import info as say
+from toolkit.data.image_files import read_image_list
 from toolkit.engine.run_folder import RunFolder
 from toolkit.io import atomic_path, write_text_atomic
 from toolkit.errors import ToolkitError

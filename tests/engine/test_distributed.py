@@ -88,7 +88,7 @@ def test_cli_nproc_launches_local_processes(tmp_path: Path, command: str, extra:
 def test_nproc_zero_is_a_one_line_error(tmp_path: Path) -> None:
     result = run_cli("finetune", "--nproc", "0", "--init", "none", "--out", str(tmp_path / "run"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines() == ["error: --nproc 0: must be at least 1"]
+    assert result.stderr.strip().splitlines() == ["error: --nproc 0: must be 1 or more"]
 
 
 def test_global_batchnorm_equals_batchnorm_on_the_whole_batch_alone() -> None:

@@ -263,8 +263,11 @@ def test_bad_score_options(exported_run: Path, pairs_csv: Path, tmp_path: Path, 
 
 def test_one_non_finite_embedding_is_a_row_error_in_every_mode(tmp_path: Path) -> None:
     """A fake model: q1 and g1 embed to NaN / inf, the rest to known unit vectors (brute-force reference)."""
-    from scoring import score
+    from scoring.csv_out import one_line
     from scoring.image_lists import SupportSet
+    from scoring.pairs import score_pairs
+    from scoring.support import score_support
+    from scoring.top_k import score_top_k
     from tests.scoring.test_score import FakeEmbedder, unit_vectors
 
     names = ["q0", "q1", "g0", "g1", "g2"]
@@ -273,17 +276,17 @@ def test_one_non_finite_embedding_is_a_row_error_in_every_mode(tmp_path: Path) -
     table["g1"] = np.array([np.inf, 0, 0, 0])
     embed = FakeEmbedder(table)
 
-    top = score.score_top_k(["q0", "q1"], ["g0", "g1", "g2"], tmp_path / "m.csv", embed, top_k=5)
+    top = score_top_k(["q0", "q1"], ["g0", "g1", "g2"], tmp_path / "m.csv", embed, top_k=5)
     with open(tmp_path / "m.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert (top.failed_rows, top.failed_gallery, top.gallery_size) == (1, 1, 2)
     assert [r["gallery"] for r in rows if r["query"] == "q0"] == sorted(
         ["g0", "g2"], key=lambda g: -float(table["q0"] @ table[g]))
-    assert [r["error"] for r in rows if r["query"] == "q1"] == [score.one_line(
+    assert [r["error"] for r in rows if r["query"] == "q1"] == [one_line(
         "non-finite embedding (NaN or inf): the model's weights or outputs are broken")]
 
     support = SupportSet(["g0", "g1", "g2"], np.array([0, 1, 1]), ["a", "b"])
-    res = score.score_support(["q0", "q1"], support, tmp_path / "p.csv", embed)
+    res = score_support(["q0", "q1"], support, tmp_path / "p.csv", embed)
     with open(tmp_path / "p.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert (res.failed_rows, res.failed_support) == (1, 1)
@@ -291,7 +294,7 @@ def test_one_non_finite_embedding_is_a_row_error_in_every_mode(tmp_path: Path) -
 
     pairs = write_pairs(tmp_path / "pairs.csv", [["q0", "g0"], ["q1", "g0"], ["q0", "g1"]])
     by_path = FakeEmbedder({str(tmp_path / name): vector for name, vector in table.items()})  # paths resolve
-    result = score.score_pairs(pairs, tmp_path / "s.csv", by_path)
+    result = score_pairs(pairs, tmp_path / "s.csv", by_path)
     with open(tmp_path / "s.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert result.failed_rows == 2 and rows[0]["error"] == "" and rows[0]["score"] != ""

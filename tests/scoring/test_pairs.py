@@ -94,11 +94,11 @@ def test_old_score_columns_are_replaced_on_either_path(tmp_path: Path) -> None:
 
 
 def test_blank_line_shortcut_covers_every_character_a_blank_line_can_start_with() -> None:
-    # The fast path keeps a line at once when its first character is not in _BLANK_START, so
+    # The fast path keeps a line at once when its first character is not in BLANK_START, so
     # that set must hold the comma and every character str.strip() treats as whitespace.
     import sys
 
-    from scoring.pairs_csv import _BLANK_START
+    from scoring.pairs_csv import BLANK_START
 
     whitespace = {chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()}
-    assert set(_BLANK_START) == whitespace | {","}
+    assert set(BLANK_START) == whitespace | {","}

@@ -6,7 +6,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scoring import score
+from scoring.csv_out import in_blocks, write_csv_atomic
+from scoring.image_lists import read_support_folder
+from scoring.pairs import score_pairs
+from scoring.support import score_support
+from scoring.top_k import score_top_k
+from toolkit.data.image_files import read_image_list
+from toolkit.metrics.similarity import classify_by_prototype, pair_scores, similarity_chunk_rows, top_k_similar
 from toolkit.errors import ToolkitError
 
 
@@ -66,7 +72,7 @@ def test_pair_scores_equal_a_brute_force_loop_in_input_order(tmp_path: Path) -> 
     pairs_csv = write_csv(tmp_path / "pairs.csv", ["image_a", "image_b", "note"], rows)
     embed = FakeEmbedder(table)
 
-    result = score.score_pairs(pairs_csv, tmp_path / "out" / "scores.csv", embed, threshold=0.1, chunk_size=7)
+    result = score_pairs(pairs_csv, tmp_path / "out" / "scores.csv", embed, threshold=0.1, chunk_size=7)
 
     out = read_csv(tmp_path / "out" / "scores.csv")
     assert list(out[0]) == ["image_a", "image_b", "note", "score", "same", "error"]
@@ -89,7 +95,7 @@ def test_pair_scores_function_chunks_and_marks_missing_with_nan() -> None:
     emb = unit_vectors(30, 8).astype(np.float32)
     rng = np.random.default_rng(2)
     a, b = rng.integers(-1, 30, 1000), rng.integers(-1, 30, 1000)
-    got = score.pair_scores(emb, a, b, chunk_size=1000, chunk_bytes=4 * 8 * 3)  # 3 pairs per chunk
+    got = pair_scores(emb, a, b, chunk_size=1000, chunk_bytes=4 * 8 * 3)  # 3 pairs per chunk
     for i in range(1000):
         if a[i] < 0 or b[i] < 0:
             assert np.isnan(got[i])
@@ -101,7 +107,7 @@ def test_a_million_pairs_in_chunks_equal_one_direct_computation() -> None:
     emb = unit_vectors(10_000, 64).astype(np.float32)
     rng = np.random.default_rng(3)
     a, b = rng.integers(0, 10_000, 1_000_000), rng.integers(0, 10_000, 1_000_000)
-    got = score.pair_scores(emb, a, b)  # 8 MiB chunks: 32,768 pairs each at D = 64
+    got = pair_scores(emb, a, b)  # 8 MiB chunks: 32,768 pairs each at D = 64
     np.testing.assert_allclose(got, np.einsum("nd,nd->n", emb[a], emb[b]), atol=1e-6)
     # Speed is measured by benchmarks/inference.py (about 0.1 s here; a Python loop takes > 10 s).
 
@@ -116,7 +122,7 @@ def test_a_missing_image_only_fails_its_own_rows(tmp_path: Path) -> None:
     pairs[50] = ["", names[1]]
     pairs_csv = write_csv(tmp_path / "pairs.csv", ["image_a", "image_b"], pairs)
 
-    result = score.score_pairs(pairs_csv, tmp_path / "scores.csv", FakeEmbedder(table))
+    result = score_pairs(pairs_csv, tmp_path / "scores.csv", FakeEmbedder(table))
 
     out = read_csv(tmp_path / "scores.csv")
     assert len(out) == 60
@@ -138,7 +144,7 @@ def test_a_missing_image_only_fails_its_own_rows(tmp_path: Path) -> None:
 def test_malformed_header_is_a_one_line_error_naming_file_and_columns(tmp_path: Path) -> None:
     pairs_csv = write_csv(tmp_path / "pairs.csv", ["left", "image_b"], [["a.png", "b.png"]])
     with pytest.raises(ToolkitError) as e:
-        score.score_pairs(pairs_csv, tmp_path / "out.csv", FakeEmbedder({"x": np.ones(2)}))
+        score_pairs(pairs_csv, tmp_path / "out.csv", FakeEmbedder({"x": np.ones(2)}))
     message = str(e.value)
     assert "\n" not in message
     for part in (str(pairs_csv), "left", "image_a", "image_b"):
@@ -152,7 +158,7 @@ def test_empty_csv_is_an_error_naming_the_file(tmp_path: Path, content: str) -> 
     pairs_csv.write_text(content)
     embed = FakeEmbedder({"x": np.ones(2)})
     with pytest.raises(ToolkitError, match="pairs.csv"):
-        score.score_pairs(pairs_csv, tmp_path / "out.csv", embed)
+        score_pairs(pairs_csv, tmp_path / "out.csv", embed)
     assert embed.calls == []
 
 
@@ -160,9 +166,9 @@ def test_bad_label_and_missing_file_are_errors(tmp_path: Path) -> None:
     rows = [["a", "b", "1"], ["a", "b", "Maybe"]]
     pairs_csv = write_csv(tmp_path / "pairs.csv", ["image_a", "image_b", "label"], rows)
     with pytest.raises(ToolkitError, match=r"line 3: label 'Maybe' is not 1, 0, true, false or empty"):
-        score.score_pairs(pairs_csv, tmp_path / "out.csv", FakeEmbedder({"x": np.ones(2)}))
+        score_pairs(pairs_csv, tmp_path / "out.csv", FakeEmbedder({"x": np.ones(2)}))
     with pytest.raises(ToolkitError, match="nope.csv"):
-        score.score_pairs(tmp_path / "nope.csv", tmp_path / "out.csv", FakeEmbedder({"x": np.ones(2)}))
+        score_pairs(tmp_path / "nope.csv", tmp_path / "out.csv", FakeEmbedder({"x": np.ones(2)}))
 
 
 def brute_force_auc(pos: np.ndarray, neg: np.ndarray) -> float:
@@ -197,7 +203,7 @@ def test_labels_give_auc_and_eer_equal_to_brute_force(tmp_path: Path) -> None:
     rows[1][2] = ""  # and so is a row without label
     pairs_csv = write_csv(tmp_path / "pairs.csv", ["image_a", "image_b", "label"], rows)
 
-    result = score.score_pairs(pairs_csv, tmp_path / "scores.csv", FakeEmbedder(table))
+    result = score_pairs(pairs_csv, tmp_path / "scores.csv", FakeEmbedder(table))
 
     keep = np.arange(2, 400)
     pos, neg = sims[keep][labels[keep] == 1], sims[keep][labels[keep] == 0]
@@ -215,7 +221,7 @@ def test_auc_and_eer_on_a_hand_computed_case(tmp_path: Path) -> None:
         table[str(tmp_path / f"x{i}.png")] = np.array([s, np.sqrt(1 - s * s)])
         rows.append(["ref.png", f"x{i}.png", y])
     pairs_csv = write_csv(tmp_path / "pairs.csv", ["image_a", "image_b", "label"], rows)
-    result = score.score_pairs(pairs_csv, tmp_path / "scores.csv", FakeEmbedder(table), threshold=0.75)
+    result = score_pairs(pairs_csv, tmp_path / "scores.csv", FakeEmbedder(table), threshold=0.75)
     # AUC: 8 of the 9 (positive, negative) pairs are ordered right. EER: at t = 0.7, FAR = FRR = 1/3.
     assert result.roc_auc == pytest.approx(8 / 9)
     assert result.eer == pytest.approx(1 / 3)
@@ -225,8 +231,8 @@ def test_auc_and_eer_on_a_hand_computed_case(tmp_path: Path) -> None:
 def test_rescoring_an_output_replaces_its_score_columns(tmp_path: Path) -> None:
     names, table = image_table(tmp_path, 3, 4)
     pairs_csv = write_csv(tmp_path / "pairs.csv", ["image_a", "image_b"], [[names[0], names[1]]])
-    score.score_pairs(pairs_csv, tmp_path / "a.csv", FakeEmbedder(table))
-    score.score_pairs(tmp_path / "a.csv", tmp_path / "b.csv", FakeEmbedder(table))
+    score_pairs(pairs_csv, tmp_path / "a.csv", FakeEmbedder(table))
+    score_pairs(tmp_path / "a.csv", tmp_path / "b.csv", FakeEmbedder(table))
     assert read_csv(tmp_path / "a.csv") == read_csv(tmp_path / "b.csv")
 
 
@@ -239,7 +245,7 @@ def test_failed_write_keeps_the_old_output(tmp_path: Path) -> None:
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError):
-        score._write_csv_atomic(out, ["h"], rows())
+        write_csv_atomic(out, ["h"], in_blocks(rows()))
     assert out.read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]
 
@@ -250,8 +256,8 @@ def test_failed_write_keeps_the_old_output(tmp_path: Path) -> None:
 def test_top_k_equals_a_full_argsort_over_several_chunks() -> None:
     queries, gallery = unit_vectors(37, 8, seed=7), unit_vectors(53, 8, seed=8)
     chunk_bytes = 5 * 53 * 4
-    assert score.similarity_chunk_rows(53, chunk_bytes) == 5  # 8 chunks for 37 queries
-    scores, indices = score.top_k_similar(queries, gallery, 6, chunk_bytes=chunk_bytes)
+    assert similarity_chunk_rows(53, chunk_bytes) == 5  # 8 chunks for 37 queries
+    scores, indices = top_k_similar(queries, gallery, 6, chunk_bytes=chunk_bytes)
     full = queries @ gallery.T
     expected = np.argsort(-full, axis=1)[:, :6]
     assert np.array_equal(indices, expected)
@@ -259,9 +265,9 @@ def test_top_k_equals_a_full_argsort_over_several_chunks() -> None:
 
 
 def test_chunk_rule_bounds_the_similarity_block() -> None:
-    rows = score.similarity_chunk_rows(100_000)
+    rows = similarity_chunk_rows(100_000)
     assert rows == 671 and rows * 100_000 * 4 <= 256 * 2**20 < (rows + 1) * 100_000 * 4
-    assert score.similarity_chunk_rows(10**12) == 1
+    assert similarity_chunk_rows(10**12) == 1
 
 
 def test_score_top_k_rows_clipping_and_failures(tmp_path: Path) -> None:
@@ -272,7 +278,7 @@ def test_score_top_k_rows_clipping_and_failures(tmp_path: Path) -> None:
     del table["q2"]
     embed = FakeEmbedder(table)
 
-    result = score.score_top_k(queries, gallery, tmp_path / "topk.csv", embed, top_k=10)
+    result = score_top_k(queries, gallery, tmp_path / "topk.csv", embed, top_k=10)
 
     assert (result.top_k, result.top_k_requested, result.k_clipped) == (4, 10, True)
     assert (result.failed_rows, result.failed_gallery, result.gallery_size) == (1, 1, 4)
@@ -293,10 +299,10 @@ def test_score_top_k_rows_clipping_and_failures(tmp_path: Path) -> None:
 
 def test_score_top_k_errors(tmp_path: Path) -> None:
     embed = FakeEmbedder({"q": np.ones(2)})
-    with pytest.raises(ToolkitError, match="--top-k 0"):
-        score.score_top_k(["q"], ["q"], tmp_path / "o.csv", embed, top_k=0)
+    with pytest.raises(ValueError, match="k >= 1"):  # --top-k 0 is refused by the command (scoring.jobs)
+        score_top_k(["q"], ["q"], tmp_path / "o.csv", embed, top_k=0)
     with pytest.raises(ToolkitError, match="gallery images could be read; first: g: no such file"):
-        score.score_top_k(["q"], ["g"], tmp_path / "o.csv", embed, top_k=1)
+        score_top_k(["q"], ["g"], tmp_path / "o.csv", embed, top_k=1)
 
 
 # ----------------------------------------------------------------------------- support set
@@ -315,13 +321,13 @@ def test_prototypes_on_a_hand_built_case() -> None:
     queries = np.array([unit(0.25, 1), unit(-1, 0.2), unit(0.3, -1)], dtype=np.float32)
     assert queries[0] @ support[2] > queries[0] @ support[1]
 
-    names, scores = score.classify_by_prototype(queries, support, labels, ["cat", "dog"], threshold=0.3)
+    names, scores = classify_by_prototype(queries, support, labels, ["cat", "dog"], threshold=0.3)
 
     assert names == ["cat", "dog", "unknown"]
     expected = [queries[0] @ cat, queries[1] @ dog, max(queries[2] @ cat, queries[2] @ dog)]
     assert scores == pytest.approx(expected, abs=1e-6)
     assert expected[2] < 0.3
-    assert score.classify_by_prototype(queries, support, labels, ["cat", "dog"])[0] == ["cat", "dog", "cat"]
+    assert classify_by_prototype(queries, support, labels, ["cat", "dog"])[0] == ["cat", "dog", "cat"]
 
 
 def test_score_support_from_a_class_folder(tmp_path: Path) -> None:
@@ -332,7 +338,7 @@ def test_score_support_from_a_class_folder(tmp_path: Path) -> None:
     for rel in [*vectors, "dog/notes.txt", "loose.png"]:
         (tmp_path / "support" / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "support" / rel).write_bytes(b"")
-    support = score.read_support_folder(tmp_path / "support")
+    support = read_support_folder(tmp_path / "support")
     assert support.class_names == ["bird", "cat", "dog"]
     assert [Path(p).relative_to(tmp_path / "support").as_posix() for p in support.paths] == [
         "bird/e.png", "cat/a.png", "cat/sub/b.jpg", "dog/c.png", "dog/d.png"
@@ -342,7 +348,7 @@ def test_score_support_from_a_class_folder(tmp_path: Path) -> None:
     table.update({"q0": unit(0.25, 1), "q1": unit(-1, 0.2), "q2": unit(0.3, -1)})
 
     queries = ["q0", "q1", "q2", "q_missing"]
-    result = score.score_support(queries, support, tmp_path / "pred.csv", FakeEmbedder(table), threshold=0.3)
+    result = score_support(queries, support, tmp_path / "pred.csv", FakeEmbedder(table), threshold=0.3)
 
     out = read_csv(tmp_path / "pred.csv")
     assert [(r["query"], r["predicted_class"], r["error"]) for r in out] == [
@@ -356,13 +362,13 @@ def test_score_support_from_a_class_folder(tmp_path: Path) -> None:
 
 def test_support_folder_errors(tmp_path: Path) -> None:
     with pytest.raises(ToolkitError, match="not a folder"):
-        score.read_support_folder(tmp_path / "nope")
+        read_support_folder(tmp_path / "nope")
     (tmp_path / "s").mkdir()
     with pytest.raises(ToolkitError, match="no class sub-folders"):
-        score.read_support_folder(tmp_path / "s")
+        read_support_folder(tmp_path / "s")
     (tmp_path / "s" / "cat").mkdir()
     with pytest.raises(ToolkitError, match="cat: class folder has no images"):
-        score.read_support_folder(tmp_path / "s")
+        read_support_folder(tmp_path / "s")
 
 
 # ----------------------------------------------------------------------------- image lists
@@ -373,13 +379,13 @@ def test_read_image_list_from_folder_csv_and_txt(tmp_path: Path) -> None:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"")
     expected = [str(tmp_path / "imgs" / p) for p in ["a.JPG", "b.png", "sub/c.webp"]]
-    assert score.read_image_list(tmp_path / "imgs") == expected
+    assert read_image_list(tmp_path / "imgs") == expected
 
     write_csv(tmp_path / "list.csv", ["label", "path"], [["x", "imgs/b.png"], ["y", "/abs/q.png"]])
-    assert score.read_image_list(tmp_path / "list.csv") == [str(tmp_path / "imgs/b.png"), "/abs/q.png"]
+    assert read_image_list(tmp_path / "list.csv") == [str(tmp_path / "imgs/b.png"), "/abs/q.png"]
 
     (tmp_path / "list.txt").write_text("# queries\nimgs/a.JPG\n\n  /abs/q.png  \n")
-    assert score.read_image_list(tmp_path / "list.txt") == [str(tmp_path / "imgs/a.JPG"), "/abs/q.png"]
+    assert read_image_list(tmp_path / "list.txt") == [str(tmp_path / "imgs/a.JPG"), "/abs/q.png"]
 
 
 def test_read_image_list_errors_name_the_path(tmp_path: Path) -> None:
@@ -393,5 +399,5 @@ def test_read_image_list_errors_name_the_path(tmp_path: Path) -> None:
     }
     for name, message in cases.items():
         with pytest.raises(ToolkitError, match=message) as e:
-            score.read_image_list(tmp_path / name)
+            read_image_list(tmp_path / name)
         assert str(tmp_path / name) in str(e.value)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scoring.image_lists import is_uri, read_image_list
+from toolkit.data.image_files import is_uri, read_image_list
 from tests.test_cli import invoke
 from tests.tiny_models import reference_embeddings
 

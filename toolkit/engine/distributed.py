@@ -81,20 +81,28 @@ def _without_nproc(argv: list[str]) -> list[str]:
     return out
 
 
+def check_nproc(nproc: int) -> None:
+    """The one check of ``--nproc``, made before a run folder is created.
+
+    Raises:
+        ToolkitError: N < 1.
+    """
+    if nproc < 1:
+        raise ToolkitError(f"--nproc {nproc}: must be 1 or more")
+
+
 def launch_local_processes(nproc: int, script: str | Path, run_dir: Path, resuming: bool,
                            argv: list[str] | None = None) -> None:
-    """With ``--nproc N`` > 1, re-run this command line under torchrun with N local processes and exit with its status.
+    """With ``--nproc N`` > 1 (``check_nproc``ed), re-run this command line under torchrun with N local processes
+    and exit with its status.
 
     Does nothing for N = 1 or inside a process torchrun started (``WORLD_SIZE`` set). The run
     folder is passed on as ``--out`` so every rank writes the same one (the default name has a
     timestamp).
 
     Raises:
-        ToolkitError: N < 1.
         SystemExit: always when it launched (the exit status of torchrun).
     """
-    if nproc < 1:
-        raise ToolkitError(f"--nproc {nproc}: must be at least 1")
     if nproc == 1 or "WORLD_SIZE" in os.environ:
         return
     args = _without_nproc(list(sys.argv[1:] if argv is None else argv))

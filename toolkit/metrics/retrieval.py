@@ -1,4 +1,4 @@
-"""Retrieval quality of a ``toolkit score`` result, from its CSV rows: recall@1, recall@k, mAP@k.
+"""Retrieval quality of ranked matches (a ``toolkit score`` result): recall@1, recall@k, mAP@k.
 
 Labels are the images' parent folder names (the layout of ``--support`` and of labelled image
 folders). A query counts when it embedded and its label occurs in the gallery; for it:
