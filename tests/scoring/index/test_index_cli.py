@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +28,6 @@ def gallery_list(images: Path, folder: Path, names: list[str]) -> Path:
 
 
 ALL = [f"c{c}/{i:02d}.png" for c in range(3) for i in range(6)]
-
-
-@pytest.fixture(scope="module")
-def onnx_model(exported_run: Path) -> Path:
-    return exported_run / "export" / "encoder.onnx"
 
 
 def test_flat_index_search_equals_brute_force_gallery_mode(onnx_model: Path, images: Path, tmp_path: Path) -> None:

@@ -20,15 +20,10 @@ from tests.test_cli import invoke
 
 
 @pytest.fixture(scope="module")
-def onnx_model(exported_run: Path) -> Path:
-    return exported_run / "export" / "encoder.onnx"
-
-
-@pytest.fixture(scope="module")
 def built(onnx_model: Path, images: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A flat index of the 18 images in 4 shards of 5."""
     folder = tmp_path_factory.mktemp("built") / "index"
-    res = invoke("index", "build", str(onnx_model), str(images), "--out", str(folder), "--shard-size", "5", *FAST)
+    res = rebuild(onnx_model, images, folder)
     assert res.exit_code == 0, res.output
     return folder
 
@@ -48,12 +43,21 @@ def add(index: Path, images: Path):  # noqa: ANN201
     return invoke("index", "add", str(index), str(images), *FAST)
 
 
+def rebuild(model: Path, images: Path, index: Path):  # noqa: ANN201
+    """The build that made ``built`` (18 images, shards of 5), run again on ``index``: the repair lines name it."""
+    return invoke("index", "build", str(model), str(images), "--out", str(index), "--shard-size", "5", *FAST)
+
+
+def every_reader_refuses(model: Path, images: Path, index: Path, out: Path) -> list[str]:
+    """The one error line of each command that reads the folder (score --index, index add, index info)."""
+    return [one_error(result) for result in (search(model, images, index, out), add(index, images),
+                                             invoke("index", "info", str(index)))]
+
+
 @pytest.mark.parametrize("content", [b"\xff\xfe\x00binary{", b'{"format": "toolkit-embedding-store"}'])
 def test_a_damaged_store_json(onnx_model: Path, images: Path, index: Path, tmp_path: Path, content: bytes) -> None:
     (index / "store.json").write_bytes(content)
-    for result in (search(onnx_model, images, index, tmp_path / "m.csv"), add(index, images),
-                   invoke("index", "info", str(index))):
-        line = one_error(result)
+    for line in every_reader_refuses(onnx_model, images, index, tmp_path / "m.csv"):
         assert str(index / "store.json") in line and "damaged" in line and "toolkit index build" in line
     assert not (tmp_path / "m.csv").exists()
 
@@ -63,9 +67,7 @@ def test_a_damaged_shard_json_names_the_shard_to_remove(onnx_model: Path, images
                                                         content: bytes) -> None:
     shard = index / "shards" / "shard-00001.json"
     shard.write_bytes(content)
-    for result in (search(onnx_model, images, index, tmp_path / "m.csv"), add(index, images),
-                   invoke("index", "info", str(index))):
-        line = one_error(result)
+    for line in every_reader_refuses(onnx_model, images, index, tmp_path / "m.csv"):
         assert line.startswith(f"error: {shard}: damaged") and f"remove {shard} and {shard.with_suffix('.npy')}" in line
 
 
@@ -91,14 +93,13 @@ def test_damaged_shard_vectors_are_noticed_by_add_and_build(onnx_model: Path, im
     if damage != "NaN":  # add checks every shard's header and size (not its values) before adding anything
         line = one_error(add(index, images / "c0"))
         assert str(npy) in line and f"remove {npy.with_suffix('.json')} and {npy}" in line
-    line = one_error(invoke("index", "build", str(onnx_model), str(images), "--out", str(index), "--shard-size", "5",
-                            *FAST))
+    line = one_error(rebuild(onnx_model, images, index))
     assert str(npy) in line
 
     # The repair the line names: remove the shard; the same build embeds its images again.
     npy.with_suffix(".json").unlink()
     npy.unlink(missing_ok=True)
-    res = invoke("index", "build", str(onnx_model), str(images), "--out", str(index), "--shard-size", "5", *FAST)
+    res = rebuild(onnx_model, images, index)
     assert res.exit_code == 0, res.output
     assert "18 vectors" in invoke("index", "info", str(index)).output
 
@@ -106,11 +107,9 @@ def test_damaged_shard_vectors_are_noticed_by_add_and_build(onnx_model: Path, im
 @pytest.mark.parametrize("content", [b"{", b'{"kind": "lsh"}'])
 def test_a_damaged_index_json(onnx_model: Path, images: Path, index: Path, tmp_path: Path, content: bytes) -> None:
     (index / "index.json").write_bytes(content)
-    for result in (search(onnx_model, images, index, tmp_path / "m.csv"), add(index, images),
-                   invoke("index", "info", str(index))):
-        line = one_error(result)
+    for line in every_reader_refuses(onnx_model, images, index, tmp_path / "m.csv"):
         assert str(index / "index.json") in line and "run toolkit index build again" in line
-    res = invoke("index", "build", str(onnx_model), str(images), "--out", str(index), "--shard-size", "5", *FAST)
+    res = rebuild(onnx_model, images, index)
     assert res.exit_code == 0, res.output  # the repair: the same build, from the store
     assert search(onnx_model, images, index, tmp_path / "m.csv").exit_code == 0
 
@@ -123,7 +122,7 @@ def test_a_damaged_index_faiss(onnx_model: Path, images: Path, index: Path, tmp_
     for result in (search(onnx_model, images, index, tmp_path / "m.csv"), add(index, images / "c0")):
         line = one_error(result)
         assert line.startswith(f"error: {path}: damaged") and "toolkit index build" in line
-    res = invoke("index", "build", str(onnx_model), str(images), "--out", str(index), "--shard-size", "5", *FAST)
+    res = rebuild(onnx_model, images, index)
     assert res.exit_code == 0, res.output
     assert search(onnx_model, images, index, tmp_path / "m.csv").exit_code == 0
     assert len(read_rows(tmp_path / "m.csv")) == 6 * 5

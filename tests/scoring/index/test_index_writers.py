@@ -43,11 +43,6 @@ app()
 """
 
 
-@pytest.fixture(scope="module")
-def onnx_model(exported_run: Path) -> Path:
-    return exported_run / "export" / "encoder.onnx"
-
-
 @pytest.mark.timeout(900)  # two interpreter start-ups; minutes on a loaded 2-core machine
 def test_a_second_add_while_one_writes_is_one_line_and_the_folder_stays_whole(onnx_model: Path, images: Path,
                                                                              tmp_path: Path) -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import io
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pytest
@@ -26,6 +28,7 @@ FUZZ = settings(max_examples=200, derandomize=True, deadline=None, database=None
 JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
                     max_leaves=12)
+T = TypeVar("T")
 STORE_KEYS = {"format": st.just("toolkit-embedding-store") | JSON, "version": JSON, "fingerprint": st.text() | JSON,
               "model": st.text() | JSON, "source_model": st.text() | JSON, "preprocessing": st.just({}) | JSON,
               "dim": st.integers(-2, 8) | JSON, "shard_size": st.integers(-2, 8) | JSON}
@@ -34,8 +37,17 @@ SHARD_KEYS = {"paths": st.lists(st.sampled_from(["a", "b", "c"]), max_size=4) | 
               "errors": st.dictionaries(st.sampled_from(["a", "b"]), st.text(max_size=4)) | JSON}
 
 
-def one_line_naming(exc: ToolkitError, path: Path) -> None:
-    assert str(path) in str(exc) and "\n" not in str(exc)
+def read_or_refuse(path: Path, content: bytes, read: Callable[[], T]) -> T | None:
+    """Writes ``content`` to ``path`` and calls ``read``: its value, or None when it refused the file.
+
+    A refusal must be one ``ToolkitError`` line naming ``path``; any other exception fails the test.
+    """
+    path.write_bytes(content)
+    try:
+        return read()
+    except ToolkitError as exc:
+        assert str(path) in str(exc) and "\n" not in str(exc)
+        return None
 
 
 def as_bytes(value: object, mangle: bytes) -> bytes:
@@ -47,12 +59,8 @@ def as_bytes(value: object, mangle: bytes) -> bytes:
 @given(data=st.fixed_dictionaries({}, optional=STORE_KEYS) | JSON, mangle=st.sampled_from([b"", b"\xff", b"}"]))
 def test_store_json(data: object, mangle: bytes) -> None:
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "store.json"
-        path.write_bytes(as_bytes(data, mangle))
-        try:
-            manifest = EmbeddingStore(folder).manifest()
-        except ToolkitError as exc:
-            one_line_naming(exc, path)
+        manifest = read_or_refuse(Path(folder) / "store.json", as_bytes(data, mangle), EmbeddingStore(folder).manifest)
+        if manifest is None:
             return
         assert not mangle and json.dumps(manifest) == json.dumps(data)
         assert isinstance(manifest["dim"], int) and manifest["dim"] >= 1 and isinstance(manifest["fingerprint"], str)
@@ -64,12 +72,8 @@ def test_store_json(data: object, mangle: bytes) -> None:
 def test_shard_json(data: object, mangle: bytes, name: str) -> None:
     with tempfile.TemporaryDirectory() as folder:
         (Path(folder) / "shards").mkdir()
-        path = Path(folder) / "shards" / name
-        path.write_bytes(as_bytes(data, mangle))
-        try:
-            shards = EmbeddingStore(folder).shards()
-        except ToolkitError as exc:
-            one_line_naming(exc, path)
+        shards = read_or_refuse(Path(folder) / "shards" / name, as_bytes(data, mangle), EmbeddingStore(folder).shards)
+        if shards is None:
             return
         if name == "shard-x.json":
             assert shards == []  # not a shard's name: never read
@@ -98,11 +102,8 @@ def test_npy_header_and_size(position: int, replacement: bytes, cut: int, array:
     raw = raw[: len(raw) + cut] if cut else raw
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "shard-00000.npy"
-        path.write_bytes(raw)
-        try:
-            vectors = load_vectors(path, 3, 4, "repair")
-        except ToolkitError as exc:
-            one_line_naming(exc, path)
+        vectors = read_or_refuse(path, raw, lambda: load_vectors(path, 3, 4, "repair"))
+        if vectors is None:
             return
         assert vectors.dtype == np.float32 and vectors.shape == (3, 4) and np.isfinite(vectors).all()
 
@@ -116,13 +117,9 @@ def test_npy_header_and_size(position: int, replacement: bytes, cut: int, array:
        mangle=st.sampled_from([b"", b"\xfe"]))
 def test_index_json(data: object, mangle: bytes) -> None:
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "index.json"
-        path.write_bytes(as_bytes(data, mangle))
         (Path(folder) / "index.faiss").write_bytes(b"")
-        try:
-            meta = job.read_meta(Path(folder))
-        except ToolkitError as exc:
-            one_line_naming(exc, path)
+        meta = read_or_refuse(Path(folder) / "index.json", as_bytes(data, mangle), lambda: job.read_meta(Path(folder)))
+        if meta is None:
             return
         assert not mangle and json.dumps(meta) == json.dumps(data) and meta["kind"] in ("flat", "ivf")
 
