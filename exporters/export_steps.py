@@ -179,10 +179,11 @@ STEPS = (
 )
 
 
-def run_steps(job: ExportJob, steps: tuple[Step, ...] = STEPS) -> ExportResult:
-    """Runs the wanted steps in order; a graph the parity gate did not pass never stays behind."""
+def run_steps(job: ExportJob, steps: tuple[Step, ...] | None = None) -> ExportResult:
+    """Runs the wanted steps of ``steps`` (default ``STEPS``) in order; a graph the parity gate did not pass
+    never stays behind."""
     try:
-        for step in steps:
+        for step in STEPS if steps is None else steps:
             if step.wanted(job.opts):
                 step.run(job)
     finally:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from exporters.export_folder import ExportFolder, TritonModel
 from tests.helpers import REPO
+from toolkit.engine.run_folder import RunFolder
 
 LAYERS = {"toolkit.config": 0, "toolkit.errors": 0, "toolkit.console": 0, "toolkit": 0, "toolkit.data": 1,
           "toolkit.models": 2, "toolkit.losses": 2, "toolkit.metrics": 2, "toolkit.engine": 3,
@@ -143,6 +145,19 @@ def test_imports_only_go_downward() -> None:
 
 def test_no_import_cycles() -> None:
     assert cycles(import_graph(module_files(REPO))) == []
+
+
+def test_file_names_have_one_owner() -> None:
+    """A run's checkpoint names and an export's file names are literals only in ``RunFolder`` / ``ExportFolder`` /
+    ``TritonModel``; everyone else asks them (README, "Architecture")."""
+    owned = {RunFolder.CHECKPOINT, RunFolder.BEST, RunFolder.LAST, *TritonModel.MODEL_FILES.values(), TritonModel.CONFIG,
+             *(v for k, v in vars(ExportFolder).items() if k.isupper() and isinstance(v, str))}
+    assert {"checkpoint.pt", "encoder.onnx", "encoder.int8.onnx.rejected", "config.pbtxt"} <= owned
+    owners = {REPO / "toolkit/engine/run_folder.py", REPO / "exporters/export_folder.py"}
+    found = [f"{path.relative_to(REPO)}:{node.lineno} {node.value!r}" for path in module_files(REPO).values()
+             if path not in owners for node in ast.walk(ast.parse(path.read_text()))
+             if isinstance(node, ast.Constant) and node.value in owned]
+    assert found == []
 
 
 def test_the_checker_sees_an_upward_import(tmp_path: Path) -> None:

@@ -247,4 +247,4 @@ def print_summary(out_dir: Path, results: list[VariantResult], study_findings: l
     console.print(table)
     for i, f in enumerate(study_findings, 1):
         console.print(f"finding {i} ({f.source}): {f.verdict}", markup=False)
-    console.print(f"report: {out_dir / 'report.md'}; plots: {out_dir / 'zstd.png'}, {out_dir / 'loss.png'}", markup=False)
+    console.print(f"report: {RunFolder(out_dir).path / RunFolder.STUDY_REPORT}; plots: {out_dir / 'zstd.png'}, {out_dir / 'loss.png'}", markup=False)
