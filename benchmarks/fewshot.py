@@ -260,7 +260,7 @@ def cifar_long_tail(args: argparse.Namespace, work: Path, timings: dict[str, flo
         timed_stage(f"cifar10_lt_{sampler}", run_dir, args.cifar_epochs, lambda r=recipe, d=run_dir: finetune(r, d), timings)
         cpu[sampler] = time.process_time() - tic if f"cifar10_lt_{sampler}" in timings else 0.0  # 0: reused
         result = evaluate(run_dir, spec=EpisodeSpec(5, 1, QUERY, EPISODES), plots=False)
-        c = result["classification"]
+        c = result.classification
         out[sampler] = {k: c[k] for k in keys} | {"rule": c["rule"]} | {
             rule: {k: c[rule][k] for k in keys[:3]} for rule in ("knn", "knn_balanced", "prototype")}
     out["supervised"] = supervised_baseline(args, recipe, cpu["balanced"] or args.supervised_seconds, timings)

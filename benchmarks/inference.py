@@ -56,6 +56,7 @@ import inference_backends as candidates  # noqa: E402
 import ray_throughput  # noqa: E402
 from scoring.images import load_image  # noqa: E402
 from exporters.metadata import ModelInfo  # noqa: E402
+from toolkit.data.preprocess import Preprocessing  # noqa: E402
 from exporters.parity import normalise  # noqa: E402
 from exporters.runtime import OnnxBackend  # noqa: E402
 
@@ -96,7 +97,7 @@ def image_source(args: argparse.Namespace, info: ModelInfo, count: int, seed: in
     """``count`` uint8 images [N, C, S, S] framed as ``info`` says: from ``--images`` or random."""
     if args.images is None:
         return np.random.default_rng(seed).integers(0, 256, (count, *info.input_chw), dtype=np.uint8)
-    from scoring.score import read_image_list
+    from toolkit.data.image_files import read_image_list
 
     paths = read_image_list(args.images)
     rng = np.random.default_rng(seed)
@@ -114,7 +115,7 @@ def prepare(name: str, args: argparse.Namespace) -> tuple[torch.nn.Module, Model
         calibration = normalise(image_source(args, info, args.calibration, seed=1), info)
         return ckpt.encoder(), info, calibration
     size, channels = MODELS[name][2:]
-    info = ModelInfo(size, size, channels, MEAN[:channels], STD[:channels], 0)
+    info = ModelInfo(Preprocessing(size, size, channels, MEAN[:channels], STD[:channels]), 0)
     calibration = normalise(image_source(args, info, args.calibration, seed=1), info)
     encoder, info = build_encoder(name, calibration)
     return encoder, info, calibration
@@ -137,7 +138,7 @@ def build_encoder(name: str, calibration: np.ndarray) -> tuple[torch.nn.Module, 
     with torch.no_grad():
         for start in range(0, len(calibration), 16):
             encoder(torch.from_numpy(calibration[start:start + 16]))
-    return encoder.eval(), ModelInfo(size, size, channels, MEAN[:channels], STD[:channels], dim,
+    return encoder.eval(), ModelInfo(Preprocessing(size, size, channels, MEAN[:channels], STD[:channels]), dim,
                                      checkpoint=f"random {name}")
 
 
@@ -151,8 +152,9 @@ def bench_model(name: str, args: argparse.Namespace, work: Path) -> dict[str, An
     export_onnx(encoder, info, onnx_path)
     backends, skipped = candidates.build(args.candidates, encoder, info, onnx_path, calibration, args.threads)
     images = normalise(image_source(args, info, biggest, seed=2), info)  # not the calibration images
-    result: dict[str, Any] = {"embedding_dim": info.embedding_dim, "image_size": info.image_size,
-                              "channels": info.channels, "backends": {n: b.description for n, b in backends.items()},
+    pre = info.preprocessing
+    result: dict[str, Any] = {"embedding_dim": info.embedding_dim, "image_size": pre.image_size,
+                              "channels": pre.channels, "backends": {n: b.description for n, b in backends.items()},
                               "skipped": skipped}
     best: dict[str, Any] = {}
     for batch in args.batches:
@@ -188,11 +190,12 @@ def bench_score(model_file: str, args: argparse.Namespace, work: Path) -> dict[s
     """``toolkit score --pairs`` on ``args.pairs`` pairs over ``args.unique`` image files."""
     from PIL import Image
 
-    from scoring.jobs import Settings, score_images
+    from scoring.embedding import Settings
+    from scoring.jobs import score_images
     from make_pairs import write_pairs_csv
 
     folder = work / "score"
-    images = image_source(args, ModelInfo(32, 32, 3, MEAN, STD, 0), args.unique, seed=3)
+    images = image_source(args, ModelInfo(Preprocessing(32, 32, 3, MEAN, STD), 0), args.unique, seed=3)
     paths = []
     for i, image in enumerate(images):  # 32 px files: the decoding cost of CIFAR-sized images
         path = folder / "images" / f"{i:05d}.png"

@@ -79,8 +79,8 @@ def main() -> None:
         finetune(recipe, work / name)
         seconds = time.perf_counter() - tic
         report = evaluate(work / name, spec=spec, plots=False)
-        results[name] = {"within_group_20way_1shot": report["fewshot"]["within_group"]["prototype"],
-                         "mixed_20way_1shot": report["fewshot"]["prototype"], "finetune_s": seconds}
+        results[name] = {"within_group_20way_1shot": report.fewshot["within_group"]["prototype"],
+                         "mixed_20way_1shot": report.fewshot["prototype"], "finetune_s": seconds}
         print(json.dumps({name: results[name]}), file=sys.stderr, flush=True)
     scored = [n for n in chosen if n in results]
     results["best"] = max(scored, key=lambda n: results[n]["within_group_20way_1shot"]["mean"])

@@ -32,8 +32,9 @@ def _write_images(args: argparse.Namespace, folder: Path) -> Path:
 
     from exporters.metadata import ModelInfo
     from inference import MEAN, STD, image_source
+    from toolkit.data.preprocess import Preprocessing
 
-    images = image_source(args, ModelInfo(32, 32, 3, MEAN, STD, 0), args.unique, seed=3)
+    images = image_source(args, ModelInfo(Preprocessing(32, 32, 3, MEAN, STD), 0), args.unique, seed=3)
     lines = []
     for i, image in enumerate(images):
         path = folder / "images" / f"{i:05d}.png"
@@ -46,7 +47,8 @@ def _write_images(args: argparse.Namespace, folder: Path) -> Path:
 
 
 def _timed_embed(model: str, image_list: Path, out: Path, **settings: Any) -> float:
-    from scoring.jobs import Settings, embed_images
+    from scoring.embedding import Settings
+    from scoring.jobs import embed_images
 
     start = time.perf_counter()
     embed_images(model, image_list, out, Settings(batch_size=64, progress=False, **settings))
@@ -61,11 +63,12 @@ def compare_engines(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from exporters.parity import normalise
     from exporters.metadata import ModelInfo
     from inference import MEAN, STD, build_encoder, image_source
+    from toolkit.data.preprocess import Preprocessing
 
     cores = os.cpu_count() or 2
     replicas = args.replicas or cores
-    calibration = normalise(image_source(args, ModelInfo(32, 32, 3, MEAN, STD, 0), args.calibration, seed=1),
-                            ModelInfo(32, 32, 3, MEAN, STD, 0))
+    calibration = normalise(image_source(args, ModelInfo(Preprocessing(32, 32, 3, MEAN, STD), 0), args.calibration, seed=1),
+                            ModelInfo(Preprocessing(32, 32, 3, MEAN, STD), 0))
     encoder, info = build_encoder("resnet18-32", calibration)
     model = str(work / "resnet18-32.onnx")
     export_onnx(encoder, info, model)

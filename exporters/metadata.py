@@ -1,6 +1,8 @@
 """What a deployed encoder needs besides its weights: input framing, normalisation, threshold.
 
-The same fields travel three ways, so every backend preprocesses identically:
+``ModelInfo`` composes the checkpoint's ``Preprocessing`` (``toolkit.data.preprocess``) and the
+``Thresholds`` of its ``eval.json`` (``toolkit.evaluate.report``). It travels three ways, so
+every backend preprocesses identically:
 
 * from a checkpoint (``Checkpoint.preprocessing``, ``eval.json``);
 * in ``encoder.json`` beside an exported model;
@@ -26,16 +28,17 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from exporters.eval_link import checkpoint_thresholds, read_eval_thresholds
+from exporters.eval_link import checkpoint_thresholds, read_eval_report, stored_thresholds, warn_uncalibrated
+from toolkit.data.preprocess import Preprocessing
 from toolkit.engine.checkpoint import TOOLKIT_VERSION, Checkpoint
 from toolkit.engine.run_folder import RunFolder
 from toolkit.io import write_json_atomic
-from toolkit.console import warn
 from toolkit.errors import ToolkitError
+from toolkit.evaluate.report import Thresholds
 
 FORMAT = "toolkit-encoder"
 INPUT_NAME = "images"
@@ -51,49 +54,42 @@ class ModelInfo:
     """The metadata of an exported (or exportable) encoder.
 
     Attributes:
-        image_size: network input side S; the input is [N, channels, S, S].
-        resize_size: shorter side the image is resized to before the centre crop (>= image_size).
-        channels: 1 (grayscale) or 3 (RGB).
-        mean: per-channel mean of the normalisation (in [0, 1] units).
-        std: per-channel std of the normalisation.
+        preprocessing: how images become the [N, channels, S, S] input (``toolkit.data.preprocess``).
         embedding_dim: D of the [N, D] l2-normalised output.
-        threshold: pair verification threshold (cosine), None when evaluation stored none.
-        unknown_threshold: open-set cut-off on the best query-to-prototype cosine, None when none stored.
+        thresholds: the pair and unknown thresholds (``toolkit.evaluate.report``), None where evaluation stored none.
         kind: "pretrain" or "finetune".
         toolkit_version: version of the toolkit that exported the model.
         opset: ONNX opset of the exported graph, None before export.
         checkpoint: the checkpoint the model came from.
         features: what the model embeds: "embedding" (the fine-tuning head's output) or "backbone"
             (the backbone's pooled, penultimate features).
+
+    On disk (``to_dict``) the fields are flat, ``threshold`` and ``unknown_threshold`` for the thresholds.
     """
 
-    image_size: int
-    resize_size: int
-    channels: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
+    preprocessing: Preprocessing
     embedding_dim: int
-    threshold: float | None = None
+    thresholds: Thresholds = Thresholds()
     kind: str = "pretrain"
     toolkit_version: str = TOOLKIT_VERSION
     opset: int | None = None
     checkpoint: str = ""
-    unknown_threshold: float | None = None
     features: str = "backbone"
 
     @property
     def input_chw(self) -> tuple[int, int, int]:
-        return self.channels, self.image_size, self.image_size
+        return self.preprocessing.input_chw
 
     def with_opset(self, opset: int) -> ModelInfo:
         return replace(self, opset=opset)
 
     def to_dict(self) -> dict[str, Any]:
         """The ``encoder.json`` content (also what ``metadata_props`` holds, key by key)."""
-        data = {"format": FORMAT, "input_name": INPUT_NAME, "output_name": OUTPUT_NAME, **asdict(self)}
-        data["mean"], data["std"] = list(self.mean), list(self.std)
-        data["input_shape"] = ["batch", *self.input_chw]
-        return data
+        return {"format": FORMAT, "input_name": INPUT_NAME, "output_name": OUTPUT_NAME, **self.preprocessing.to_dict(),
+                "embedding_dim": self.embedding_dim, "threshold": self.thresholds.pair, "kind": self.kind,
+                "toolkit_version": self.toolkit_version, "opset": self.opset, "checkpoint": self.checkpoint,
+                "unknown_threshold": self.thresholds.unknown, "features": self.features,
+                "input_shape": ["batch", *self.input_chw]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str) -> ModelInfo:
@@ -105,29 +101,31 @@ class ModelInfo:
         if data.get("format") != FORMAT:
             raise ToolkitError(f"{source}: not a toolkit model (no '{FORMAT}' metadata); export one with toolkit export")
         try:
+            preprocessing = Preprocessing(
+                image_size=int(data["image_size"]), resize_size=int(data.get("resize_size") or data["image_size"]),
+                channels=int(data["channels"]), mean=tuple(float(m) for m in data["mean"]),
+                std=tuple(float(s) for s in data["std"]))
             info = cls(
-                image_size=int(data["image_size"]),
-                resize_size=int(data.get("resize_size") or data["image_size"]),
-                channels=int(data["channels"]),
-                mean=tuple(float(m) for m in data["mean"]),
-                std=tuple(float(s) for s in data["std"]),
+                preprocessing=preprocessing,
                 embedding_dim=int(data["embedding_dim"]),
-                threshold=None if data.get("threshold") is None else float(data["threshold"]),
+                thresholds=Thresholds(_optional_float(data.get("threshold")), _optional_float(data.get("unknown_threshold"))),
                 kind=str(data.get("kind", "pretrain")),
                 toolkit_version=str(data.get("toolkit_version", "")),
                 opset=None if data.get("opset") is None else int(data["opset"]),
                 checkpoint=str(data.get("checkpoint", "")),
-                unknown_threshold=None if data.get("unknown_threshold") is None else float(data["unknown_threshold"]),
                 features=str(data.get("features", "embedding" if data.get("kind") == "finetune" else "backbone")),
             )
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ToolkitError(f"{source}: broken toolkit metadata ({type(exc).__name__}: {exc})") from None
-        if info.channels not in (1, 3) or len(info.mean) != info.channels or len(info.std) != info.channels:
-            raise ToolkitError(
-                f"{source}: metadata has channels={info.channels} with mean {list(info.mean)}, std {list(info.std)}"
-            )
+        if preprocessing.channels not in (1, 3) or not len(preprocessing.mean) == len(preprocessing.std) == preprocessing.channels:
+            raise ToolkitError(f"{source}: metadata has channels={preprocessing.channels} with mean "
+                               f"{list(preprocessing.mean)}, std {list(preprocessing.std)}")
         _check_ranges(info, source)
         return info
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _check_ranges(info: ModelInfo, source: str) -> None:
@@ -136,49 +134,51 @@ def _check_ranges(info: ModelInfo, source: str) -> None:
     Raises:
         ToolkitError: naming the first key out of range and what would be valid.
     """
-    sizes = {"image_size": info.image_size, "resize_size": info.resize_size, "embedding_dim": info.embedding_dim}
+    pre = info.preprocessing
+    sizes = {"image_size": pre.image_size, "resize_size": pre.resize_size, "embedding_dim": info.embedding_dim}
     for key, size in sizes.items():
         if not 1 <= size <= MAX_SIZE:
             raise ToolkitError(f"{source}: metadata key {key} is {size}; must be an integer from 1 to {MAX_SIZE}")
-    if info.resize_size < info.image_size:
-        raise ToolkitError(f"{source}: metadata key resize_size {info.resize_size} is below image_size "
-                           f"{info.image_size}; the centre crop needs resize_size >= image_size")
-    if not all(math.isfinite(m) for m in info.mean):
-        raise ToolkitError(f"{source}: metadata key mean {list(info.mean)} must hold finite numbers")
-    if not all(math.isfinite(s) and s > 0 for s in info.std):
-        raise ToolkitError(f"{source}: metadata key std {list(info.std)} must hold finite numbers above 0 "
+    if pre.resize_size < pre.image_size:
+        raise ToolkitError(f"{source}: metadata key resize_size {pre.resize_size} is below image_size "
+                           f"{pre.image_size}; the centre crop needs resize_size >= image_size")
+    if not all(math.isfinite(m) for m in pre.mean):
+        raise ToolkitError(f"{source}: metadata key mean {list(pre.mean)} must hold finite numbers")
+    if not all(math.isfinite(s) and s > 0 for s in pre.std):
+        raise ToolkitError(f"{source}: metadata key std {list(pre.std)} must hold finite numbers above 0 "
                            "(the input is divided by it)")
-    for key in ("threshold", "unknown_threshold"):
-        value = getattr(info, key)
+    for key, value in (("threshold", info.thresholds.pair), ("unknown_threshold", info.thresholds.unknown)):
         if value is not None and not (math.isfinite(value) and -1.0 <= value <= 1.0):
             raise ToolkitError(f"{source}: metadata key {key} is {value}; a cosine threshold must be a finite "
                                "number in [-1, 1] (or null for none)")
 
 
-def eval_thresholds(folder: Path) -> tuple[float | None, float | None]:
-    """``(pair threshold, unknown threshold)`` of ``folder/eval.json``; None where absent.
+def eval_thresholds(folder: Path) -> Thresholds:
+    """The thresholds of ``folder/eval.json``; None where absent.
 
     Reads ``calibration.threshold_eer`` and ``calibration.unknown_threshold``; an older
     ``eval.json`` without ``calibration`` gives its ``verification.threshold`` (with a warning: it
     was chosen on the test split) and no unknown threshold. Whose weights they belong to is
     checked by ``exporters.eval_link``.
+
+    Raises:
+        ToolkitError: an incomplete ``eval.json``, naming the missing key.
     """
-    stored = read_eval_thresholds(RunFolder(folder).eval_json)
-    if stored is None:
-        return None, None
-    if not stored.calibrated:
-        warn(f"{stored.path} {stored.chosen_on()}; using it as the pair threshold; rerun toolkit evaluate to "
-             "calibrate on validation")
-    return stored.pair, stored.unknown
+    path = RunFolder(folder).eval_json
+    report = read_eval_report(path)
+    if report is None:
+        return Thresholds()
+    warn_uncalibrated(report, path)
+    return stored_thresholds(report)
 
 
-def info_from_checkpoint(ckpt: Checkpoint, thresholds: tuple[float | None, float | None] | None = None) -> ModelInfo:
+def info_from_checkpoint(ckpt: Checkpoint, thresholds: Thresholds | None = None) -> ModelInfo:
     """Metadata of a loaded ``Checkpoint``.
 
     Args:
         ckpt: the checkpoint.
-        thresholds: ``(pair, unknown)``; default: those of the ``eval.json`` beside it when it
-            was computed on these weights (``exporters.eval_link.checkpoint_thresholds``).
+        thresholds: default: those of the ``eval.json`` beside it when it was computed on these
+            weights (``exporters.eval_link.checkpoint_thresholds``).
 
     Raises:
         ToolkitError: no preprocessing recorded, or a threshold out of [-1, 1].
@@ -187,20 +187,8 @@ def info_from_checkpoint(ckpt: Checkpoint, thresholds: tuple[float | None, float
     if pre is None:
         raise ToolkitError(f"{ckpt.path}: the checkpoint records no preprocessing; it cannot be exported")
     path = Path(ckpt.path or RunFolder.CHECKPOINT)
-    pair_threshold, unknown_threshold = checkpoint_thresholds(ckpt) if thresholds is None else thresholds
-    info = ModelInfo(
-        image_size=pre.image_size,
-        resize_size=pre.resize_size,
-        channels=pre.channels,
-        mean=pre.mean,
-        std=pre.std,
-        embedding_dim=ckpt.embedding_dim,
-        threshold=pair_threshold,
-        unknown_threshold=unknown_threshold,
-        kind=ckpt.kind,
-        checkpoint=str(path),
-        features=ckpt.features,
-    )
+    info = ModelInfo(pre, ckpt.embedding_dim, checkpoint_thresholds(ckpt) if thresholds is None else thresholds,
+                     kind=ckpt.kind, checkpoint=str(path), features=ckpt.features)
     _check_ranges(info, f"{path.parent} (checkpoint and eval.json)")
     return info
 
@@ -242,4 +230,6 @@ def from_props(props: dict[str, str], source: str) -> ModelInfo:
     return ModelInfo.from_dict(data, source)
 
 
-_PROP_KEYS = {"format", "input_name", "output_name", "input_shape", *(f.name for f in fields(ModelInfo))}
+_PROP_KEYS = {"format", "input_name", "output_name", "image_size", "resize_size", "channels", "mean", "std",
+              "embedding_dim", "threshold", "kind", "toolkit_version", "opset", "checkpoint", "unknown_threshold",
+              "features", "input_shape"}  # every key ``ModelInfo.to_dict`` writes

@@ -70,7 +70,8 @@ def agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 
 def normalise(images: np.ndarray, info: ModelInfo) -> np.ndarray:
     """uint8 [N, C, S, S] -> the model's float32 input, by the shared ``Normalizer``."""
-    return Normalizer(info.mean, info.std, torch.device("cpu"))(torch.from_numpy(images)).numpy()
+    pre = info.preprocessing
+    return Normalizer(pre.mean, pre.std, torch.device("cpu"))(torch.from_numpy(images)).numpy()
 
 
 def parity_batches(info: ModelInfo, data: str | Path | None = None, seed: int = 0) -> dict[str, np.ndarray]:
@@ -85,7 +86,8 @@ def parity_batches(info: ModelInfo, data: str | Path | None = None, seed: int = 
     if data is not None:
         paths = read_image_list(data)
         picked = [paths[int(i)] for i in np.linspace(0, len(paths) - 1, min(biggest, len(paths)))]
-        images = load_readable(picked, info.resize_size, info.image_size, info.channels)
+        pre = info.preprocessing
+        images = load_readable(picked, pre.resize_size, pre.image_size, pre.channels)
         if not images:
             raise ToolkitError(f"--data {data}: none of the {len(picked)} images picked for the parity check could be read")
         batches["real"] = normalise(np.stack(images), info)

@@ -23,9 +23,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from exporters.metadata import ModelInfo
 from exporters.runtime import Backend
-from scoring.image_lists import is_uri
-from scoring.score import EmbedPaths
+from scoring.image_lists import EmbedPaths
 from toolkit.console import console
+from toolkit.data.image_files import is_uri
 from toolkit.data.image_files import load_image as _load_image
 from toolkit.data.preprocess import Normalizer
 from toolkit.data.remote import read_uri
@@ -50,8 +50,9 @@ def open_uri(uri: str) -> io.BytesIO:
 def load_image(path: str, info: ModelInfo) -> np.ndarray:
     """One file (or a ``scheme://`` URI, see ``open_uri``) as the model's uint8 input [C, S, S]
     (``toolkit.data.image_files.load_image``)."""
-    return _load_image(open_uri(path) if is_uri(path) else path, info.resize_size, info.image_size,  # type: ignore[arg-type]
-                       info.channels)
+    pre = info.preprocessing
+    return _load_image(open_uri(path) if is_uri(path) else path, pre.resize_size, pre.image_size,  # type: ignore[arg-type]
+                       pre.channels)
 
 
 def _reason(path: str, exc: Exception) -> str:
@@ -114,7 +115,7 @@ def progress_bar(enabled: bool) -> Progress:
 
 def embed_files(backend: Backend, paths: list[str], *, batch_size: int = 64, workers: int = 0,
                 progress: bool = True) -> tuple[np.ndarray, list[str], dict[str, str]]:
-    """Embeds image files with ``backend``; the ``embed_paths`` contract of ``scoring.score``.
+    """Embeds image files with ``backend``; the ``embed_paths`` contract of ``scoring.image_lists.EmbedPaths``.
 
     Args:
         backend: any ``exporters.runtime.Backend``; its metadata frames and normalises the images.
@@ -126,7 +127,7 @@ def embed_files(backend: Backend, paths: list[str], *, batch_size: int = 64, wor
     Returns:
         [len(ok_paths), D] float32 embeddings, ok_paths in input order, {path: reason} for the rest.
     """
-    normalizer = Normalizer(backend.info.mean, backend.info.std, torch.device("cpu"))
+    normalizer = Normalizer(backend.info.preprocessing.mean, backend.info.preprocessing.std, torch.device("cpu"))
     chunks: list[np.ndarray] = []
     ok_paths: list[str] = []
     errors: dict[str, str] = {}
@@ -150,7 +151,7 @@ def embed_files(backend: Backend, paths: list[str], *, batch_size: int = 64, wor
 
 
 def embedder(backend: Backend, *, batch_size: int = 64, workers: int = 0, progress: bool = True) -> EmbedPaths:
-    """``embed_files`` with its settings bound: the ``embed_paths`` callable ``scoring.score`` takes."""
+    """``embed_files`` with its settings bound: the ``embed_paths`` callable the scoring modes take."""
 
     def embed_paths(paths: list[str]) -> tuple[np.ndarray, list[str], dict[str, str]]:
         return embed_files(backend, paths, batch_size=batch_size, workers=workers, progress=progress)

@@ -91,7 +91,7 @@ class EmbedReplica:
 
         self.backend = open_backend(model, backend, threads=threads, device=device)
         info = self.backend.info
-        self.normalizer = Normalizer(info.mean, info.std, torch.device("cpu"))
+        self.normalizer = Normalizer(info.preprocessing.mean, info.preprocessing.std, torch.device("cpu"))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from scoring.images import ImageFiles, _collate
@@ -121,7 +121,7 @@ def _dataset(ray: Any, paths: list[str], batch_size: int) -> Any:
     """Absolute paths (the workers' working folders differ) with their index, in blocks of whole batches."""
     import pyarrow as pa
 
-    from scoring.image_lists import is_uri
+    from toolkit.data.image_files import is_uri
 
     absolute = [p if is_uri(p) else os.path.abspath(p) for p in paths]
     table = pa.table({"index": np.arange(len(paths), dtype=np.int64), "path": absolute})

@@ -48,12 +48,31 @@ def make_checkpoint(folder: Path, kind: str = "pretrain", threshold: float | Non
     ckpt = new_checkpoint(kind, recipe, model.state_dict(), MEAN, STD, embedding_dim, data_source="test")
     ckpt.with_training(epoch=1).save(folder / "checkpoint.pt")
     if threshold is not None:  # an eval.json as written before calibration existed, or with ``calibration``
-        report: dict = {"verification": {"roc_auc": 0.9, "eer": 0.1, "threshold": threshold}}
-        if calibration is not None:  # as toolkit evaluate writes it now: with the checkpoint's path and weights hash
-            report["calibration"] = calibration
-            report["checkpoint"] = {"path": str(folder / "checkpoint.pt"), "weights_sha256": weights_sha256(ckpt.weights)}
-        (folder / "eval.json").write_text(json.dumps(report))
+        (folder / "eval.json").write_text(json.dumps(eval_report(folder / "checkpoint.pt", kind, embedding_dim, threshold,
+                                                                 calibration, weights_sha256(ckpt.weights))))
     return folder
+
+
+def eval_report(checkpoint: Path, kind: str, embedding_dim: int, threshold: float, calibration: dict | None = None,
+                digest: str = "") -> dict:
+    """A complete ``eval.json`` (with made-up numbers): as written before calibration existed when
+    ``calibration`` is None, else as ``toolkit evaluate`` writes it now (with the weights hash)."""
+    ones = {"accuracy": 0.5, "balanced_accuracy": 0.5, "macro_f1": 0.5, "per_class_recall": {"a": 0.5}}
+    report: dict = {
+        "fewshot": {"way": 2, "shot": 1, "query": 1, "episodes": 1, "skipped_classes": [],
+                    "prototype": {"mean": 0.5, "ci95": 0.1}, "nearest": {"mean": 0.5, "ci95": 0.1}},
+        "classification": {**ones, "rule": "knn", "knn": ones, "prototype": ones},
+        "verification": {"roc_auc": 0.9, "eer": 0.1, "threshold": threshold},
+        "checkpoint": {"path": str(checkpoint), "kind": kind, "epoch": 1, "embedding_dim": embedding_dim},
+        "data": {"source": "test", "evaluated_split": "test", "train_images": 4, "evaluated_images": 4,
+                 "evaluated_classes": 2, "notes": []},
+        "protocol": {"seed": 0, "verification_pairs": 4},
+    }
+    if calibration is None:
+        return report
+    head, tail = ("fewshot", "classification", "verification"), ("checkpoint", "data", "protocol")
+    return {"format_version": 1, **{k: report[k] for k in head}, "calibration": calibration, "operating_points": {},
+            "open_set": None, **{k: report[k] for k in tail}, "checkpoint": {**report["checkpoint"], "weights_sha256": digest}}
 
 
 def calibrated(threshold: float, unknown: float | None = None, split: str = "val") -> dict:

@@ -3,7 +3,8 @@ searched with another model's queries.
 
 It hashes what decides the vectors: the exported graph's bytes (ONNX, TensorRT engine) or the
 checkpoint's weights (every tensor of the encoder's ``state_dict``, in key order), together
-with the preprocessing (input size, resize, channels, mean, std).
+with the model's ``Preprocessing`` (``ModelInfo.preprocessing``: input size, resize, channels,
+mean, std) and the embedding width.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from exporters.runtime import Backend
 
 
 def preprocessing(info: ModelInfo) -> dict[str, Any]:
-    """The image framing and normalisation the vectors were computed with."""
-    return {"image_size": info.image_size, "resize_size": info.resize_size, "channels": info.channels,
-            "mean": list(info.mean), "std": list(info.std), "embedding_dim": info.embedding_dim}
+    """The model's ``Preprocessing`` (the image framing and normalisation the vectors were computed
+    with) and their width: ``{image_size, resize_size, channels, mean, std, embedding_dim}``, the
+    bytes every existing index folder was fingerprinted with."""
+    return {**info.preprocessing.to_dict(), "embedding_dim": info.embedding_dim}
 
 
 def _file_digest(path: str | Path) -> str:

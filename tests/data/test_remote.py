@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from exporters.metadata import ModelInfo
+from toolkit.data.preprocess import Preprocessing
 from scoring.images import ImageFiles
 
 
@@ -90,7 +91,7 @@ def test_a_hung_remote_image_is_that_rows_error(silent_server: int, tmp_path: Pa
     monkeypatch.setenv("TOOLKIT_REMOTE_TIMEOUT", "1")
     local = tmp_path / "ok.png"
     Image.fromarray(np.full((8, 8, 3), 100, dtype=np.uint8)).save(local)
-    info = ModelInfo(image_size=8, resize_size=8, channels=3, mean=(0.5,) * 3, std=(0.5,) * 3, embedding_dim=4)
+    info = ModelInfo(Preprocessing(image_size=8, resize_size=8, channels=3, mean=(0.5,) * 3, std=(0.5,) * 3), embedding_dim=4)
     files = ImageFiles([f"http://127.0.0.1:{silent_server}/a.png", str(local)], info)
     start = time.monotonic()
     index, image, error = files[0]

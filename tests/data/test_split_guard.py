@@ -60,8 +60,8 @@ def test_finetune_on_held_out_classes_seen_in_pretraining_needs_the_flag(runs: d
     split = Checkpoint.load(tmp_path / "ft").split
     assert split is not None and split.allow_seen_pretraining and split.seen_in_pretraining == seen
     report = evaluate(tmp_path / "ft", spec=EpisodeSpec(way=3, shot=1, query=3, episodes=10), plots=False)
-    assert report["protocol"]["allow_seen_pretraining"] is True
-    assert report["protocol"]["test_images_seen_in_pretraining"] == seen
+    assert report.protocol["allow_seen_pretraining"] is True
+    assert report.protocol["test_images_seen_in_pretraining"] == seen
     assert json.loads((tmp_path / "ft" / "eval.json").read_text())["protocol"]["allow_seen_pretraining"] is True
 
 

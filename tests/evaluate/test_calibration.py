@@ -87,8 +87,8 @@ def test_calibrate_uses_the_roc_curve_thresholds_of_the_split_it_is_given() -> N
     noisy = emb + np.random.default_rng(0).normal(scale=0.3, size=emb.shape)
     noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
     cal = calibrate(noisy, labels, "val", way=3, shot=1, query=3, episodes=30, pairs=20000, seed=0, far=0.01)
-    assert set(cal) == {"split", "threshold_eer", "threshold_far", "unknown_threshold", "genuine_pairs",
+    assert set(cal.to_json()) == {"split", "threshold_eer", "threshold_far", "unknown_threshold", "genuine_pairs",
                         "impostor_pairs", "threshold_eer_ci95", "threshold_far_ci95", "threshold_far_refused", "open_set_shape"}
-    assert cal["split"] == "val" and cal["threshold_far_refused"] is None
-    assert cal["threshold_far"] >= cal["threshold_eer"]  # a 1% FAR point is stricter than the EER point here
-    assert cal["unknown_threshold"] is not None and -1 <= cal["unknown_threshold"] <= 1
+    assert cal.split == "val" and cal.threshold_far_refused is None
+    assert cal.threshold_far is not None and cal.threshold_far >= cal.threshold_eer  # 1% FAR is stricter than EER here
+    assert cal.unknown_threshold is not None and -1 <= cal.unknown_threshold <= 1

@@ -79,11 +79,11 @@ def test_held_out_classes_are_classified_from_half_of_each_test_class(tmp_path: 
     # (tests/data/test_split_guard.py).
     run = pretrain_at_init(tmp_path, overrides={"data.holdout_classes": ["7", "8", "9"]})
     report = evaluate(run, spec=EpisodeSpec(way=3, shot=1, query=5, episodes=30), out=tmp_path, plots=False)
-    assert report["protocol"]["classifiers_built_from"] == "first half of each evaluated class"
-    assert sorted(report["classification"]["per_class_recall"]) == ["7", "8", "9"]
-    assert report["data"]["evaluated_classes"] == 3
+    assert report.protocol["classifiers_built_from"] == "first half of each evaluated class"
+    assert sorted(report.classification["per_class_recall"]) == ["7", "8", "9"]
+    assert report.data["evaluated_classes"] == 3
     # Half of each held-out class is the reference, the other half is scored.
-    assert report["protocol"]["reference_images"] + report["protocol"]["scored_images"] == report["data"]["evaluated_images"]
+    assert report.protocol["reference_images"] + report.protocol["scored_images"] == report.data["evaluated_images"]
 
 
 def test_data_without_a_test_split_is_evaluated_on_its_train_split(pretrain_run: Path, tmp_path: Path) -> None:
@@ -94,8 +94,8 @@ def test_data_without_a_test_split_is_evaluated_on_its_train_split(pretrain_run:
     report = evaluate(pretrain_run, data=str(data), spec=EpisodeSpec(way=5, shot=1, query=5, episodes=10), out=tmp_path,
                       sets=["data.test_fraction=0"], plots=False)
     # 12 images per class, 1 of them (10%) to validation
-    assert report["data"]["evaluated_split"] == "train" and report["data"]["evaluated_images"] == 10 * 11
-    assert report["protocol"]["classifiers_built_from"] == "first half of each evaluated class"
+    assert report.data["evaluated_split"] == "train" and report.data["evaluated_images"] == 10 * 11
+    assert report.protocol["classifiers_built_from"] == "first half of each evaluated class"
 
 
 @pytest.mark.parametrize("args, message", [
@@ -143,10 +143,10 @@ def test_within_group_episodes_in_eval_json(pretrain_run: Path, tmp_path: Path) 
     data = _alphabet_folder(tmp_path / "alphabets")
     report = evaluate(pretrain_run, data=str(data), spec=EpisodeSpec(way=4, shot=1, query=3, episodes=20, within_group=True),
                       out=tmp_path, sets=["data.test_fraction=0"], plots=False)
-    within = report["fewshot"]["within_group"]
-    assert set(report["fewshot"]) == FEWSHOT_KEYS | {"within_group"}
+    within = report.fewshot["within_group"]
+    assert set(report.fewshot) == FEWSHOT_KEYS | {"within_group"}
     for rule in ("prototype", "nearest"):
-        assert set(within[rule]) == set(report["fewshot"][rule]) == {"mean", "ci95"}
+        assert set(within[rule]) == set(report.fewshot[rule]) == {"mean", "ci95"}
     assert within["groups"] == ["G1", "G2"] and within["skipped_groups"] == []
 
 

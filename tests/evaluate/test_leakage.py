@@ -13,6 +13,7 @@ from tests.conftest import shape_image, write_image
 from tests.tiny_runs import pretrain_at_init
 from exporters import metadata
 from toolkit.evaluate.job import EpisodeSpec, evaluate
+from toolkit.evaluate.report import Thresholds
 
 SPEC = EpisodeSpec(way=3, shot=1, query=3, episodes=30)
 
@@ -42,17 +43,17 @@ def test_changing_test_images_never_changes_the_stored_thresholds(checkpoint_run
     _write_split(data, "test", 7, seed=9)  # other test images, and more of them
     second = evaluate(checkpoint_run, data=str(data), spec=SPEC, out=tmp_path / "b", plots=False, far=0.01)
 
-    assert first["calibration"]["split"] == "val"
-    assert first["calibration"] == second["calibration"]
-    assert first["verification"]["threshold"] == second["verification"]["threshold"]
-    for key in ("threshold_eer", "threshold_far", "unknown_threshold"):
-        assert first["calibration"][key] is not None
+    assert first.calibration is not None and first.calibration.split == "val"
+    assert first.calibration == second.calibration
+    assert first.verification.threshold == second.verification.threshold
+    for value in (first.calibration.threshold_eer, first.calibration.threshold_far, first.calibration.unknown_threshold):
+        assert value is not None
     # What export would store: read back from each eval.json.
-    assert metadata.eval_thresholds(tmp_path / "a") == metadata.eval_thresholds(tmp_path / "b") == (
-        first["calibration"]["threshold_eer"], first["calibration"]["unknown_threshold"])
+    assert metadata.eval_thresholds(tmp_path / "a") == metadata.eval_thresholds(tmp_path / "b") == Thresholds(
+        first.calibration.threshold_eer, first.calibration.unknown_threshold)
     # The test split really changed, and so did what is reported on it.
-    assert second["data"]["evaluated_images"] != first["data"]["evaluated_images"]
-    assert (first["verification"]["eer"], first["open_set"]) != (second["verification"]["eer"], second["open_set"])
+    assert second.data["evaluated_images"] != first.data["evaluated_images"]
+    assert (first.verification.eer, first.open_set) != (second.verification.eer, second.open_set)
 
 
 def test_without_validation_the_test_split_calibrates_with_a_warning(checkpoint_run: Path, tmp_path: Path,
@@ -62,6 +63,6 @@ def test_without_validation_the_test_split_calibrates_with_a_warning(checkpoint_
     _write_split(data, "test", 5, seed=2)
     result = evaluate(checkpoint_run, data=str(data), spec=SPEC, out=tmp_path / "c", plots=False,
                       sets=["data.val_fraction=0"])
-    assert result["calibration"]["split"] == "test"
+    assert result.calibration is not None and result.calibration.split == "test"
     assert "calibrated on the test split they are reported on" in capsys.readouterr().err
     assert json.loads((tmp_path / "c" / "eval.json").read_text())["calibration"]["split"] == "test"

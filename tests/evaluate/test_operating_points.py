@@ -9,6 +9,7 @@ from rich.console import Console
 
 from toolkit.evaluate.calibration import (MIN_IMPOSTORS_AT_FAR, THRESHOLD_BOOTSTRAP, calibrate, eer_threshold,
                                           far_refusal, far_threshold, pair_operating_points, threshold_intervals)
+from toolkit.evaluate.report import Calibration
 from toolkit.evaluate.tables import calibration_table
 from toolkit.metrics.verification import verification_metrics
 
@@ -54,19 +55,20 @@ def test_a_far_point_needs_100_impostor_pairs_at_that_far() -> None:
 def test_tar_at_far_is_refused_on_too_few_impostor_pairs() -> None:
     emb, labels = _clusters(6, 30, 0.5, seed=2)
     cal = calibrate(emb, labels, "val", way=3, shot=1, query=3, episodes=20, pairs=20000, seed=0, far=1e-3)
-    assert cal["threshold_far"] is None and cal["threshold_far_ci95"] is None
-    assert "10000 impostor pairs give 10 at FAR 0.001" in cal["threshold_far_refused"]
+    assert cal.threshold_far is None and cal.threshold_far_ci95 is None
+    assert cal.threshold_far_refused is not None and "10000 impostor pairs give 10 at FAR 0.001" in cal.threshold_far_refused
     points = pair_operating_points(emb, labels, cal, 20000, seed=1, far=1e-3)["threshold_far"]
-    assert points["tar"] is None and points["refused"] == cal["threshold_far_refused"]
+    assert points["tar"] is None and points["refused"] == cal.threshold_far_refused
     assert points["impostor_pairs"] == 10000
 
 
 def test_tar_at_far_has_its_pairs_and_a_bootstrap_interval() -> None:
     emb, labels = _clusters(6, 30, 0.6, seed=3)
     cal = calibrate(emb, labels, "val", way=3, shot=1, query=3, episodes=20, pairs=20000, seed=0, far=0.02)
-    assert cal["impostor_pairs"] == 10000 and cal["genuine_pairs"] == 10000
-    low, high = cal["threshold_far_ci95"]
-    assert low <= cal["threshold_far"] <= high and cal["threshold_eer_ci95"][0] <= cal["threshold_eer"]
+    assert cal.impostor_pairs == 10000 and cal.genuine_pairs == 10000
+    assert cal.threshold_far is not None and cal.threshold_far_ci95 is not None and cal.threshold_eer_ci95 is not None
+    low, high = cal.threshold_far_ci95
+    assert low <= cal.threshold_far <= high and cal.threshold_eer_ci95[0] <= cal.threshold_eer
     point = pair_operating_points(emb, labels, cal, 20000, seed=1, far=0.02)["threshold_far"]
     assert point["refused"] is None and point["impostor_pairs"] == 10000
     # the reference: a resampling loop over the genuine pairs' accept decisions
@@ -77,9 +79,9 @@ def test_tar_at_far_has_its_pairs_and_a_bootstrap_interval() -> None:
     assert point["tar_ci95"][0] < point["tar"] < point["tar_ci95"][1]
 
 
-def _render(result: dict) -> str:
+def _render(cal: Calibration, points: dict) -> str:
     buffer = io.StringIO()
-    Console(file=buffer, width=400).print(calibration_table(result))
+    Console(file=buffer, width=400).print(calibration_table(cal, points, "test", None))
     return " ".join(buffer.getvalue().split())  # the title wraps at the table's width
 
 
@@ -88,11 +90,11 @@ def test_the_table_prints_pairs_intervals_and_refusals() -> None:
     for far in (0.02, 1e-3):
         cal = calibrate(emb, labels, "val", way=3, shot=1, query=3, episodes=20, pairs=20000, seed=0, far=far)
         points = pair_operating_points(emb, labels, cal, 20000, seed=1, far=far)
-        text = _render({"calibration": cal, "operating_points": points, "data": {"evaluated_split": "test"},
-                        "open_set": None})
+        text = _render(cal, points)
         assert "(10000 genuine + 10000 impostor pairs)" in text and "[95% bootstrap interval]" in text
-        lo, hi = cal["threshold_eer_ci95"]
-        assert f"{cal['threshold_eer']:.4f} [{lo:.4f}, {hi:.4f}]" in text
+        assert cal.threshold_eer_ci95 is not None
+        lo, hi = cal.threshold_eer_ci95
+        assert f"{cal.threshold_eer:.4f} [{lo:.4f}, {hi:.4f}]" in text
         if far == 0.02:
             assert "on 10000 impostor pairs" in text and f"TAR {100 * points['threshold_far']['tar']:.2f}% [" in text
         else:

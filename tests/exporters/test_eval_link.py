@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from exporters import metadata
 from exporters.export import export_checkpoint
 from tests.conftest import shape_image, write_image
 from tests.scoring.test_bad_input import one_error, only_line
@@ -16,6 +17,7 @@ from tests.tiny_models import calibrated, make_checkpoint
 from tests.tiny_runs import pretrain_at_init
 from toolkit.engine.checkpoint import Checkpoint
 from toolkit.engine.weights_hash import weights_sha256
+from toolkit.errors import ToolkitError
 from toolkit.evaluate.job import EpisodeSpec, evaluate
 
 SPEC = EpisodeSpec(way=3, shot=1, query=3, episodes=20)
@@ -42,9 +44,9 @@ def test_evaluate_records_the_weights_and_export_checks_them(runs: tuple[Path, P
     run, other = runs
     data = _data(tmp_path / "data", val=True)
     result = evaluate(run, data=str(data), spec=SPEC, plots=False, far=0.01)
-    assert result["checkpoint"]["weights_sha256"] == weights_sha256(Checkpoint.load(run).weights)
+    assert result.checkpoint.weights_sha256 == weights_sha256(Checkpoint.load(run).weights)
     exported = export_checkpoint(run, tmp_path / "ok")
-    assert exported.info.threshold == result["calibration"]["threshold_eer"]
+    assert result.calibration is not None and exported.info.thresholds.pair == result.calibration.threshold_eer
 
     evaluate(run, data=str(data), spec=SPEC, plots=False, out=other, far=0.01)  # run's numbers in other's folder
     line = only_line(invoke("export", str(other), "--out", str(tmp_path / "bad")))
@@ -73,8 +75,10 @@ def test_thresholds_calibrated_on_test_are_refused_unless_allowed(runs: tuple[Pa
 
 
 def _eval_json(run: Path, **checkpoint: str) -> None:
+    """Rewrite the checkpoint record of ``run/eval.json``: ``path``, and ``weights_sha256`` only when given."""
     report = json.loads((run / "eval.json").read_text())
-    report["checkpoint"] = checkpoint
+    record = {k: v for k, v in report["checkpoint"].items() if k != "weights_sha256"}
+    report["checkpoint"] = {**record, **checkpoint}
     (run / "eval.json").write_text(json.dumps(report))
 
 
@@ -103,3 +107,29 @@ def test_an_eval_json_from_before_calibration_is_refused_unless_allowed(tmp_path
     result = invoke("export", str(run), "--allow-test-thresholds", "--threads", "1")
     assert result.exit_code == 0, result.output
     assert json.loads((run / "export" / "encoder.json").read_text())["threshold"] == 0.4321
+
+
+def _rename(path: Path, old: str, new: str) -> None:
+    """Rename key ``old`` (dotted) of the eval.json at ``path`` to ``new``."""
+    report = json.loads(path.read_text())
+    *parents, last = old.split(".")
+    section = report
+    for parent in parents:
+        section = section[parent]
+    section[new] = section.pop(last)
+    path.write_text(json.dumps(report))
+
+
+@pytest.mark.parametrize(("old", "new"), [("calibration.threshold_eer", "threshold_equal_error"),
+                                          ("calibration.unknown_threshold", "open_set_threshold"),
+                                          ("calibration", "calibrated")])
+def test_a_renamed_key_is_an_error_naming_it_not_a_dropped_threshold(old: str, new: str, tmp_path: Path) -> None:
+    run = make_checkpoint(tmp_path / "run", kind="finetune", threshold=0.6, calibration=calibrated(0.6, unknown=0.7))
+    _rename(run / "eval.json", old, new)
+    for extra in ((), ("--allow-test-thresholds",)):  # allowing test thresholds does not fall back either
+        line = only_line(invoke("export", str(run), "--threads", "1", *extra))
+        assert line == f"error: {run / 'eval.json'}: key {old} is missing; rerun toolkit evaluate to write it again"
+        assert not (run / "export").exists()
+    # scoring with the checkpoint directly is lenient about whose thresholds they are, not about a broken file
+    with pytest.raises(ToolkitError, match=f"key {old} is missing"):
+        metadata.info_from_checkpoint(Checkpoint.load(run))

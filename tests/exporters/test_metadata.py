@@ -48,7 +48,7 @@ def test_out_of_range_metadata_is_refused_naming_the_key(key: str, value: object
 def test_edge_values_are_accepted(tmp_path: Path) -> None:
     for threshold in (-1.0, 1.0, 0.0, None):
         info = metadata.ModelInfo.from_dict({**GOOD, "threshold": threshold, "unknown_threshold": threshold}, "x")
-        assert info.threshold == threshold and info.unknown_threshold == threshold
+        assert info.thresholds.pair == threshold and info.thresholds.unknown == threshold
 
 
 def _set_prop(onnx_path: Path, key: str, value: str) -> None:
@@ -76,11 +76,12 @@ def test_score_with_a_tampered_model_is_one_line(key: str, value: str, exported_
 
 
 def _check_valid(info: metadata.ModelInfo) -> None:
-    assert info.channels in (1, 3) and len(info.mean) == len(info.std) == info.channels
-    assert all(math.isfinite(s) and s > 0 for s in info.std) and all(math.isfinite(m) for m in info.mean)
-    assert 1 <= info.image_size <= info.resize_size <= metadata.MAX_SIZE
+    pre = info.preprocessing
+    assert pre.channels in (1, 3) and len(pre.mean) == len(pre.std) == pre.channels
+    assert all(math.isfinite(s) and s > 0 for s in pre.std) and all(math.isfinite(m) for m in pre.mean)
+    assert 1 <= pre.image_size <= pre.resize_size <= metadata.MAX_SIZE
     assert 1 <= info.embedding_dim <= metadata.MAX_SIZE
-    for value in (info.threshold, info.unknown_threshold):
+    for value in (info.thresholds.pair, info.thresholds.unknown):
         assert value is None or (math.isfinite(value) and -1 <= value <= 1)
 
 
@@ -137,3 +138,22 @@ def test_read_info_refuses_a_tampered_onnx(exported_run: Path, tmp_path: Path) -
     _set_prop(model, "threshold", "NaN")
     with pytest.raises(ToolkitError, match="metadata key threshold is nan"):
         read_info(model)
+
+
+def test_encoder_json_is_byte_identical_to_the_flat_layout() -> None:
+    """``ModelInfo`` composes ``Preprocessing`` and ``Thresholds``; on disk it stays flat, key for key and in order."""
+    from toolkit.data.preprocess import Preprocessing
+    from toolkit.evaluate.report import Thresholds
+
+    info = metadata.ModelInfo(Preprocessing(16, 20, 3, (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)), 8, Thresholds(0.61, 0.72),
+                              kind="finetune", toolkit_version="1.2.3", opset=20, checkpoint="run/checkpoint.pt",
+                              features="embedding")
+    # written by the ModelInfo of flat fields (before it composed Preprocessing and Thresholds)
+    before = ('{"format": "toolkit-encoder", "input_name": "images", "output_name": "embeddings", "image_size": 16, '
+              '"resize_size": 20, "channels": 3, "mean": [0.5, 0.4, 0.3], "std": [0.25, 0.2, 0.3], "embedding_dim": 8, '
+              '"threshold": 0.61, "kind": "finetune", "toolkit_version": "1.2.3", "opset": 20, '
+              '"checkpoint": "run/checkpoint.pt", "unknown_threshold": 0.72, "features": "embedding", '
+              '"input_shape": ["batch", 3, 16, 16]}')
+    assert json.dumps(info.to_dict()) == before
+    assert metadata.ModelInfo.from_dict(json.loads(before), "x") == info
+    assert metadata.from_props(metadata.to_props(info), "x") == info

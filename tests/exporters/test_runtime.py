@@ -11,6 +11,7 @@ import pytest
 
 from scoring.images import load_image
 from exporters.metadata import ModelInfo
+from toolkit.data.preprocess import Preprocessing
 from exporters.parity import normalise
 from exporters.model_files import resolve_model
 from exporters.runtime import OnnxBackend, TensorRTBackend, TorchBackend, open_backend
@@ -23,7 +24,7 @@ from toolkit.engine.precision import cpu_supports_bf16
 
 def test_torch_and_onnx_backends_agree_on_the_same_images(exported_run: Path, images: Path) -> None:
     paths = image_paths(images)
-    info = ModelInfo(16, 16, 3, (0.5, 0.4, 0.3), (0.25, 0.2, 0.3), 8)
+    info = ModelInfo(Preprocessing(16, 16, 3, (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)), 8)
     x = normalise(np.stack([load_image(p, info) for p in paths]), info)
     fp32 = TorchBackend.from_checkpoint(exported_run, precision="fp32", device="cpu").embed(x)
     best = TorchBackend.from_checkpoint(exported_run, precision="auto", device="cpu").embed(x)
@@ -87,6 +88,6 @@ def test_engine_without_encoder_json_or_tensorrt_is_an_error(tmp_path: Path) -> 
     with pytest.raises(ToolkitError, match="no encoder.json beside the engine"):
         TensorRTBackend(tmp_path / "encoder.engine")
     if tensorrt_unavailable_reason() is not None:
-        (tmp_path / "encoder.json").write_text(json.dumps(ModelInfo(16, 16, 3, (0.5,) * 3, (0.5,) * 3, 8).to_dict()))
+        (tmp_path / "encoder.json").write_text(json.dumps(ModelInfo(Preprocessing(16, 16, 3, (0.5,) * 3, (0.5,) * 3), 8).to_dict()))
         with pytest.raises(ToolkitError, match="cannot run the TensorRT engine"):
             open_backend(tmp_path / "encoder.engine")

@@ -15,6 +15,7 @@ from tests.tiny_models import make_checkpoint, reference_embeddings
 from exporters import metadata
 from exporters.export import export_checkpoint
 from exporters.onnx_export import read_info
+from toolkit.evaluate.report import Thresholds
 
 CALIBRATION = {"split": "val", "threshold_eer": 0.61, "threshold_far": 0.83, "unknown_threshold": 0.72}
 
@@ -25,17 +26,17 @@ def test_export_metadata_carries_the_pair_and_the_unknown_threshold(tmp_path: Pa
     written = json.loads((tmp_path / "out" / "encoder.json").read_text())
     assert (written["threshold"], written["unknown_threshold"]) == (0.61, 0.72)  # calibration, not the old key
     info = read_info(tmp_path / "out" / "encoder.onnx")
-    assert (info.threshold, info.unknown_threshold) == (0.61, 0.72)
+    assert (info.thresholds.pair, info.thresholds.unknown) == (0.61, 0.72)
 
 
 def test_old_eval_json_falls_back_to_verification_threshold_with_a_warning(tmp_path: Path,
                                                                           capsys: pytest.CaptureFixture[str]) -> None:
     run = make_checkpoint(tmp_path / "run", kind="finetune", threshold=0.4321)
-    assert metadata.eval_thresholds(run) == (0.4321, None)
+    assert metadata.eval_thresholds(run) == Thresholds(0.4321, None)
     assert "has no calibration" in capsys.readouterr().err
     old = {"format": metadata.FORMAT, "image_size": 16, "channels": 1, "mean": [0.5], "std": [0.2],
            "embedding_dim": 8, "threshold": 0.3}  # encoder.json of an older export: no unknown_threshold key
-    assert metadata.ModelInfo.from_dict(old, "old").unknown_threshold is None
+    assert metadata.ModelInfo.from_dict(old, "old").thresholds == Thresholds(0.3, None)
 
 
 def _support_and_queries(images: Path, tmp_path: Path) -> tuple[Path, Path, list[str], list[str]]:

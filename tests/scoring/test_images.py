@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image
 
 from exporters.metadata import ModelInfo
+from toolkit.data.preprocess import Preprocessing
 from exporters.runtime import open_backend
 from scoring.images import embed_files, load_image
 from tests.tiny_models import reference_embeddings
@@ -48,7 +49,7 @@ def test_load_image_resizes_the_shorter_side_then_crops_the_centre(tmp_path: Pat
     rng = np.random.default_rng(0)
     array = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
     Image.fromarray(array).save(tmp_path / "x.png")
-    info = ModelInfo(16, 20, 3, (0.5,) * 3, (0.5,) * 3, 8)
+    info = ModelInfo(Preprocessing(16, 20, 3, (0.5,) * 3, (0.5,) * 3), 8)
     resized = np.asarray(Image.fromarray(array).resize((27, 20), Image.BICUBIC))  # shorter side 30 -> 20
     expected = resized[2:18, 5:21].transpose(2, 0, 1)  # the centre 16 x 16
     np.testing.assert_array_equal(load_image(str(tmp_path / "x.png"), info), expected)

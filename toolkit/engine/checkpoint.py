@@ -33,7 +33,7 @@ from torch import nn
 
 from toolkit import __version__
 from toolkit.config import Recipe, recipe_from_dict, recipe_to_dict
-from toolkit.data.preprocess import resize_size
+from toolkit.data.preprocess import Preprocessing, resize_size
 from toolkit.data.split_record import SplitRecord
 from toolkit.engine.run_folder import RunFolder
 from toolkit.errors import ToolkitError
@@ -45,23 +45,6 @@ FORMAT = "toolkit-checkpoint"
 FORMAT_VERSION = 3
 TOOLKIT_VERSION = __version__
 KINDS = ("pretrain", "finetune")
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How images become the network's input: shorter side to ``resize_size``, centre crop, normalise."""
-
-    image_size: int
-    resize_size: int
-    channels: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    @classmethod
-    def of(cls, recipe: Recipe, mean: Any, std: Any) -> Preprocessing:
-        data = recipe.data
-        return cls(int(data.image_size), resize_size(data.image_size, data.load_size), int(data.channels),
-                   tuple(float(m) for m in mean), tuple(float(s) for s in std))
 
 
 @dataclass
@@ -166,9 +149,7 @@ class Checkpoint:
         return {
             "format": FORMAT, "format_version": FORMAT_VERSION, "kind": self.kind,
             "toolkit_version": self.toolkit_version, "recipe": self.recipe_dict, "weights": self.weights,
-            "preprocessing": None if pre is None else {
-                "image_size": pre.image_size, "resize_size": pre.resize_size, "channels": pre.channels,
-                "mean": list(pre.mean), "std": list(pre.std)},
+            "preprocessing": None if pre is None else pre.to_dict(),
             "embedding_dim": self.embedding_dim, "class_names": list(self.class_names),
             "training": {"epoch": self.training.epoch, "step_in_epoch": self.training.step_in_epoch,
                          "partial": self.training.partial, "optimizer": self.training.optimizer,
@@ -255,7 +236,7 @@ def new_checkpoint(kind: str, recipe: Recipe, weights: dict[str, torch.Tensor], 
                    embedding_dim: int, **fields: Any) -> Checkpoint:
     """A checkpoint of ``recipe``'s run (preprocessing from its ``[data]`` section, ``mean``/``std`` resolved)."""
     return Checkpoint(kind=kind, recipe_dict=recipe_to_dict(recipe), weights=weights,
-                      preprocessing=Preprocessing.of(recipe, mean, std), embedding_dim=embedding_dim, **fields)
+                      preprocessing=Preprocessing.of(recipe.data, mean, std), embedding_dim=embedding_dim, **fields)
 
 
 def build_training_model(recipe: Recipe, kind: str) -> nn.Module:

@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from toolkit.evaluate.episodes import sample_episodes, summarize
+from toolkit.evaluate.report import Calibration
 from toolkit.metrics.similarity import l2_normalise
 from toolkit.metrics.verification import sample_pairs, verification_metrics
 
@@ -180,8 +181,8 @@ def open_set_scores(embeddings: np.ndarray, labels: np.ndarray, spec: OpenSetSpe
 
 def calibrate(embeddings: np.ndarray, labels: np.ndarray, split: str, way: int, shot: int, query: int,
               episodes: int, pairs: int, seed: int, far: float = DEFAULT_FAR,
-              shape: tuple[int, int] | None = None) -> dict[str, Any]:
-    """``{split, threshold_eer, threshold_far, unknown_threshold, open_set_shape, ...}`` chosen on one split's embeddings.
+              shape: tuple[int, int] | None = None) -> Calibration:
+    """The thresholds (``Calibration``: EER, FAR and unknown) chosen on one split's embeddings.
 
     ``unknown_threshold`` is None when the split cannot form open-set episodes; ``shape`` is the
     ``(known, unknown)`` of the reported episodes (``open_set_spec``), and ``open_set_shape`` the
@@ -196,15 +197,15 @@ def calibrate(embeddings: np.ndarray, labels: np.ndarray, split: str, way: int, 
         unknown = verification_metrics(best, known)["threshold"]
     refused = far_refusal(far, int((~same).sum()))
     eer_ci, far_ci = threshold_intervals(scores, same, far, seed)
-    return {"split": split, "threshold_eer": verification_metrics(scores, same)["threshold"],
-            "threshold_far": None if refused else far_threshold(scores, same, far), "unknown_threshold": unknown,
-            "open_set_shape": None if spec is None else {"known_way": spec.known, "unknown_way": spec.unknown,
-                                                         "shot": spec.shot, "query": spec.query},
-            "genuine_pairs": int(same.sum()), "impostor_pairs": int((~same).sum()),
-            "threshold_eer_ci95": eer_ci, "threshold_far_ci95": far_ci, "threshold_far_refused": refused}
+    return Calibration(split=split, threshold_eer=verification_metrics(scores, same)["threshold"],
+                       threshold_far=None if refused else far_threshold(scores, same, far), unknown_threshold=unknown,
+                       open_set_shape=None if spec is None else {"known_way": spec.known, "unknown_way": spec.unknown,
+                                                                 "shot": spec.shot, "query": spec.query},
+                       genuine_pairs=int(same.sum()), impostor_pairs=int((~same).sum()),
+                       threshold_eer_ci95=eer_ci, threshold_far_ci95=far_ci, threshold_far_refused=refused)
 
 
-def pair_operating_points(embeddings: np.ndarray, labels: np.ndarray, calibration: dict[str, Any], pairs: int,
+def pair_operating_points(embeddings: np.ndarray, labels: np.ndarray, calibration: Calibration, pairs: int,
                           seed: int, far: float = DEFAULT_FAR) -> dict[str, Any]:
     """FAR/FRR at ``threshold_eer`` and TAR/FAR at ``threshold_far`` on pairs of the evaluated split.
 
@@ -220,14 +221,14 @@ def pair_operating_points(embeddings: np.ndarray, labels: np.ndarray, calibratio
         accepted = scores >= threshold
         return float(accepted[~same].mean()), float(accepted[same].mean())
 
-    far_eer, tar_eer = rates(calibration["threshold_eer"])
+    far_eer, tar_eer = rates(calibration.threshold_eer)
     counts = {"far_target": far, "genuine_pairs": genuine, "impostor_pairs": impostors}
-    refused = calibration.get("threshold_far_refused") or far_refusal(far, impostors)
-    if calibration.get("threshold_far") is None or refused:
+    refused = calibration.threshold_far_refused or far_refusal(far, impostors)
+    if calibration.threshold_far is None or refused:
         refused = refused or "no FAR threshold was calibrated"
         at_far: dict[str, Any] = {**counts, "far": None, "tar": None, "tar_ci95": None, "refused": refused}
     else:
-        far_far, tar_far = rates(calibration["threshold_far"])
+        far_far, tar_far = rates(calibration.threshold_far)
         rng = np.random.default_rng(seed)
         resampled = rng.binomial(genuine, tar_far, BOOTSTRAP) / genuine  # a share of genuine pairs: binomial
         at_far = {**counts, "far": far_far, "tar": tar_far, "tar_ci95": _interval(resampled),

@@ -4,7 +4,8 @@ Works on any checkpoint: after pretraining the embedding is the l2-normalised ba
 after fine-tuning the output of the embedding head (``Checkpoint.encoder``), so
 users see what each stage bought them. The numbers come from ``toolkit.evaluate.episodes``,
 ``toolkit.metrics.classification`` and ``toolkit.metrics.verification``; this module embeds the splits, wires
-them together and writes ``eval.json``, ``confusion.png`` and ``embeddings.png``.
+them together and writes ``eval.json`` (an ``EvalReport``, ``toolkit.evaluate.report``), ``confusion.png``
+and ``embeddings.png``.
 
 Protocol:
 - The split (``toolkit.data.split_check.check_evaluation``): no evaluated test image may be in the
@@ -40,17 +41,17 @@ import numpy as np
 
 from toolkit.engine.checkpoint import Checkpoint
 from toolkit.metrics.balanced_knn import balanced_knn_predict, choose_rule
-from toolkit.metrics.classification import classification_metrics, confusion, knn_predict, prototype_predict
+from toolkit.metrics.classification import classification_metrics, knn_predict, prototype_predict
 from toolkit.config import Recipe, replace, with_sets
 from toolkit.console import info, warn
 from toolkit.evaluate.calibration import DEFAULT_FAR, calibrate, open_set_report, pair_operating_points
 from toolkit.engine.distributed import resolve_device
 from toolkit.evaluate.episodes import check_episodes, run_episodes
+from toolkit.evaluate.report import Calibration, EvalReport, EvaluatedCheckpoint, Verification
 from toolkit.errors import ToolkitError
 from toolkit.out_paths import ensure_out_dir
 from toolkit.engine.embed import embed_checkpoint
 from toolkit.engine.run_folder import RunFolder
-from toolkit.io import write_json_atomic
 from toolkit.engine.weights_hash import weights_sha256
 from toolkit.data.split_check import check_evaluation
 from toolkit.data.split_record import record_of
@@ -139,20 +140,6 @@ def classify(reference: tuple[np.ndarray, np.ndarray] | None, test_emb: np.ndarr
     return result, notes, np.stack([query_labels, predictions[rule]])
 
 
-def within_group_fewshot(embeddings: np.ndarray, labels: np.ndarray, class_names: list[str], data_path: str,
-                         spec: EpisodeSpec, seed: int) -> dict[str, Any]:
-    """``fewshot.within_group``: the same episodes' shape, each episode's classes from one group."""
-    from toolkit.data.groups import class_groups
-    from toolkit.evaluate.within_group import run_within_group_episodes
-
-    groups_of_class, group_names = class_groups(class_names, data_path)
-    result = run_within_group_episodes(embeddings, labels, groups_of_class, group_names, spec.way, spec.shot,
-                                       spec.query, spec.episodes, seed=seed)
-    info(f"within-group episodes: {len(result['groups'])} groups with >= {spec.way} classes"
-         + (f", {len(result['skipped_groups'])} skipped" if result["skipped_groups"] else ""))
-    return result
-
-
 def verify(embeddings: np.ndarray, labels: np.ndarray, pairs: int, seed: int) -> dict[str, float]:
     """ROC AUC, EER and the EER threshold of cosine similarity on sampled same/different pairs."""
     a, b, same = sample_pairs(labels, pairs, seed=seed)
@@ -160,19 +147,9 @@ def verify(embeddings: np.ndarray, labels: np.ndarray, pairs: int, seed: int) ->
     return verification_metrics(scores, same)
 
 
-def plot_confusion_of(truth_and_pred: np.ndarray, class_names: list[str], path: Path) -> None:
-    """The confusion matrix over the classes that occur (not every class of the data)."""
-    from toolkit.evaluate.plots import plot_confusion
-
-    present = np.unique(truth_and_pred)
-    index = np.searchsorted(present, truth_and_pred)
-    matrix = confusion(index[0], index[1], len(present))
-    plot_confusion(matrix, [class_names[c] for c in present], path)
-
-
 def evaluate(checkpoint_path: str | Path, data: str | None = None, spec: EpisodeSpec = EpisodeSpec(),
              out: Path | None = None, sets: list[str] | tuple[str, ...] = (), device: str | None = None,
-             seed: int = 0, plots: bool = True, far: float = DEFAULT_FAR) -> dict[str, Any]:
+             seed: int = 0, plots: bool = True, far: float = DEFAULT_FAR) -> EvalReport:
     """Evaluate a checkpoint and write ``eval.json`` (+ figures) to ``out`` (default: its run folder).
 
     Args:
@@ -187,7 +164,7 @@ def evaluate(checkpoint_path: str | Path, data: str | None = None, spec: Episode
         far: the target false-accept rate of ``calibration.threshold_far`` (TAR@FAR).
 
     Returns:
-        The ``eval.json`` content.
+        The ``eval.json`` content (``toolkit.evaluate.report``).
     """
     from toolkit.evaluate.tables import print_tables
 
@@ -213,7 +190,7 @@ def evaluate(checkpoint_path: str | Path, data: str | None = None, spec: Episode
     check_episodes(evaluated.labels, spec.way, spec.shot, spec.query, class_names)
     if spec.within_group:
         from toolkit.data.groups import class_groups
-        from toolkit.evaluate.within_group import check_within_group
+        from toolkit.evaluate.within_group import check_within_group, within_group_fewshot
 
         check_within_group(evaluated.labels, class_groups(class_names, recipe.data.path)[0], spec.way,
                            spec.shot + spec.query)
@@ -234,41 +211,38 @@ def evaluate(checkpoint_path: str | Path, data: str | None = None, spec: Episode
     fewshot = run_episodes(test_emb, test_labels, spec.way, spec.shot, spec.query, spec.episodes, seed=seed,
                            class_names=class_names)
     if spec.within_group:
-        fewshot["within_group"] = within_group_fewshot(test_emb, test_labels, class_names, recipe.data.path, spec, seed)
+        fewshot["within_group"] = within_group_fewshot(test_emb, test_labels, class_names, recipe.data.path, spec.way,
+                                                       spec.shot, spec.query, spec.episodes, seed)
     validation = embed_validation(ckpt, recipe, loaded.val)
     classification, protocol, truth_pred = classify(reference, test_emb, test_labels, class_names,
                                                     recipe.train.knn_k, recipe.train.knn_t, seed, validation)
-    verification = verify(test_emb, test_labels, VERIFICATION_PAIRS, seed)
     calibration = _calibration(validation, test_emb, test_labels, split_name, spec, seed, far)
-    verification["threshold"] = calibration["threshold_eer"]
-    operating_points = pair_operating_points(test_emb, test_labels, calibration, VERIFICATION_PAIRS, seed, far)
-    open_set = (None if calibration["unknown_threshold"] is None else
-                open_set_report(test_emb, test_labels, calibration["unknown_threshold"], spec.way, spec.shot, spec.query,
-                                spec.episodes, seed))
-    result = {
-        "fewshot": fewshot,
-        "classification": classification,
-        "verification": verification,
-        "calibration": calibration,
-        "operating_points": operating_points,
-        "open_set": open_set,
-        "checkpoint": {"path": str(ckpt.path), "kind": ckpt.kind, "epoch": ckpt.epoch,
-                       "embedding_dim": int(test_emb.shape[1]), "weights_sha256": weights_sha256(ckpt.weights)},
-        "data": {"source": loaded.source, "evaluated_split": split_name, "train_images": len(loaded.train),
-                 "evaluated_images": len(evaluated), "evaluated_classes": int(len(np.unique(test_labels))),
-                 "notes": loaded.notes},
-        "protocol": {**protocol, **split_notes, "seed": seed, "verification_pairs": VERIFICATION_PAIRS, "far_target": far,
-                     "similarity": "cosine of l2-normalised embeddings", "precision": "fp32"},
-    }
-    write_json_atomic(out_dir / RunFolder.EVAL, result)
+    unknown = calibration.unknown_threshold
+    report = EvalReport(
+        fewshot=fewshot, classification=classification,
+        verification=Verification(**{**verify(test_emb, test_labels, VERIFICATION_PAIRS, seed),
+                                     "threshold": calibration.threshold_eer}),
+        calibration=calibration,
+        operating_points=pair_operating_points(test_emb, test_labels, calibration, VERIFICATION_PAIRS, seed, far),
+        open_set=None if unknown is None else open_set_report(test_emb, test_labels, unknown, spec.way, spec.shot,
+                                                              spec.query, spec.episodes, seed),
+        checkpoint=EvaluatedCheckpoint(str(ckpt.path), ckpt.kind, ckpt.epoch, int(test_emb.shape[1]),
+                                       weights_sha256(ckpt.weights)),
+        data={"source": loaded.source, "evaluated_split": split_name, "train_images": len(loaded.train),
+              "evaluated_images": len(evaluated), "evaluated_classes": int(len(np.unique(test_labels))),
+              "notes": loaded.notes},
+        protocol={**protocol, **split_notes, "seed": seed, "verification_pairs": VERIFICATION_PAIRS, "far_target": far,
+                  "similarity": "cosine of l2-normalised embeddings", "precision": "fp32"})
+    report.write(out_dir / RunFolder.EVAL)
     if plots:
+        from toolkit.evaluate.plots import plot_confusion_of, plot_embeddings
+
         plot_confusion_of(truth_pred, class_names, out_dir / "confusion.png")
-        from toolkit.evaluate.plots import plot_embeddings
 
         plot_embeddings(test_emb, test_labels, class_names, out_dir / "embeddings.png", seed=seed, max_points=TSNE_POINTS)
-    print_tables(result)
-    info(f"wrote {out_dir / 'eval.json'}" + (f", {out_dir / 'confusion.png'}, {out_dir / 'embeddings.png'}" if plots else ""))
-    return result
+    print_tables(report)
+    info(f"wrote {out_dir / RunFolder.EVAL}" + (f", {out_dir / 'confusion.png'}, {out_dir / 'embeddings.png'}" if plots else ""))
+    return report
 
 
 def embed_validation(ckpt: Checkpoint, recipe: Recipe, val: ImageStore | None) -> tuple[np.ndarray, np.ndarray] | None:
@@ -282,9 +256,9 @@ def embed_validation(ckpt: Checkpoint, recipe: Recipe, val: ImageStore | None) -
     return val_emb, val.labels
 
 
-def _check_open_set_shape(calibration: dict[str, Any], shape: tuple[int, int] | None) -> None:
+def _check_open_set_shape(calibration: Calibration, shape: tuple[int, int] | None) -> None:
     """Warn when the unknown threshold's calibration episodes differ in shape from the reported ones (both are in eval.json)."""
-    calibrated = calibration.get("open_set_shape")
+    calibrated = calibration.open_set_shape
     if calibrated is None or shape is None or (calibrated["known_way"], calibrated["unknown_way"]) == shape:
         return
     warn(f"the unknown threshold was calibrated on {calibrated['known_way']} known + {calibrated['unknown_way']} unknown "
@@ -299,7 +273,7 @@ def _can_calibrate(labels: np.ndarray) -> bool:
 
 
 def _calibration(validation: tuple[np.ndarray, np.ndarray] | None, test_emb: np.ndarray, test_labels: np.ndarray,
-                 split_name: str, spec: EpisodeSpec, seed: int, far: float) -> dict[str, Any]:
+                 split_name: str, spec: EpisodeSpec, seed: int, far: float) -> Calibration:
     """Thresholds chosen on the validation split (or, failing that, on the evaluated split, with a warning)."""
     from toolkit.evaluate.calibration import open_set_spec
 
@@ -316,6 +290,6 @@ def _calibration(validation: tuple[np.ndarray, np.ndarray] | None, test_emb: np.
              f"images): thresholds are calibrated on the {split_name} split they are reported on, so they are optimistic")
         calibration = calibrate(test_emb, test_labels, split_name, spec.way, spec.shot, spec.query, spec.episodes,
                                 VERIFICATION_PAIRS, seed, far, shape)
-    if calibration["unknown_threshold"] is None:
+    if calibration.unknown_threshold is None:
         warn("the calibration split cannot form open-set episodes (two classes with shot + 1 images): no unknown threshold")
     return calibration

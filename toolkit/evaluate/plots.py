@@ -18,6 +18,7 @@ from threadpoolctl import threadpool_limits
 
 from toolkit.io import atomic_path
 from toolkit.errors import ToolkitError
+from toolkit.metrics.classification import confusion
 
 MAX_TICK_LABELS = 30  # beyond this class names overlap: hide them rather than print a smear
 MAX_CELL_TEXT = 12  # write the value in each cell only while cells are big enough
@@ -136,3 +137,10 @@ def plot_embeddings(
     ax.set_yticks([])
     ax.set_title(f"t-SNE of {len(xy)} embeddings, {len(present)} classes")
     _save(fig, path)
+
+
+def plot_confusion_of(truth_and_pred: np.ndarray, class_names: Sequence[str], path: str | Path) -> None:
+    """The confusion matrix of (true, predicted) labels (2 x M) over the classes that occur, not every class of the data."""
+    present = np.unique(truth_and_pred)
+    index = np.searchsorted(present, truth_and_pred)
+    plot_confusion(confusion(index[0], index[1], len(present)), [class_names[c] for c in present], path)

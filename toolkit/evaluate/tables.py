@@ -7,6 +7,7 @@ from typing import Any
 from rich.table import Table
 
 from toolkit.console import console, is_rank_zero
+from toolkit.evaluate.report import Calibration, EvalReport, Verification
 
 RECALL_ROWS = 12  # per-class recall is listed in full up to this many classes, else the lowest ones
 
@@ -71,52 +72,49 @@ def recall_table(recalls: dict[str, float], rule: str = "knn") -> Table:
     return table
 
 
-def verification_table(verification: dict[str, float], pairs: int) -> Table:
+def verification_table(verification: Verification, pairs: int) -> Table:
     table = Table(title=f"pair verification ({pairs} pairs, half same-class)", header_style="bold")
     for column in ("ROC AUC", "EER", "threshold (calibrated EER point)"):
         table.add_column(column, justify="right")
-    table.add_row(f"{verification['roc_auc']:.4f}", _pct(verification["eer"]), f"{verification['threshold']:.4f}")
+    table.add_row(f"{verification.roc_auc:.4f}", _pct(verification.eer), f"{verification.threshold:.4f}")
     return table
 
 
-def calibration_table(result: dict[str, Any]) -> Table:
-    """The thresholds chosen on the calibration split and what they give on the evaluated split."""
-    cal, points, evaluated = result["calibration"], result["operating_points"], result["data"]["evaluated_split"]
-    pairs = (f" ({cal['genuine_pairs']} genuine + {cal['impostor_pairs']} impostor pairs)"
-             if "impostor_pairs" in cal else "")
-    table = Table(title=f"thresholds chosen on the {cal['split']} split{pairs}, measured on the {evaluated} split "
+def calibration_table(cal: Calibration, points: dict[str, Any], evaluated: str, open_set: dict[str, Any] | None) -> Table:
+    """The thresholds chosen on the calibration split and what they give on the ``evaluated`` split."""
+    pairs = f" ({cal.genuine_pairs} genuine + {cal.impostor_pairs} impostor pairs)" if cal.impostor_pairs is not None else ""
+    table = Table(title=f"thresholds chosen on the {cal.split} split{pairs}, measured on the {evaluated} split "
                         "[95% bootstrap interval]", header_style="bold")
     for column in ("operating point", "threshold", "measured"):
         table.add_column(column, justify="left" if column != "threshold" else "right")
     eer, far = points["threshold_eer"], points["threshold_far"]
-    table.add_row("pairs: EER point", _with_interval(cal["threshold_eer"], cal.get("threshold_eer_ci95")),
+    table.add_row("pairs: EER point", _with_interval(cal.threshold_eer, cal.threshold_eer_ci95),
                   f"FAR {_pct(eer['far'])}, FRR {_pct(eer['frr'])}")
     if far.get("tar") is None:
-        reason = far.get("refused") or cal.get("threshold_far_refused") or "not calibrated"
+        reason = far.get("refused") or cal.threshold_far_refused or "not calibrated"
         table.add_row(f"pairs: FAR {far['far_target']:g}", "refused", f"refused: {reason}")
     else:
         behind = f" on {far['impostor_pairs']} impostor pairs" if "impostor_pairs" in far else ""
-        table.add_row(f"pairs: FAR {far['far_target']:g}",
-                      _with_interval(cal["threshold_far"], cal.get("threshold_far_ci95")),
+        table.add_row(f"pairs: FAR {far['far_target']:g}", _with_interval(cal.threshold_far, cal.threshold_far_ci95),
                       f"TAR {_pct(far['tar'])}{_pct_interval(far.get('tar_ci95'))} at FAR {_pct(far['far'])}{behind}")
-    open_set = result.get("open_set")
     if open_set is not None:
         table.add_row(f"support set: unknown ({open_set['known_way']} known + {open_set['unknown_way']} unknown classes, "
-                      f"{open_set['shot']}-shot)", f"{cal['unknown_threshold']:.4f}",
+                      f"{open_set['shot']}-shot)", f"{cal.unknown_threshold:.4f}",
                       f"open-set acc. {_pct(open_set['open_set_accuracy']['mean'])} "
                       f"+- {_pct(open_set['open_set_accuracy']['ci95'])}, unknown rejected "
                       f"{_pct(open_set['unknown_rejection']['mean'])}")
     return table
 
 
-def print_tables(result: dict[str, Any]) -> None:
-    """Print every table of an ``eval.json`` result (rank 0 only)."""
+def print_tables(report: EvalReport) -> None:
+    """Print every table of an ``eval.json`` report (rank 0 only)."""
     if not is_rank_zero():
         return
-    protocol = result["protocol"]
-    console.print(fewshot_table(result["fewshot"]))
-    console.print(classification_table(result["classification"], protocol))
-    console.print(recall_table(result["classification"]["per_class_recall"], result["classification"].get("rule", "knn")))
-    console.print(verification_table(result["verification"], protocol["verification_pairs"]))
-    if "calibration" in result:
-        console.print(calibration_table(result))
+    protocol, classification = report.protocol, report.classification
+    console.print(fewshot_table(report.fewshot))
+    console.print(classification_table(classification, protocol))
+    console.print(recall_table(classification["per_class_recall"], classification.get("rule", "knn")))
+    console.print(verification_table(report.verification, protocol["verification_pairs"]))
+    if report.calibration is not None and report.operating_points is not None:
+        console.print(calibration_table(report.calibration, report.operating_points, report.data["evaluated_split"],
+                                        report.open_set))

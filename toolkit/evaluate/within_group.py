@@ -12,9 +12,12 @@ fewer than ``shot + query`` images do not count (``toolkit.evaluate.episodes.usa
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
+from toolkit.console import info
+from toolkit.data.groups import class_groups
 from toolkit.errors import ToolkitError
 from toolkit.evaluate.episodes import Episode, episode_accuracies, summarize, usable_classes
 
@@ -89,3 +92,14 @@ def run_within_group_episodes(embeddings: np.ndarray, labels: np.ndarray, groups
     return {"prototype": summarize(proto_acc), "nearest": summarize(nearest_acc),
             "groups": [group_names[int(g)] for g in eligible],
             "skipped_groups": [group_names[int(g)] for g in skipped]}
+
+
+def within_group_fewshot(embeddings: np.ndarray, labels: np.ndarray, class_names: list[str], data_path: str,
+                         way: int, shot: int, query: int, episodes: int, seed: int) -> dict[str, Any]:
+    """``fewshot.within_group`` of ``eval.json``: the reported episodes' shape, each episode's classes from one group."""
+    groups_of_class, group_names = class_groups(class_names, data_path)
+    result = run_within_group_episodes(embeddings, labels, groups_of_class, group_names, way, shot, query, episodes,
+                                       seed=seed)
+    info(f"within-group episodes: {len(result['groups'])} groups with >= {way} classes"
+         + (f", {len(result['skipped_groups'])} skipped" if result["skipped_groups"] else ""))
+    return result
