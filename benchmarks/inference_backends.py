@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from exporters.metadata import ModelInfo
+from exporters.parity import row_cosines
 from exporters.runtime import Backend, OnnxBackend, OpenVinoBackend, TorchBackend
 
 CANDIDATES = ("torch_fp32", "torch_best", "ort_fp32", "ort_fp32_extended", "ort_fp32_basic", "ort_fp16",
@@ -122,8 +123,7 @@ def time_rounds(backends: dict[str, Backend], x: np.ndarray, max_rounds: int, bu
 
 def cosines(reference: np.ndarray, other: np.ndarray) -> dict[str, float]:
     """Smallest and mean row-wise cosine between two [N, D] embedding batches."""
-    a, b = reference.astype(np.float64), other.astype(np.float64)
-    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    cos = row_cosines(reference, other)
     return {"min_cosine": round(float(cos.min()), 6), "mean_cosine": round(float(cos.mean()), 6)}
 
 

@@ -60,7 +60,7 @@ def compare_engines(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     import ray
 
     from exporters.onnx_export import export_onnx
-    from exporters.parity import normalise
+    from exporters.parity import normalise, row_cosines
     from exporters.metadata import ModelInfo
     from inference import MEAN, STD, build_encoder, image_source
     from toolkit.data.preprocess import Preprocessing
@@ -87,8 +87,7 @@ def compare_engines(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     finally:
         ray.shutdown()
     local, remote = np.load(work / "local.npz"), np.load(work / "ray.npz")
-    a, b = local["embeddings"].astype(np.float64), remote["embeddings"].astype(np.float64)
-    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    cos = row_cosines(local["embeddings"], remote["embeddings"])
     marginal = (n - quarter) / max(ray_s - small_s, 1e-9)
     per_replica = marginal / replicas
     return {
