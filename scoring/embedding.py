@@ -29,6 +29,7 @@ class Settings:
     gpus_per_replica: float = 0.0
 
     def check(self) -> None:
+        """Raises ``ToolkitError`` naming the first option out of range (``scoring.session.open_session`` calls it)."""
         if self.engine not in ENGINES:
             raise ToolkitError(f"--engine {self.engine}: valid are {', '.join(ENGINES)}")
         if self.batch_size < 1:
