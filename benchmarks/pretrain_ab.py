@@ -8,8 +8,8 @@ shapes. a and b alternate round by round in one process, and the medians are com
 noise (other jobs on a shared machine) hits both; a/b = 1 means loading and augmentation cost the
 step nothing. Before each timed round of (a) the batches its workers prefetched while (b) ran are
 drawn untimed, so (a) starts from an empty queue, as in the steady state of a slow loader. Beside
-the wall-clock ratio, ``a_over_b_cpu`` compares CPU seconds per image (the workers' included): the
-cost of an image, which other jobs on a shared machine leave unchanged.
+the wall-clock ratio, ``a_over_b_cpu`` compares CPU seconds per image (a worker's fetch included,
+measured in this process): the cost of an image, which other jobs on a shared machine leave unchanged.
 
     python benchmarks/pretrain_throughput.py --mode ab --recipe digits
     python benchmarks/pretrain_throughput.py --mode ab --recipe omniglot --omniglot ~/.cache/toolkit-data/omniglot
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import tempfile
 import time
@@ -87,27 +86,26 @@ def ab_steps(trainer: Any, objective: Any) -> tuple[Callable[[], None], Callable
     return whole, bare, drain, prefetched
 
 
-def children_cpu_seconds() -> float:
-    """CPU seconds (user + system) of this process's child processes (the loader's workers), from /proc."""
-    me, total = os.getpid(), 0.0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # exited meanwhile
-        if int(fields[1]) == me:  # fields after the name: state, ppid, ..., utime (12), stime (13)
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+def fetch_cpu_seconds(trainer: Any, objective: Any, batches: int = 4) -> float:
+    """CPU seconds a loader worker spends on one batch (its dataset fetch and collate), measured in this process."""
+    from torch.utils.data import default_collate
+
+    dataset, collate = trainer.loader.dataset, trainer.loader.collate_fn or default_collate
+    plan = objective.plan(1)
+    tic = time.process_time()
+    for keys in (plan * batches)[:batches]:
+        collate(dataset.__getitems__(keys) if hasattr(dataset, "__getitems__") else [dataset[k] for k in keys])
+    return (time.process_time() - tic) / batches
 
 
-def alternate(whole: Callable[[], None], bare: Callable[[], None], drain: Callable[[], None], prefetched: int,
+def alternate(whole: Callable[[], None], bare: Callable[[], None], drain: Callable[[], None], fetch_cpu: float,
               batch: int, steps: int, rounds: int, warmup: int, device: torch.device) -> dict[str, dict[str, list[float]]]:
     """img/s of (a) and (b) in ``rounds`` alternating rounds of ``steps`` steps each, by wall clock and by CPU time.
 
-    The CPU rate counts this process's CPU seconds and, for (a), its loader workers' CPU seconds
-    per batch over the round (drained batches included): the work an image costs, which other
-    jobs on a shared machine do not change, where the wall clock shows what a free machine's
-    spare cores (workers in parallel with the step) make of it.
+    The CPU rate counts this process's CPU seconds and, for (a), ``fetch_cpu`` per batch: what a
+    loader worker spends on it (0 without workers, where this process fetches). That is the work
+    an image costs, which other jobs on a shared machine do not change; the wall clock shows what
+    the spare cores of a free machine (workers beside the step) make of it.
     """
 
     def sync() -> None:
@@ -121,7 +119,6 @@ def alternate(whole: Callable[[], None], bare: Callable[[], None], drain: Callab
     cpu: dict[str, list[float]] = {"a": [], "b": []}
     for _ in range(rounds):
         for name, step in (("a", whole), ("b", bare)):
-            workers_before = children_cpu_seconds() if name == "a" else 0.0
             if name == "a":
                 drain()
             sync()
@@ -130,8 +127,8 @@ def alternate(whole: Callable[[], None], bare: Callable[[], None], drain: Callab
                 step()
             sync()
             seconds, cpu_seconds = time.perf_counter() - tic, time.process_time() - cpu_tic
-            if name == "a" and prefetched:
-                cpu_seconds += (children_cpu_seconds() - workers_before) * steps / (steps + prefetched)
+            if name == "a":
+                cpu_seconds += steps * fetch_cpu
             wall[name].append(steps * batch / seconds)
             cpu[name].append(steps * batch / max(cpu_seconds, 1e-9))
     return {"wall": wall, "cpu": cpu}
@@ -157,7 +154,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     recipe, objective, trainer = build_trainer(args.recipe, overrides, args.set or [])
     whole, bare, drain, prefetched = ab_steps(trainer, objective)
     batch = len(objective.plan(1)[0])
-    rates = alternate(whole, bare, drain, prefetched, batch, args.steps, args.rounds, args.warmup, trainer.env.device)
+    fetch_cpu = fetch_cpu_seconds(trainer, objective) if prefetched else 0.0
+    rates = alternate(whole, bare, drain, fetch_cpu, batch, args.steps, args.rounds, args.warmup, trainer.env.device)
     a, b = (statistics.median(rates["wall"][k]) for k in ("a", "b"))
     a_cpu, b_cpu = (statistics.median(rates["cpu"][k]) for k in ("a", "b"))
     return {
@@ -168,7 +166,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
         "a_whole_img_per_s": round(a, 1), "b_bare_img_per_s": round(b, 1), "a_over_b": round(a / b, 3),
         "a_whole_img_per_cpu_s": round(a_cpu, 1), "b_bare_img_per_cpu_s": round(b_cpu, 1),
-        "a_over_b_cpu": round(a_cpu / b_cpu, 3), "steps_per_round": args.steps,
+        "a_over_b_cpu": round(a_cpu / b_cpu, 3), "worker_fetch_cpu_ms_per_batch": round(fetch_cpu * 1000, 2),
+        "steps_per_round": args.steps,
         "rounds": {clock: {k: [round(v, 1) for v in r] for k, r in by.items()} for clock, by in rates.items()},
     }
 

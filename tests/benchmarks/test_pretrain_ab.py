@@ -17,20 +17,22 @@ import pretrain_ab  # noqa: E402
 import pretrain_throughput  # noqa: E402
 
 
-@pytest.mark.parametrize("batch_augment", [False, True])
+@pytest.mark.parametrize("batch_augment, workers", [(False, 1), (True, 0)])
 def test_ab_mode_alternates_rounds_and_saves_the_ratio(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                       batch_augment: bool) -> None:
+                                                       batch_augment: bool, workers: int) -> None:
     recipe = write_tiny_recipe(tmp_path)
     saved = tmp_path / "ab.json"
     saved.write_text(json.dumps({"earlier": {"a_over_b": 0.5}}))
     pretrain_throughput.main(["--mode", "ab", "--recipe", str(recipe), "--steps", "2", "--rounds", "3", "--warmup", "1",
-                              "--set", f"data.batch_augment={str(batch_augment).lower()}", "--save", str(saved),
+                              "--set", f"data.batch_augment={str(batch_augment).lower()}", "--set", f"train.workers={workers}",
+                              "--save", str(saved),
                               "--label", "tiny", "--note", "1 thread"])
     printed = json.loads(capsys.readouterr().out)
     report = json.loads(saved.read_text())
     assert report["earlier"] == {"a_over_b": 0.5} and report["tiny"] == printed  # added beside earlier measurements
     assert printed["batch_augment"] is batch_augment and printed["batch"] == 32 and printed["image_size"] == 16
     assert printed["note"] == "1 thread" and printed["torch_threads"] == torch.get_num_threads()
+    assert printed["workers"] == workers and (printed["worker_fetch_cpu_ms_per_batch"] > 0) == (workers > 0)
     for clock in ("wall", "cpu"):
         assert [len(printed["rounds"][clock][k]) for k in ("a", "b")] == [3, 3]
     a, b = printed["a_whole_img_per_s"], printed["b_bare_img_per_s"]

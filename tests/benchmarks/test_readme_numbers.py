@@ -85,6 +85,17 @@ def pretrain_rows(data: dict) -> Rows:
             "ratio": [[data["speedup"]], []]}
 
 
+def pretrain_ab_rows(data: dict) -> Rows:
+    """``pretrain_ab.json``: one measurement per recipe and augmentation path (README: "digits, per image")."""
+    return {label: [[m["a_over_b_cpu"]], [m["a_over_b"]], [m["a_whole_img_per_cpu_s"]], [m["b_bare_img_per_cpu_s"]]]
+            for label, m in data.items()}
+
+
+def _ab_label(cell: str) -> str:
+    recipe, path = cell.split(", ", 1)
+    return f"{recipe}_{'batch_augment' if path.startswith('whole batch') else 'per_image'}"
+
+
 def inference_rows(data: dict) -> Rows:
     def row(model: str) -> list[Cell]:
         b = data["models"][model]["batch_64"]
@@ -156,6 +167,7 @@ SOURCES: list[TableSource] = [
     TableSource("Noise sigma 0.1 (within-cluster", "index_1m_sigma0.1.json", index_rows),
     TableSource("| step | img/s | peak RSS |", "pretrain_throughput.json", pretrain_rows,
                 key=lambda cell: "toolkit default" if cell.startswith("toolkit default") else cell),
+    TableSource("| recipe, views | a/b, CPU seconds per image |", "pretrain_ab.json", pretrain_ab_rows, key=_ab_label),
     TableSource("| encoder | torch fp32 |", "inference.json", inference_rows,
                 key=lambda cell: cell.split(" (SimSiam")[0]),
     TableSource("| encoder, batch | torch bf16 + channels_last |", "inference_backends.json", backend_rows),

@@ -31,6 +31,7 @@ from toolkit.engine.distributed import DistEnv, all_reduce_sum, barrier, convert
 from toolkit.engine.embed import embed_store
 from toolkit.engine.interrupt import StopFlag
 from toolkit.engine.objective import Objective, RunResult, StepOutput, check_batch_size
+from toolkit.engine.optimizer import average_grads, build_optimizer, set_group_lrs
 from toolkit.engine.precision import autocast_context, autocast_dtype, describe
 from toolkit.engine.progress import EpochProgress
 from toolkit.engine.run_folder import RunFolder, recipe_text
@@ -65,14 +66,7 @@ class Trainer:
             objective.model = self.module
         self.groups = objective.param_groups()
         self.beside = objective.trained_beside_model()  # e.g. the proto loss's learned scale: not in DDP's module
-        param_groups = [{"params": g.params, "name": g.name, **({} if g.weight_decay is None else {"weight_decay": g.weight_decay})}
-                        for g in self.groups]
-        if settings.optimizer == "adam":  # Snell et al. 2017 (Sec. 3.1) train ProtoNets with Adam
-            self.optimizer: torch.optim.Optimizer = torch.optim.Adam(
-                param_groups, lr=settings.base_lr, weight_decay=settings.weight_decay)
-        else:
-            self.optimizer = torch.optim.SGD(param_groups, lr=settings.base_lr, momentum=settings.momentum,
-                                             weight_decay=settings.weight_decay)
+        self.optimizer = build_optimizer(settings, self.groups)
         self.forward_model: nn.Module = self.module
         if env.distributed:
             self.forward_model = DistributedDataParallel(
@@ -123,13 +117,7 @@ class Trainer:
     # ---------------------------------------------------------------- pieces
     def _set_lr(self, epoch: int, global_step: int) -> float:
         lr = float(self.schedule[min(global_step, len(self.schedule) - 1)])
-        for group, spec in zip(self.optimizer.param_groups, self.groups):
-            if epoch <= spec.frozen_epochs:
-                group["lr"] = 0.0
-            elif spec.fixed_lr:
-                group["lr"] = self.lr * spec.lr_scale
-            else:
-                group["lr"] = lr * spec.lr_scale
+        set_group_lrs(self.optimizer, self.groups, epoch, lr, self.lr)
         return lr
 
     def train_step(self, batch: Any) -> StepOutput:
@@ -139,22 +127,14 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(out.loss).backward()
-            self._sync_beside_grads()
+            average_grads(self.beside, self.env)
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
             out.loss.backward()
-            self._sync_beside_grads()
+            average_grads(self.beside, self.env)
             self.optimizer.step()
         return out
-
-    def _sync_beside_grads(self) -> None:
-        """Average the gradients of the module trained beside the model over the ranks, as DDP does for the model."""
-        if self.beside is None or not self.env.distributed:
-            return
-        for p in self.beside.parameters():
-            grad = p.grad.detach() if p.grad is not None else torch.zeros_like(p)  # every rank joins the collective
-            p.grad = all_reduce_sum(grad, self.env) / self.env.world_size
 
     @torch.no_grad()
     def _initial_record(self) -> dict[str, Any]:
