@@ -77,7 +77,9 @@ def pipeline(args: argparse.Namespace, seed: int, work: Path) -> dict[str, Any]:
                                    *sum((["--set", s] for s in args.finetune_set), [])], log)
         cpu["evaluate"] = run_cli(["evaluate", str(fine), "--far", "0.01"], log)
         times_file.write_text(json.dumps(cpu))
-    c = json.loads((fine / "eval.json").read_text())["classification"]
+    from toolkit.evaluate.report import EvalReport
+
+    c = EvalReport.read(fine / "eval.json").classification
     return {"chosen_rule": c["rule"], "balanced_accuracy": c["balanced_accuracy"],
             **{rule: c[rule]["balanced_accuracy"] for rule in RULES}, "cpu_seconds": cpu}
 
