@@ -8,7 +8,8 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from toolkit.config import AugmentConfig
+from toolkit.config import AugmentConfig, load_recipe
+from toolkit.data.augment import view_transform
 from toolkit.data import batch_colour
 from toolkit.data.batch_augment import ANGLE, SCALE, SHEAR, TX, TY, BatchViews, crop_boxes, uniforms
 from toolkit.data.loaders import KeyedImages, PlanSampler, make_loader, shuffled_plan
@@ -126,6 +127,24 @@ def test_jitter_order_and_rates_follow_color_jitter() -> None:
         first, second = (steps[0], steps[1]) if list(params.order[k]).index(0) < list(params.order[k]).index(1) else (steps[1], steps[0])
         ref = second(first(x[k] / 255)) * 255 if params.jitter[k] else x[k]
         assert (out[k] - ref).abs().max() < 1e-2
+
+
+@pytest.mark.parametrize("recipe, channels", [("digits", 1), ("defaults", 3)])
+def test_whole_pipeline_statistics_match_the_per_image_views(recipe: str, channels: int) -> None:
+    """2,000 views of one image each way: the same mean image, overall mean and spread (per-image: torchvision v2)."""
+    cfg = load_recipe("digits").augment if recipe == "digits" else AugmentConfig(blur_p=0.5)
+    yy, xx = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    ramp = ((xx * 8 + yy * 3) % 256).to(torch.uint8)
+    image = torch.stack([ramp, ramp.flip(0), 255 - ramp])[:channels].contiguous()
+    n, per_image = 2000, view_transform(cfg, 32, channels)
+    ref = []
+    for seed in range(n):
+        torch.manual_seed(seed)
+        ref.append(per_image(image).float())
+    theirs = torch.stack(ref)
+    ours = BatchViews(cfg, 32, channels).two_views(image.expand(n, -1, -1, -1).contiguous(), np.arange(n))[0]
+    assert abs(ours.mean() - theirs.mean()) < 2 and abs(ours.std() / theirs.std() - 1) < 0.03
+    assert (ours.mean(0) - theirs.mean(0)).abs().max() < 10  # ~4.5 standard errors of a pixel's mean over 2,000 views
 
 
 def test_same_seeds_same_views_and_each_sample_depends_on_its_seed_alone() -> None:

@@ -22,7 +22,7 @@ the number of workers, or an interruption and resume.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -184,7 +184,7 @@ class BatchViews:
         seeds = seeds.cpu().numpy() if isinstance(seeds, torch.Tensor) else np.asarray(seeds)
         side = images.shape[-1]
         first, second = self.params(seeds, 0, side), self.params(seeds, 1, side)
-        both = ViewParams(*(np.concatenate([a, b]) for a, b in zip(vars(first).values(), vars(second).values())))
+        both = ViewParams(**{f.name: np.concatenate([getattr(first, f.name), getattr(second, f.name)]) for f in fields(ViewParams)})
         with torch.autocast(images.device.type, enabled=False):
             views = self.apply(torch.cat([images, images]), both)
         return views[: len(seeds)], views[len(seeds):]
