@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from toolkit.config import AugmentConfig
-from toolkit.data.batch_colour import blur, colour_jitter, grayscale
+from toolkit.data.batch_colour import blur, colour_jitter, grayscale, to_device
 
 # Column of each draw in a view's uniforms (torchvision's order of draws within each transform).
 ANGLE, TX, TY, SCALE, SHEAR = 0, 1, 2, 3, 4
@@ -173,7 +173,7 @@ class BatchViews:
     def apply(self, images: torch.Tensor, p: ViewParams) -> torch.Tensor:
         """The views ``p`` defines of uint8 ``images`` (N, C, S, S), as float32 (N, C, size, size) in [0, 255]."""
         device = images.device
-        x = geometry(images, torch.as_tensor(p.theta, dtype=torch.float32, device=device), self.size, float(self.cfg.affine_fill))
+        x = geometry(images, to_device(p.theta, device, torch.float32), self.size, float(self.cfg.affine_fill))
         x = colour_jitter(x, p.factors, p.order, p.jitter)
         x = grayscale(x, p.gray)
         return blur(x, p.sigma, self.kernel)

@@ -15,8 +15,16 @@ LUMA = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
 BOUND = 255.0
 
 
+def to_device(values: np.ndarray, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``values`` on ``device``; to a GPU through pinned memory without waiting (a pageable copy would sync the stream)."""
+    tensor = torch.as_tensor(values, dtype=dtype)
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def _column(values: np.ndarray, x: torch.Tensor) -> torch.Tensor:
-    return torch.as_tensor(values, dtype=x.dtype, device=x.device).view(-1, 1, 1, 1)
+    return to_device(values, x.device, x.dtype).view(-1, 1, 1, 1)
 
 
 def luma(x: torch.Tensor) -> torch.Tensor:
@@ -87,7 +95,7 @@ def colour_jitter(x: torch.Tensor, factors: np.ndarray, order: np.ndarray, activ
             rows = np.flatnonzero(active & (order[:, position] == op) & (factors[:, op] != identity[op]))
             if len(rows) == 0 or (op >= 2 and x.shape[1] == 1):
                 continue
-            index = torch.as_tensor(rows, device=x.device)
+            index = to_device(rows, x.device)
             x[index] = adjust(x[index], _column(factors[rows, op], x))
     return x
 
@@ -98,7 +106,7 @@ def grayscale(x: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
     if len(picked) == 0 or x.shape[1] == 1:
         return x
     x = x.clone()
-    index = torch.as_tensor(picked, device=x.device)
+    index = to_device(picked, x.device)
     x[index] = luma(x[index]).expand(-1, x.shape[1], -1, -1)
     return x
 
@@ -117,8 +125,8 @@ def blur(x: torch.Tensor, sigma: np.ndarray, size: int) -> torch.Tensor:
     if len(picked) == 0:
         return x
     n, c, h, w = len(picked), x.shape[1], x.shape[2], x.shape[3]
-    kernels = torch.as_tensor(np.repeat(gaussian_kernels(sigma[picked], size), c, axis=0), dtype=x.dtype, device=x.device)
-    index = torch.as_tensor(picked, device=x.device)
+    kernels = to_device(np.repeat(gaussian_kernels(sigma[picked], size), c, axis=0), x.device, x.dtype)
+    index = to_device(picked, x.device)
     pad = size // 2
     y = F.pad(x[index].reshape(1, n * c, h, w), (pad, pad, pad, pad), mode="reflect")
     y = F.conv2d(y, kernels.view(n * c, 1, 1, size), groups=n * c)
