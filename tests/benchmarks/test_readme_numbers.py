@@ -158,6 +158,32 @@ def finetune_validation_rows(data: dict) -> Rows:
                                          [v["wall_s"]], [v["process_cpu_s"]]] for k, v in data["candidates"].items()}
 
 
+def longtail_rows(files: list[dict]) -> Rows:
+    """benchmarks/longtail.py: digits over split seeds (mean +- standard error), CIFAR-10-LT one seed."""
+    digits, cifar = files
+    s = digits["summary"]
+    pct = lambda m: [100 * m["mean"], 100 * m["standard_error"]]  # noqa: E731
+    cpu = sum(r["pipeline"]["cpu_seconds"]["pretrain"] + r["pipeline"]["cpu_seconds"]["finetune"]
+              for r in digits["seeds"]) / len(digits["seeds"])
+    r = cifar["seeds"][0]["pipeline"]
+    sup = cifar["seeds"][0]["supervised"]["balanced_accuracy"]
+    return {
+        "digits (digits 30 epochs + digits_lt 40 epochs)": [
+            [len(digits["seeds"])], pct(s["balanced_accuracy"]), [100 * s["knn"]["mean"]],
+            [100 * s["knn_balanced"]["mean"]], [100 * s["prototype"]["mean"]], pct(s["supervised"]),
+            pct(s["pipeline_minus_supervised"]), [cpu]],
+        "CIFAR-10-LT (cifar10_lt 15 epochs + cifar10_lt_triplet 40 epochs, Conv-4)": [
+            [1], [100 * r["balanced_accuracy"]], [100 * r["knn"]], [100 * r["knn_balanced"]], [100 * r["prototype"]],
+            [100 * sup], [100 * (r["balanced_accuracy"] - sup)], [r["cpu_seconds"]["pretrain"] + r["cpu_seconds"]["finetune"]]],
+    }
+
+
+def longtail_selection_rows(data: dict) -> Rows:
+    return {v["label"]: [[100 * v["pipeline_balanced_accuracy"]["mean"]], [100 * v["supervised_balanced_accuracy"]["mean"]],
+                         [100 * v["pipeline_minus_supervised"]["mean"], 100 * v["pipeline_minus_supervised"]["standard_error"]]]
+            for v in data["variants"].values() if "pipeline_balanced_accuracy" in v}
+
+
 def _first_word(cell: str) -> str:
     return cell.split(" (")[0]
 
@@ -177,6 +203,9 @@ SOURCES: list[TableSource] = [
     TableSource("| variant | kNN top-1 | z_std (x 1/sqrt(d)) | final loss |", "study.json", study_1seed_rows, key=_first_word),
     TableSource("| Omniglot test alphabets, 20-way 1-shot, prototype rule | within one alphabet |", "fewshot_fullscale.json", fewshot_fullscale_rows),
     TableSource("| candidate (validation alphabet Early_Aramaic", "finetune_validation.json", finetune_validation_rows),
+    TableSource("| long-tailed set (ratio 100), balanced accuracy", "longtail_digits.json longtail_cifar10.json",
+                lambda files: longtail_rows(files)),
+    TableSource("| digits development pool, variant |", "longtail_digits_selection.json", longtail_selection_rows),
 ]
 
 
