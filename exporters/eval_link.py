@@ -80,6 +80,14 @@ def other_weights(report: EvalReport, ckpt: Checkpoint) -> str | None:
     return None
 
 
+def linked_report(ckpt: Checkpoint) -> tuple[Path, EvalReport | None, str | None]:
+    """The ``eval.json`` beside ``ckpt`` (its path, the report or None when absent, and why it belongs
+    to other weights, or None when it is this checkpoint's)."""
+    path = eval_json_of(ckpt)
+    report = read_eval_report(path)
+    return path, report, (other_weights(report, ckpt) if report is not None else None)
+
+
 def export_thresholds(ckpt: Checkpoint, allow_test: bool = False) -> Thresholds:
     """The thresholds that ``toolkit export`` may write into the model's metadata.
 
@@ -87,11 +95,9 @@ def export_thresholds(ckpt: Checkpoint, allow_test: bool = False) -> Thresholds:
         ToolkitError: the ``eval.json`` beside the checkpoint is incomplete (naming the key), belongs
             to other weights, or its thresholds were chosen on test and ``allow_test`` is False.
     """
-    path = eval_json_of(ckpt)
-    report = read_eval_report(path)
+    path, report, mismatch = linked_report(ckpt)
     if report is None:
         return Thresholds()
-    mismatch = other_weights(report, ckpt)
     if mismatch is not None:
         raise ToolkitError(f"{path}: {mismatch}; its thresholds cannot go into this model: run toolkit evaluate "
                            f"{ckpt.path} to calibrate this checkpoint, then export again")
@@ -115,11 +121,9 @@ def checkpoint_thresholds(ckpt: Checkpoint) -> Thresholds:
     Thresholds of other weights are ignored; an ``eval.json`` from before calibration gives its
     test-chosen ``verification.threshold``. An incomplete ``eval.json`` is still an error naming the key.
     """
-    path = eval_json_of(ckpt)
-    report = read_eval_report(path)
+    path, report, mismatch = linked_report(ckpt)
     if report is None:
         return Thresholds()
-    mismatch = other_weights(report, ckpt)
     if mismatch is not None:
         warn(f"{path}: {mismatch}; its thresholds are ignored (rerun toolkit evaluate)")
         return Thresholds()
