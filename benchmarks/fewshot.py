@@ -14,24 +14,19 @@ Each is scored on the same 600 seeded episodes per setting (5-way 1-shot, 5-way 
 alphabets, and within-alphabet episodes (every episode's classes from one alphabet, Lake et al.
 2015; ``toolkit evaluate --within-group``).
 
-CIFAR-10-LT (imbalance ratio 100): balanced accuracy of kNN, class-balanced kNN and prototypes
-after triplet fine-tuning with the class-balanced sampler and with plain shuffled batches, and
-of the supervised baseline (cross-entropy, class-balanced sampler, same backbone) given the
-same CPU time as the class-balanced pipeline (``benchmarks/supervised.py``).
+The long-tail comparison (CIFAR-10-LT, digits) is ``benchmarks/longtail.py``.
 
 Runs the library the CLI runs (same recipes, same code); each stage's run folder is kept under
 ``--work`` and reused when complete, so an interrupted benchmark continues where it stopped.
 Prints JSON (stdout) and a Markdown table (stderr, and README-ready in ``--work``/results.md).
 
-    python benchmarks/fewshot.py --omniglot ~/.cache/toolkit-data/omniglot --cifar ~/.cache/toolkit-data/cifar10
+    python benchmarks/fewshot.py --omniglot ~/.cache/toolkit-data/omniglot --losses proto,triplet --scratch --label-fraction 0.25
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
-import filecmp
 import json
 import sys
 import time
@@ -41,37 +36,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.omniglot_data import TEST_ALPHABETS, labelled_subset, omniglot_manifest  # noqa: E402
+
 SETTINGS = ((5, 1), (5, 5), (20, 1))  # (way, shot)
-TEST_ALPHABETS = ("Korean", "Sanskrit", "Tagalog")
 QUERY, EPISODES = 15, 600
-
-
-def omniglot_manifest(root: Path, out: Path) -> tuple[Path, int, int]:
-    """A CSV manifest (path, label = alphabet/character) of every extracted Omniglot folder under ``root``.
-
-    The background "small" zips share two alphabets (Greek, Latin); an image that appears in two
-    folders is listed once (checked byte for byte; a differing duplicate is an error).
-    """
-    seen: dict[tuple[str, str], Path] = {}
-    rows: list[tuple[str, str]] = []
-    for part in sorted(p for p in root.iterdir() if p.is_dir()):
-        for image in sorted(part.glob("*/*/*.png")):
-            label = f"{image.parent.parent.name}/{image.parent.name}"
-            key = (label, image.name)
-            if key in seen:
-                if not filecmp.cmp(seen[key], image, shallow=False):
-                    raise SystemExit(f"error: {image} and {seen[key]} share a name but differ")
-                continue
-            seen[key] = image
-            rows.append((str(image.resolve()), label))
-    if not rows:
-        raise SystemExit(f"error: no <alphabet>/<character>/*.png under the folders of {root}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "label"])
-        writer.writerows(rows)
-    return out, len(rows), len({label for _, label in rows})
 
 
 def complete(run_dir: Path, epochs: int) -> bool:
@@ -130,22 +98,6 @@ def stage_times(work: Path) -> dict[str, float]:
 
 def save_stage_times(work: Path, timings: dict[str, float]) -> None:
     (work / "timings.json").write_text(json.dumps(stage_times(work) | timings, indent=2) + "\n")
-
-
-def labelled_subset(manifest: Path, fraction: float, seed: int = 0) -> list[str]:
-    """``data.classes`` patterns for a random ``fraction`` of the training characters plus the test alphabets.
-
-    The test alphabets stay in (held out whole as the test split, as in the full run), so the
-    label-scarce run is scored on exactly the same test images and episodes.
-    """
-    import numpy as np
-
-    with manifest.open(newline="") as handle:
-        labels = sorted({row["label"] for row in csv.DictReader(handle)})
-    train_chars = [label for label in labels if label.split("/")[0] not in TEST_ALPHABETS]
-    rng = np.random.default_rng(seed)
-    keep = sorted(rng.choice(train_chars, max(2, int(round(fraction * len(train_chars)))), replace=False).tolist())
-    return keep + [f"{alphabet}/*" for alphabet in TEST_ALPHABETS]
 
 
 def omniglot(args: argparse.Namespace, work: Path, timings: dict[str, float]) -> dict[str, Any]:
@@ -239,59 +191,6 @@ def protonet(args: argparse.Namespace, manifest: str, timings: dict[str, float],
                                "seconds": trained_seconds, "images": len(loaded.train)}}
 
 
-def cifar_long_tail(args: argparse.Namespace, work: Path, timings: dict[str, float]) -> dict[str, Any]:
-    """Balanced accuracy of every classification rule after triplet fine-tuning (class-balanced sampler vs
-    shuffled batches), and of the supervised cross-entropy baseline given the balanced pipeline's CPU time."""
-    from toolkit.config import load_recipe
-    from toolkit.evaluate.job import EpisodeSpec, evaluate
-    from toolkit.finetune import finetune
-
-    out: dict[str, Any] = {}
-    cpu: dict[str, float] = {}
-    keys = ("accuracy", "balanced_accuracy", "macro_f1", "per_class_recall")
-    for sampler in ("balanced", "random"):
-        run_dir = work / f"cifar10_lt_{sampler}"
-        # workers 0: all CPU time is this process's, so it compares with the baseline's process time
-        recipe = load_recipe("cifar10_lt_triplet", {
-            "data.path": str(Path(args.cifar).expanduser()), "finetune.init": "none",
-            "finetune.sampler": sampler, "finetune.epochs": args.cifar_epochs,
-            "model.backbone": args.cifar_backbone, "train.knn_every": args.cifar_epochs, "train.workers": 0})
-        tic = time.process_time()
-        timed_stage(f"cifar10_lt_{sampler}", run_dir, args.cifar_epochs, lambda r=recipe, d=run_dir: finetune(r, d), timings)
-        cpu[sampler] = time.process_time() - tic if f"cifar10_lt_{sampler}" in timings else 0.0  # 0: reused
-        result = evaluate(run_dir, spec=EpisodeSpec(5, 1, QUERY, EPISODES), plots=False)
-        c = result.classification
-        out[sampler] = {k: c[k] for k in keys} | {"rule": c["rule"]} | {
-            rule: {k: c[rule][k] for k in keys[:3]} for rule in ("knn", "knn_balanced", "prototype")}
-    out["supervised"] = supervised_baseline(args, recipe, cpu["balanced"] or args.supervised_seconds, timings)
-    out["settings"] = {"imbalance_ratio": 100, "backbone": args.cifar_backbone, "epochs": args.cifar_epochs,
-                       "init": "random", "pipeline_cpu_seconds": cpu}
-    return out
-
-
-def supervised_baseline(args: argparse.Namespace, recipe: Any, seconds: float, timings: dict[str, float]) -> dict[str, Any]:
-    """Cross-entropy + class-balanced sampler, same backbone and data, ``seconds`` of CPU time."""
-    import torch
-
-    from benchmarks.supervised import SupervisedSettings, predict, train_supervised
-    from toolkit.data.preprocess import Normalizer
-    from toolkit.data.store import default_normalization, load_data
-    from toolkit.metrics.classification import classification_metrics
-
-    loaded = load_data(recipe.data)
-    assert loaded.test is not None and loaded.test.labels is not None
-    mean, std = default_normalization(recipe.data.channels, recipe.data.mean, recipe.data.std)
-    normalizer = Normalizer(mean, std, torch.device("cpu"))
-    settings = SupervisedSettings(seconds=seconds, batch_size=recipe.finetune.batch_size,
-                                  m_per_class=recipe.finetune.m_per_class)
-    tic = time.perf_counter()
-    net, stats = train_supervised(recipe, loaded.train, normalizer, settings)
-    timings["cifar10_lt_supervised"] = time.perf_counter() - tic
-    metrics = classification_metrics(loaded.test.labels, predict(net, loaded.test, normalizer, recipe.data.image_size),
-                                     loaded.train.class_names)
-    return metrics | {"training": stats}
-
-
 def summary_line(numbers: dict[str, Any]) -> str:
     return ", ".join(f"{key} {100 * numbers[key]['prototype']['mean']:.2f}%" for key in
                      (f"{w}-way {s}-shot" for w, s in SETTINGS))
@@ -350,17 +249,6 @@ def markdown(results: dict[str, Any], timings: dict[str, float]) -> str:
             lines.append("")
     if "omniglot" in results:
         lines += summary_table(results["omniglot"])
-    if "cifar10_lt" in results:
-        c = results["cifar10_lt"]
-        lines += ["", "| CIFAR-10-LT (ratio 100), balanced accuracy | kNN | class-balanced kNN | prototype | "
-                      "chosen on validation |", "|---|---:|---:|---:|---|"]
-        for sampler, label in (("random", "triplet, shuffled batches"), ("balanced", "triplet, class-balanced sampler")):
-            m = c[sampler]
-            lines.append(f"| {label} | " + " | ".join(f"{100 * m[r]['balanced_accuracy']:.2f}" for r in
-                                                     ("knn", "knn_balanced", "prototype")) + f" | {m['rule']} |")
-        sup = c["supervised"]
-        lines.append(f"| supervised cross-entropy, class-balanced sampler (same CPU time) | | | | "
-                     f"{100 * sup['balanced_accuracy']:.2f} (argmax) |")
     if timings:
         lines += ["", "Stage wall times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items())]
     return "\n".join(lines)
@@ -369,7 +257,6 @@ def markdown(results: dict[str, Any], timings: dict[str, float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--omniglot", help="folder holding the extracted Omniglot background folders")
-    parser.add_argument("--cifar", help="CIFAR-10 folder with train/<class>/ and test/<class>/")
     parser.add_argument("--work", default="runs/fewshot-benchmark", help="run folders and results (reused when complete)")
     parser.add_argument("--pretrain-epochs", type=int, default=0, help="SimSiam epochs (0 = the recipe's, 30)")
     parser.add_argument("--finetune-epochs", type=int, default=0, help="fine-tuning epochs (0 = the recipes', 30)")
@@ -384,13 +271,9 @@ def main() -> None:
                              "(SimSiam still on all images), against ProtoNet on the same labelled characters")
     parser.add_argument("--protonet-seconds", type=float, default=0.0,
                         help="ProtoNet's training time (0 = the wall time of SimSiam + the first pipeline, measured)")
-    parser.add_argument("--cifar-epochs", type=int, default=8)
-    parser.add_argument("--cifar-backbone", default="convnet", help="the CPU budget's backbone (the recipe has resnet18)")
-    parser.add_argument("--supervised-seconds", type=float, default=240.0,
-                        help="CPU seconds of the supervised baseline when the pipeline run was reused (not timed)")
     args = parser.parse_args()
-    if not args.omniglot and not args.cifar:
-        parser.error("give --omniglot and/or --cifar")
+    if not args.omniglot:
+        parser.error("give --omniglot (the CIFAR-10-LT comparison is benchmarks/longtail.py)")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
@@ -398,8 +281,6 @@ def main() -> None:
     tic = time.perf_counter()
     if args.omniglot:
         results["omniglot"] = omniglot(args, work, timings)
-    if args.cifar:
-        results["cifar10_lt"] = cifar_long_tail(args, work, timings)
     results["timings_s"] = timings | {"total": time.perf_counter() - tic}
     table = markdown(results, timings)
     (work / "results.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -136,7 +136,7 @@ def alternate(whole: Callable[[], None], bare: Callable[[], None], drain: Callab
 
 def omniglot_data(root: str) -> str:
     """A manifest of the Omniglot folders under ``root`` (``benchmarks/fewshot.py``'s), in a temporary folder."""
-    from fewshot import omniglot_manifest  # benchmarks/ is on sys.path (pretrain_throughput.py puts it there)
+    from omniglot_data import omniglot_manifest  # benchmarks/ is on sys.path (pretrain_throughput.py puts it there)
 
     path, _, _ = omniglot_manifest(Path(root).expanduser(), Path(tempfile.mkdtemp(prefix="omniglot-")) / "omniglot.csv")
     return str(path)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.fewshot import TEST_ALPHABETS, labelled_subset
+from benchmarks.omniglot_data import TEST_ALPHABETS, labelled_subset
 from benchmarks.protonet import ProtoNetSettings, train_protonet
 from toolkit.data.preprocess import Normalizer
 from toolkit.data.store import ImageStore
