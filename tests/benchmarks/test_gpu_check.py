@@ -27,6 +27,7 @@ def test_dry_run_runs_every_stage_and_names_what_is_missing(tmp_path: Path, caps
     for mode in ("eager", "compiled"):
         assert pretrain[mode]["img_per_s"] > 0 and pretrain[mode]["share_of_bf16_matmul"] > 0
     assert pretrain["augment_keeps_up"]["whole_over_bare"] > 0
+    assert pretrain["augment_keeps_up_batch_augment"]["whole_over_bare"] > 0  # the device-side views ran too
     assert set(report["pipeline"]) == {"pretrain", "finetune", "evaluate", "embed_torch"}
     assert all(stage["ok"] for stage in report["pipeline"].values())
     embed = report["pipeline"]["embed_torch"]
