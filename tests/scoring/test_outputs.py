@@ -8,6 +8,7 @@ symbolic link a link to the same file, an input its old bytes.
 from __future__ import annotations
 
 import os
+import shlex
 import stat
 import subprocess
 from pathlib import Path
@@ -127,10 +128,16 @@ def test_a_folder_or_a_pipe_as_pairs(exported_run: Path, images: Path, tmp_path:
 
 
 def test_pairs_from_stdin_is_refused_plainly(exported_run: Path, pairs: Path, tmp_path: Path) -> None:
-    """A real process reading a real pipe (what `--pairs /dev/stdin` and `<(...)` give)."""
-    result = subprocess.run(toolkit_cmd("score", str(exported_run), "--pairs", "/dev/stdin", "--out",
-                                        str(tmp_path / "s.csv"), *FAST),
-                            input=pairs.read_text(), capture_output=True, text=True, env=cli_env(), cwd=REPO, timeout=240)
+    """A real process reading a real pipe (what `--pairs /dev/stdin` and `<(...)` give).
+
+    The pipe is the shell's (``cat FILE | toolkit ...``), not one this process writes with
+    ``subprocess.run(input=...)``: late in a long test session that write path crashed the pytest
+    process itself (SIGSEGV, never inside the CLI under test).
+    """
+    command = " ".join(shlex.quote(part) for part in toolkit_cmd("score", str(exported_run), "--pairs", "/dev/stdin",
+                                                                  "--out", str(tmp_path / "s.csv"), *FAST))
+    result = subprocess.run(["bash", "-c", f"cat {shlex.quote(str(pairs))} | {command}"], stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, env=cli_env(), cwd=REPO, timeout=240)
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines() == [
         "error: --pairs /dev/stdin: is a pipe or device, not a file; save the list to a file first (it is read twice, "
