@@ -28,9 +28,14 @@ install-gpu: $(STAMP)
 # Three pytest processes: the suite loads torch, ONNX Runtime, OpenVINO, faiss, pyarrow and Ray
 # in-process, and one process holding all of their native thread pools was seen to segfault late in
 # the run (never in any one of these groups); separate processes keep each group's state its own.
+# One pytest process per group: tests/scoring segfaulted late in one process holding every native
+# runtime (the kernel's SI_KERNEL SIGSEGV while delivering a signal during subprocess.communicate's
+# poll), so its index tests run in a process of their own.
 TEST_GROUPS := "tests/benchmarks tests/data tests/engine" \
                "tests/evaluate tests/exporters tests/losses tests/metrics tests/models" \
-               "tests/config tests/finetune tests/scoring tests/study $(wildcard tests/test_*.py)"
+               "tests/config tests/finetune tests/study $(wildcard tests/test_*.py)" \
+               "tests/scoring/index" \
+               "$(wildcard tests/scoring/test_*.py)"
 
 test: $(STAMP)
 	@for group in $(TEST_GROUPS); do \

@@ -53,8 +53,9 @@ def test_browser_test_installs_chromium_when_missing_and_runs_the_report_tests()
     # make test runs the whole suite, in groups of folders (one pytest process each): every test file is in one group.
     groups = [part for line in test.stdout.splitlines() if line.startswith("for group in")
               for part in line.split('"')[1::2]]
-    named = {path for group in groups for path in group.split()}
-    tests = REPO / "tests"
-    expected = {f"tests/{p.name}" for p in tests.iterdir() if p.is_dir() and not p.name.startswith("__")}
-    expected |= {f"tests/{p.name}" for p in tests.glob("test_*.py")}
-    assert named == expected and len(named) == sum(len(g.split()) for g in groups)
+    named = [path for group in groups for path in group.split()]
+    assert all((REPO / path).exists() for path in named), named
+    files = {p.relative_to(REPO).as_posix() for p in (REPO / "tests").rglob("test_*.py")}
+    for file in files:  # under exactly one named folder or file
+        owners = [path for path in named if file == path or file.startswith(path.rstrip("/") + "/")]
+        assert len(owners) == 1, (file, owners)
