@@ -93,7 +93,7 @@ def _start_training(kind: str, recipe: str | None, shortcuts: dict[str, Any], se
 @user_errors
 def finetune(
     recipe: RecipeArg = None,
-    loss: Annotated[Optional[str], typer.Option("--loss", help="contrastive, triplet or proto (shortcut for --set finetune.loss=...).")] = None,
+    loss: Annotated[Optional[str], typer.Option("--loss", help="contrastive, triplet, proto or normsoftmax (shortcut for --set finetune.loss=...).")] = None,
     init: Annotated[Optional[str], typer.Option("--init", help="Pretrain checkpoint or run folder to start from; 'none' = random "
                                                 "weights (default: the newest pretrain run under runs/).")] = None,
     data: DataOpt = None,
@@ -114,7 +114,7 @@ def finetune(
         "--allow-seen-pretraining", help="Start from an init whose train or validation split holds test images of "
         "this split (refused otherwise); the checkpoint and eval.json record it.")] = False,
 ) -> None:
-    """Fine-tune the twin encoder with a contrastive, triplet or prototypical loss on labelled images."""
+    """Fine-tune the twin encoder with a contrastive, triplet, prototypical or normalised-softmax loss on labelled images."""
     from toolkit.finetune import finetune as run_finetune
 
     shortcuts = {"finetune.loss": loss, "finetune.init": init, "finetune.epochs": epochs, "data.path": data,

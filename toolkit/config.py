@@ -31,7 +31,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.pred_bn": BN_PLACEMENTS,
     "model.predictor": ("learned", "fixed_random", "none"),
     "train.precision": ("auto", "bf16", "fp16", "fp32"),
-    "finetune.loss": ("triplet", "contrastive", "proto"),
+    "finetune.loss": ("triplet", "contrastive", "proto", "normsoftmax"),
     "finetune.proto_distance": ("euclidean", "cosine"),
     "finetune.mining": ("all", "hard", "semihard"),
     "finetune.distance": ("euclidean", "cosine"),
@@ -150,7 +150,7 @@ class FinetuneConfig:
     """Metric fine-tuning of the twin encoder (``toolkit finetune``)."""
 
     init: str = ""  # pretrain checkpoint or run folder; "" = newest pretrain run under runs/, "none" = random
-    loss: str = "triplet"  # triplet | contrastive | proto
+    loss: str = "triplet"  # triplet | contrastive | proto | normsoftmax (cosine to learned class proxies, Zhai & Wu 2019)
     embedding_dim: int = 128
     triplet_margin: float = 0.2
     contrastive_margin: float = 1.0
@@ -164,6 +164,7 @@ class FinetuneConfig:
     shot: int = 1  # proto: support images per class; the batch is way x (shot + query), batch_size is unused
     query: int = 5  # proto: query images per class
     proto_distance: str = "euclidean"  # proto: euclidean (squared, Snell et al.) | cosine (learned temperature)
+    softmax_temperature: float = 0.05  # normsoftmax: T in cos(x, w_c) / T (Zhai & Wu 2019 use 0.05)
     epochs: int = 20
     batch_size: int = 128
     base_lr: float = 0.05

@@ -126,6 +126,7 @@ RANGES: dict[str, Range] = {
     "finetune.aux_weight": NON_NEGATIVE,
     "finetune.triplet_margin": NON_NEGATIVE,
     "finetune.contrastive_margin": above(0),
+    "finetune.softmax_temperature": above(0),
     "finetune.m_per_class": at_least(2, "positive pairs need 2 images of a class in a batch"),
     "finetune.epochs": at_least(1),
     "finetune.batch_size": BATCH,

@@ -43,6 +43,7 @@ from toolkit.errors import ToolkitError
 from toolkit.losses.contrastive import ContrastiveLoss
 from toolkit.losses.distances import get_distance
 from toolkit.losses.mining import pair_miner, triplet_miner
+from toolkit.losses.normalized_softmax import NormalizedSoftmaxLoss
 from toolkit.losses.prototypical import PrototypicalLoss
 from toolkit.losses.triplet import TripletLoss
 from toolkit.models.encoder import Encoder
@@ -51,13 +52,16 @@ from toolkit.refit import select_refit_epochs
 
 
 
-def metric_loss(recipe: Recipe) -> nn.Module:
+def metric_loss(recipe: Recipe, num_classes: int, embedding_dim: int) -> nn.Module:
     """The loss named by ``finetune.loss``, configured from the ``[finetune]`` section.
 
     The one place recipe names become loss components: ``finetune.distance`` a `Distance`,
-    ``finetune.mining`` a `TripletMiner`, ``finetune.pairs`` a `PairMiner`.
+    ``finetune.mining`` a `TripletMiner`, ``finetune.pairs`` a `PairMiner`. ``num_classes`` and
+    ``embedding_dim`` size the normalised softmax's class proxies (unused by the other losses).
     """
     ft = recipe.finetune
+    if ft.loss == "normsoftmax":
+        return NormalizedSoftmaxLoss(num_classes, embedding_dim, temperature=ft.softmax_temperature)
     if ft.loss == "proto":
         return PrototypicalLoss(shot=ft.shot, query=ft.query, distance=ft.proto_distance)
     if ft.loss == "contrastive":
@@ -80,7 +84,7 @@ def metric_settings(recipe: Recipe) -> LoopSettings:
 
 
 class FinetuneObjective(Objective):
-    """One augmented view per image -> encoder -> contrastive, triplet or prototypical loss within the batch."""
+    """One augmented view per image -> encoder -> contrastive, triplet, prototypical or normalised-softmax loss."""
 
     kind = "finetune"
 
@@ -98,7 +102,8 @@ class FinetuneObjective(Objective):
         # distances lie in [0, 4] and the softmax cannot become sharp.
         self.raw_embeddings = ft.loss == "proto" and ft.proto_distance == "euclidean"
         self.transform = view_transform(ft.augment, recipe.data.image_size, recipe.data.channels)
-        self.loss = metric_loss(recipe).to(env.device)  # the cosine proto loss has a learned temperature
+        # the cosine proto loss has a learned temperature, the normalised softmax its class proxies
+        self.loss = metric_loss(recipe, len(store.class_names), self.embedding_dim).to(env.device)
         self.weights = (inverse_frequency_weights(store.labels, len(store.class_names)) if ft.class_weights else None)
         self.sampler: ClassBalancedBatchSampler | EpisodeBatchSampler | None = None
         if ft.loss == "proto":  # N-way K-shot episodes (Snell et al. 2017, Algorithm 1)
@@ -164,10 +169,11 @@ class FinetuneObjective(Objective):
                        lr_scale=ft.backbone_lr_scale, frozen_epochs=ft.freeze_backbone_epochs),
             ParamGroup("head", [p for p in model.head.parameters() if p.requires_grad]),
         ] + ([ParamGroup("aux", [p for p in model.aux.parameters() if p.requires_grad])] if hasattr(model, "aux") else []) + ([ParamGroup("loss", list(self.loss.parameters()), weight_decay=0.0)] if list(self.loss.parameters()) else [])
-        # no weight decay on the learned temperature: it would pull log_scale to 0 (scale 1, a nearly flat softmax)
+        # no weight decay on the learned temperature (it would pull log_scale to 0: scale 1, a nearly flat
+        # softmax) nor on the proxies (only their directions count)
 
     def trained_beside_model(self) -> nn.Module | None:
-        return self.loss if list(self.loss.parameters()) else None  # the cosine proto loss's learned scale
+        return self.loss if list(self.loss.parameters()) else None  # the proto scale or the softmax's proxies
 
     def monitor_features(self, x: torch.Tensor) -> torch.Tensor:
         model: Encoder = self.model  # type: ignore[assignment]
@@ -261,6 +267,10 @@ def finetune(recipe: Recipe, run_dir: Path, resume: Checkpoint | None = None,
         ft = recipe.finetune
         if ft.loss == "proto":
             info(f"loss: proto ({ft.proto_distance}); {ft.way}-way {ft.shot}-shot episodes with {ft.query} queries per class")
+        elif ft.loss == "normsoftmax":
+            info(f"loss: normsoftmax (cosine to {len(data.train.class_names)} learned class proxies / "
+                 f"T = {ft.softmax_temperature:g}); sampler {ft.sampler}"
+                 + (f" ({ft.batch_size // ft.m_per_class} classes x {ft.m_per_class})" if ft.sampler == "balanced" else ""))
         else:
             info(f"loss: {ft.loss}" + (f" (mining {ft.mining}, {ft.distance}, margin {ft.triplet_margin:g})" if ft.loss == "triplet"
                                        else f" (pairs {ft.pairs}, {ft.distance}, margin {ft.contrastive_margin:g})")
