@@ -25,9 +25,10 @@ install-gpu: $(STAMP)
 	$(BIN)/python -m pip uninstall --yes faiss-cpu
 	$(BIN)/python -m pip install --quiet --force-reinstall --no-deps faiss-gpu-cu12
 
-# Three pytest processes: the suite loads torch, ONNX Runtime, OpenVINO, faiss, pyarrow and Ray
+# Five pytest processes: the suite loads torch, ONNX Runtime, OpenVINO, faiss, pyarrow and Ray
 # in-process, and one process holding all of their native thread pools was seen to segfault late in
 # the run (never in any one of these groups); separate processes keep each group's state its own.
+# Each group prints its ten slowest tests (--durations), where trimming the suite's time starts.
 # One pytest process per group: tests/scoring segfaulted late in one process holding every native
 # runtime (the kernel's SI_KERNEL SIGSEGV while delivering a signal during subprocess.communicate's
 # poll), so its index tests run in a process of their own.
@@ -40,7 +41,7 @@ TEST_GROUPS := "tests/benchmarks tests/data tests/engine" \
 test: $(STAMP)
 	@for group in $(TEST_GROUPS); do \
 		echo "pytest $$group"; \
-		$(BIN)/python -m pytest -q $$group || exit $$?; \
+		$(BIN)/python -m pytest -q --durations=10 $$group || exit $$?; \
 	done
 
 # The whole pipeline on the built-in digits (a few minutes on 2 cores): SimSiam pretraining,
