@@ -84,6 +84,13 @@ def _count(r: VariantResult, outcome: str) -> str:
     return f"{sum(x.outcome == outcome for x in runs(r))} of {len(runs(r))} seeds"
 
 
+def _outcomes(r: VariantResult) -> str:
+    """Every seed's outcome with its count ("trains in 3 of 3 seeds", "fails to learn in 1, trains in 2 of 3
+    seeds"): never seed 0's outcome standing for the variant."""
+    outcomes = [x.outcome for x in runs(r)]
+    return ", ".join(f"{o} in {outcomes.count(o)}" for o in dict.fromkeys(outcomes)) + f" of {len(outcomes)} seeds"
+
+
 def _holds(value: bool | None) -> str:
     return {True: AGREES, False: DIFFERS, None: INCONCLUSIVE}[value]
 
@@ -129,10 +136,10 @@ def _predictor(by: dict[str, VariantResult], base: VariantResult | None) -> Find
         return Finding(claim, source, NOT_RUN, "needs baseline and no_predictor or fixed_predictor")
     present = [p for p in parts if p]
     verdict = _combine([base.decision, *(p.decision for p in present)], complete=len(present) == 2)
-    text = "; ".join(f"{name}: {p.decision} with the paper ({p.outcome} in {_count(p, p.outcome)})" if p else f"{name}: not run"
+    text = "; ".join(f"{name}: {p.decision} with the paper ({_outcomes(p)})" if p else f"{name}: not run"
                      for name, p in zip(("no_predictor", "fixed_predictor"), parts))
-    return Finding(claim, source, verdict, f"{text}; baseline: {base.decision} ({base.outcome} in "
-                   f"{_count(base, base.outcome)}), kNN {knn_text(base)}")
+    return Finding(claim, source, verdict, f"{text}; baseline: {base.decision} ({_outcomes(base)}), "
+                   f"kNN {knn_text(base)}")
 
 
 def _batch_size(results: list[VariantResult], by: dict[str, VariantResult]) -> Finding:
@@ -174,7 +181,7 @@ def _no_collapse_and_lower(claim: str, source: str, by: dict[str, VariantResult]
     else:
         verdict = REPRODUCED if sign < 0 else PARTLY  # no collapse holds; "less accurate" is not shown
     return Finding(claim, source, verdict,
-                   f"{variant.name}: {variant.outcome} in {_count(variant, variant.outcome)}, kNN {knn_text(variant)} vs "
+                   f"{variant.name}: {_outcomes(variant)}, kNN {knn_text(variant)} vs "
                    f"{label} {knn_text(base)}; paired difference {diff}"
                    + ("" if sign < 0 else " (not shown to be lower)"))
 
@@ -183,7 +190,7 @@ def _batch_norm(by: dict[str, VariantResult], base: VariantResult | None) -> Fin
     claim = "Batch norm helps optimisation but does not prevent collapse: without any BN the model still does not collapse"
     found = _no_collapse_and_lower(claim, "Sec. 4.4, Table 4", by, base, "bn_none",
                                    lambda x: x.outcome in (TRAINS, FAILS_TO_LEARN), "baseline")
-    others = "; ".join(f"{n}: {by[n].outcome}, kNN {knn_text(by[n])}" for n in ("bn_hidden", "bn_all") if n in by)
+    others = "; ".join(f"{n}: {_outcomes(by[n])}, kNN {knn_text(by[n])}" for n in ("bn_hidden", "bn_all") if n in by)
     if found.verdict != NOT_RUN and others:
         found.evidence += f"; {others}"
     return found
