@@ -4,8 +4,10 @@
    ``encoder.onnx``), with metadata, checker and shape inference (``exporters.onnx_export``);
 2. ``parity_gate``: the staged graph on ONNX Runtime's CPU provider against PyTorch fp32
    (``exporters.parity``). Failed: the graph is kept as ``encoder.rejected.onnx`` and the export
-   fails. Passed: the graph becomes ``encoder.onnx``, every file derived from the previous one is
-   removed (``ExportFolder.remove_derived``) and ``encoder.json`` is written beside it;
+   fails. Passed: where OpenVINO and native bf16 are present, the graph's OpenVINO bf16 agreement with
+   PyTorch fp32 is measured on the same images and recorded in the metadata (``check_openvino_bf16``:
+   the default backend's condition); the graph becomes ``encoder.onnx``, every file derived from the
+   previous one is removed (``ExportFolder.remove_derived``) and ``encoder.json`` is written beside it;
 3. ``write_int8`` (``--int8``): ``encoder.onnx`` -> ``encoder.int8.onnx`` calibrated on ``--calib-data``;
 4. ``gate_int8`` (``--int8``): ``encoder.int8.onnx`` against fp32 on held-out images, renamed
    ``encoder.int8.onnx.rejected`` when it fails (``exporters.int8_step``);
@@ -20,7 +22,7 @@ The Triton ONNX model is written before the TensorRT build, so an export whose `
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from torch import nn
@@ -31,7 +33,7 @@ from exporters.export_options import ExportOptions
 from exporters.int8 import Int8Report
 from exporters.int8_step import export_int8, int8_gate
 from exporters.metadata import ModelInfo
-from exporters.onnx_export import export_onnx
+from exporters.onnx_export import export_onnx, rewrite_props
 from exporters.runtime import OnnxBackend, TorchBackend
 from exporters.tensorrt_engine import build_engine, tensorrt_unavailable_reason
 from exporters.triton_repository import write_model
@@ -101,6 +103,7 @@ def parity_gate(job: ExportJob) -> None:
             f"{worst.min_cosine:.6f} (need >= {parity.MIN_COSINE}), max |diff| {worst.max_abs_diff:.2e} (need <= "
             f"{parity.MAX_ABS_DIFF:g}); the graph is kept as {folder.rejected_onnx}"
         )
+    job.info = info = check_openvino_bf16(job, reference)
     commit(folder.staged_onnx, folder.onnx)
     stale = folder.remove_derived()
     if stale:
@@ -116,6 +119,32 @@ def parity_gate(job: ExportJob) -> None:
     say(f"wrote {folder.onnx} ({_size(folder.onnx)}) and {folder.JSON}; input [batch, "
         f"{', '.join(map(str, info.input_chw))}], embedding dim {info.embedding_dim}, pair threshold "
         f"{threshold}{unknown}")
+
+
+def check_openvino_bf16(job: ExportJob, reference: TorchBackend) -> ModelInfo:
+    """``job.info`` with the OpenVINO bf16 agreement measured on the parity images, where it can run.
+
+    ``embed``, ``score`` and ``index build`` run an fp32 ONNX model on OpenVINO bf16 by default on CPUs
+    with native bf16 (the fastest exported path in ``benchmarks/inference.py``), but bf16's 8-bit
+    mantissa costs deep networks more: a random-weight ResNet-50 kept only 0.994. The default takes
+    OpenVINO bf16 only for a model whose recorded agreement reaches ``parity.BF16_MIN_COSINE``.
+    """
+    from exporters.openvino_runtime import openvino_available
+    from toolkit.engine.precision import cpu_supports_bf16
+
+    if not openvino_available() or not cpu_supports_bf16():
+        return job.info
+    from exporters.runtime import OpenVinoBackend
+
+    candidate = OpenVinoBackend(job.folder.staged_onnx, threads=job.opts.threads, precision="bf16", info=job.info)
+    cases = parity.check_parity(reference, candidate, parity.parity_batches(job.info, job.opts.data))
+    cosine = min(c.min_cosine for c in cases)
+    info = replace(job.info, openvino_bf16_min_cosine=cosine)
+    rewrite_props(job.folder.staged_onnx, info)  # the file's metadata and encoder.json stay one description
+    verdict = ("the default backend on this CPU" if cosine >= parity.BF16_MIN_COSINE else
+               f"below {parity.BF16_MIN_COSINE}: the default backend stays ONNX Runtime fp32 (--backend openvino overrides)")
+    say(f"OpenVINO bf16 vs PyTorch fp32 on the parity images: min cosine {cosine:.6f}; {verdict}")
+    return info
 
 
 def write_int8(job: ExportJob) -> None:

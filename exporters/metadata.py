@@ -63,6 +63,11 @@ class ModelInfo:
         checkpoint: the checkpoint the model came from.
         features: what the model embeds: "embedding" (the fine-tuning head's output) or "backbone"
             (the backbone's pooled, penultimate features).
+        openvino_bf16_min_cosine: the smallest row-wise cosine of the ONNX graph on OpenVINO in bf16 to
+            PyTorch fp32 on the export's parity images; None where export did not measure it (no
+            ``openvino`` or no native bf16). The default backend takes OpenVINO bf16 only where it is
+            recorded at >= ``exporters.parity.BF16_MIN_COSINE``. Only ``encoder.json`` holds it (the
+            ONNX file is written before it is measured).
 
     On disk (``to_dict``) the fields are flat, ``threshold`` and ``unknown_threshold`` for the thresholds.
     """
@@ -75,6 +80,7 @@ class ModelInfo:
     opset: int | None = None
     checkpoint: str = ""
     features: str = "backbone"
+    openvino_bf16_min_cosine: float | None = None
 
     @property
     def input_chw(self) -> tuple[int, int, int]:
@@ -89,7 +95,9 @@ class ModelInfo:
                 "embedding_dim": self.embedding_dim, "threshold": self.thresholds.pair, "kind": self.kind,
                 "toolkit_version": self.toolkit_version, "opset": self.opset, "checkpoint": self.checkpoint,
                 "unknown_threshold": self.thresholds.unknown, "features": self.features,
-                "input_shape": ["batch", *self.input_chw]}
+                "input_shape": ["batch", *self.input_chw],
+                **({} if self.openvino_bf16_min_cosine is None
+                   else {"openvino_bf16_min_cosine": self.openvino_bf16_min_cosine})}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str) -> ModelInfo:
@@ -114,6 +122,7 @@ class ModelInfo:
                 opset=None if data.get("opset") is None else int(data["opset"]),
                 checkpoint=str(data.get("checkpoint", "")),
                 features=str(data.get("features", "embedding" if data.get("kind") == "finetune" else "backbone")),
+                openvino_bf16_min_cosine=_optional_float(data.get("openvino_bf16_min_cosine")),
             )
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ToolkitError(f"{source}: broken toolkit metadata ({type(exc).__name__}: {exc})") from None
@@ -232,4 +241,4 @@ def from_props(props: dict[str, str], source: str) -> ModelInfo:
 
 _PROP_KEYS = {"format", "input_name", "output_name", "image_size", "resize_size", "channels", "mean", "std",
               "embedding_dim", "threshold", "kind", "toolkit_version", "opset", "checkpoint", "unknown_threshold",
-              "features", "input_shape"}  # every key ``ModelInfo.to_dict`` writes
+              "features", "input_shape", "openvino_bf16_min_cosine"}  # every key ``ModelInfo.to_dict`` writes

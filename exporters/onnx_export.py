@@ -114,6 +114,18 @@ def export_onnx(encoder: nn.Module, info: ModelInfo, path: str | Path, *, opset:
     return info
 
 
+def rewrite_props(path: str | Path, info: ModelInfo) -> None:
+    """Replaces the ``metadata_props`` of the ONNX file at ``path`` with ``info``'s (the graph is untouched),
+    so that a figure measured after export (the OpenVINO bf16 agreement) is in the file as in ``encoder.json``."""
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    for key, value in metadata.to_props(info).items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    with atomic_path(path) as tmp:
+        onnx.save_model(model, str(tmp))
+
+
 @contextlib.contextmanager
 def _quiet():
     """Silence the exporter's progress prints and warnings; errors still raise."""

@@ -45,8 +45,10 @@ def default_backend(model: str | Path) -> tuple[str, str]:
 
     The rule, from ``benchmarks/results/inference_backends.json`` (README, "Inference backends"): an
     fp32 ONNX model (``.onnx`` or an export folder; not ``.int8.onnx``, whose gate was measured on ONNX
-    Runtime) runs on OpenVINO when it is installed, the CPU has native bf16 and ONNX Runtime has no CUDA
-    provider: there OpenVINO bf16 was the fastest path at cosine >= 0.999 to torch fp32. Everything else
+    Runtime) runs on OpenVINO when it is installed, the CPU has native bf16, ONNX Runtime has no CUDA
+    provider and ``toolkit export`` recorded OpenVINO bf16 at cosine >= 0.999 to PyTorch fp32 on the
+    model's parity images (``encoder.json``'s ``openvino_bf16_min_cosine``): there OpenVINO bf16 was the
+    fastest path, but a deep network can lose more in bf16 (a random-weight ResNet-50 kept 0.994). Everything else
     keeps the suffix rule of ``exporters.model_files.resolve_model`` (a checkpoint -> torch, bf16 and
     channels_last where the CPU has bf16; .onnx -> ONNX Runtime; .engine -> TensorRT).
     """
@@ -56,6 +58,7 @@ def default_backend(model: str | Path) -> tuple[str, str]:
     import onnxruntime
 
     from exporters.openvino_runtime import openvino_available
+    from exporters.parity import BF16_MIN_COSINE
     from toolkit.engine.precision import cpu_supports_bf16
 
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
@@ -64,4 +67,25 @@ def default_backend(model: str | Path) -> tuple[str, str]:
         return "onnx", "default for an ONNX model on a CPU without native bf16"
     if not openvino_available():
         return "onnx", "default without openvino; pip install -e '.[openvino]' for the faster OpenVINO bf16"
-    return "openvino", "default for an ONNX model on a CPU with native bf16"
+    cosine = recorded_openvino_bf16_cosine(path)
+    if cosine is None:
+        return "onnx", ("default for an ONNX model whose export recorded no OpenVINO bf16 check (re-export it with "
+                        "toolkit export to measure one; --backend openvino overrides)")
+    if cosine < BF16_MIN_COSINE:
+        return "onnx", (f"default: OpenVINO bf16 agreed with PyTorch fp32 only to cosine {cosine:.4f} at export "
+                        f"(< {BF16_MIN_COSINE}); --backend openvino overrides")
+    return "openvino", f"default for an ONNX model on a CPU with native bf16 (cosine {cosine:.4f} to fp32 at export)"
+
+
+def recorded_openvino_bf16_cosine(onnx_path: Path) -> float | None:
+    """The OpenVINO bf16 agreement ``toolkit export`` recorded in the ``encoder.json`` beside the model, if any."""
+    from exporters.export_folder import ExportFolder
+    from exporters.metadata import read_json
+
+    beside = ExportFolder.of(onnx_path).json
+    if not beside.is_file():
+        return None
+    try:
+        return read_json(beside).openvino_bf16_min_cosine
+    except ToolkitError:
+        return None

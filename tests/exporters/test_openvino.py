@@ -84,15 +84,35 @@ def machine(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201 - a setter
     return set_machine
 
 
+def export_with_recorded_cosine(exported_run: Path, folder: Path, cosine: float | None) -> Path:
+    """A copy of the run's export folder whose ``encoder.json`` records ``cosine`` as the OpenVINO bf16
+    agreement (None: the key removed, as from an export that could not measure it)."""
+    import json
+    import shutil
+
+    shutil.copytree(exported_run / "export", folder)
+    meta = json.loads((folder / "encoder.json").read_text())
+    meta.pop("openvino_bf16_min_cosine", None)
+    if cosine is not None:
+        meta["openvino_bf16_min_cosine"] = cosine
+    (folder / "encoder.json").write_text(json.dumps(meta))
+    return folder / "encoder.onnx"
+
+
 def test_default_backend_rule(exported_run: Path, tmp_path: Path, machine) -> None:
-    onnx_file = exported_run / "export" / "encoder.onnx"
-    int8 = tmp_path / "encoder.int8.onnx"
+    onnx_file = export_with_recorded_cosine(exported_run, tmp_path / "good", 0.9996)
+    int8 = tmp_path / "good" / "encoder.int8.onnx"
     int8.write_bytes(onnx_file.read_bytes())
     machine(bf16=True, cuda=False, openvino=True)
     assert default_backend(onnx_file)[0] == "openvino"
-    assert default_backend(exported_run / "export")[0] == "openvino"  # an export folder holds encoder.onnx
+    assert default_backend(tmp_path / "good")[0] == "openvino"  # an export folder holds encoder.onnx
     assert default_backend(exported_run)[0] == "torch"  # a run folder: its checkpoint, not a possibly stale export
     assert default_backend(int8)[0] == "onnx"  # the int8 gate was measured on ONNX Runtime
+    # bf16 that lost more than the bound at export, or an export that never measured it: exact fp32
+    kind, why = default_backend(export_with_recorded_cosine(exported_run, tmp_path / "lossy", 0.9946))
+    assert kind == "onnx" and "only to cosine 0.9946" in why and "--backend openvino overrides" in why
+    kind, why = default_backend(export_with_recorded_cosine(exported_run, tmp_path / "old", None))
+    assert kind == "onnx" and "recorded no OpenVINO bf16 check" in why
     machine(bf16=False)
     assert default_backend(onnx_file) == ("onnx", "default for an ONNX model on a CPU without native bf16")
     machine(cuda=True)
@@ -102,23 +122,32 @@ def test_default_backend_rule(exported_run: Path, tmp_path: Path, machine) -> No
     assert kind == "onnx" and "pip install -e '.[openvino]'" in why
 
 
-def test_embed_prints_the_default_backend_and_backend_overrides_it(exported_run: Path, images: Path,
-                                                                   tmp_path: Path, machine) -> None:
-    onnx_file = str(exported_run / "export" / "encoder.onnx")
-    paths = png_paths(images)[:5]
-    (tmp_path / "list.txt").write_text("\n".join(paths))
-    machine(bf16=True, cuda=False, openvino=True)
+@pytest.mark.parametrize("bf16", [True, False])
+def test_export_records_the_openvino_bf16_agreement_where_it_can_run(tmp_path: Path, bf16: bool,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
 
-    chosen = invoke("embed", onnx_file, str(tmp_path / "list.txt"), "--out", str(tmp_path / "a.npz"), *FAST)
-    forced = invoke("embed", onnx_file, str(tmp_path / "list.txt"), "--out", str(tmp_path / "b.npz"),
-                    "--backend", "onnx", *FAST)
+    import toolkit.engine.precision as precision
+    from exporters.export import export_checkpoint
+    from exporters.runtime import OpenVinoBackend, TorchBackend
+    from tests.tiny_models import make_checkpoint
+    from toolkit.engine.checkpoint import Checkpoint
 
-    assert chosen.exit_code == 0 and forced.exit_code == 0, chosen.output + forced.output
-    assert "backend openvino: default for an ONNX model on a CPU with native bf16; --backend overrides" in chosen.output
-    assert "backend onnx: --backend onnx" in forced.output and "onnxruntime" in forced.output
-    a, b = np.load(tmp_path / "a.npz")["embeddings"], np.load(tmp_path / "b.npz")["embeddings"]
-    assert min_cosine(a, reference_embeddings(exported_run, paths)) >= 0.999
-    np.testing.assert_allclose(b, reference_embeddings(exported_run, paths), atol=1e-5)
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: bf16)
+    run = make_checkpoint(tmp_path / "run", kind="finetune")
+    export_checkpoint(run)
+    meta = json.loads((run / "export" / "encoder.json").read_text())
+    if not bf16:
+        assert "openvino_bf16_min_cosine" not in meta
+        return
+    recorded = meta["openvino_bf16_min_cosine"]
+    # Independently: OpenVINO bf16 against the checkpoint in torch fp32 on random images of the model's input.
+    torch_fp32 = TorchBackend(Checkpoint.load(run).encoder(), OpenVinoBackend(run / "export" / "encoder.onnx").info,
+                              precision="fp32", device="cpu", threads=1)
+    images = np.random.default_rng(1).normal(size=(8, *torch_fp32.info.input_chw)).astype(np.float32)
+    ov = OpenVinoBackend(run / "export" / "encoder.onnx", threads=1, precision="bf16")
+    assert 0.99 < recorded <= 1.0 + 1e-6
+    assert min_cosine(ov.embed(images), torch_fp32.embed(images)) > 0.99
 
 
 def test_missing_openvino_is_one_clear_line(exported_run: Path, images: Path, tmp_path: Path,
