@@ -72,9 +72,9 @@ def default_backend(model: str | Path) -> tuple[str, str]:
         return "onnx", ("default for an ONNX model whose export recorded no OpenVINO bf16 check (re-export it with "
                         "toolkit export to measure one; --backend openvino overrides)")
     if cosine < BF16_MIN_COSINE:
-        return "onnx", (f"default: OpenVINO bf16 agreed with PyTorch fp32 only to cosine {cosine:.4f} at export "
+        return "onnx", (f"default: OpenVINO bf16 agreed with PyTorch fp32 only to cosine {cosine:.6f} at export "
                         f"(< {BF16_MIN_COSINE}); --backend openvino overrides")
-    return "openvino", f"default for an ONNX model on a CPU with native bf16 (cosine {cosine:.4f} to fp32 at export)"
+    return "openvino", f"default for an ONNX model on a CPU with native bf16 (cosine {cosine:.6f} to fp32 at export)"
 
 
 def recorded_openvino_bf16_cosine(onnx_path: Path) -> float | None:
