@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 from torch import nn
 
 from exporters import metadata, parity
@@ -91,7 +92,8 @@ def parity_gate(job: ExportJob) -> None:
     folder, info, threads = job.folder, job.info, job.opts.threads
     reference = TorchBackend(job.encoder, info, precision="fp32", device="cpu", threads=threads)
     candidate = OnnxBackend(folder.staged_onnx, threads=threads, device="cpu", info=info)
-    job.parity = parity.check_parity(reference, candidate, parity.parity_batches(info, job.opts.data))
+    batches = parity.parity_batches(info, job.opts.data)
+    job.parity = parity.check_parity(reference, candidate, batches)
     for case in job.parity:
         say(case.line())
     failed = [c for c in job.parity if not c.passed]
@@ -103,7 +105,7 @@ def parity_gate(job: ExportJob) -> None:
             f"{worst.min_cosine:.6f} (need >= {parity.MIN_COSINE}), max |diff| {worst.max_abs_diff:.2e} (need <= "
             f"{parity.MAX_ABS_DIFF:g}); the graph is kept as {folder.rejected_onnx}"
         )
-    job.info = info = check_openvino_bf16(job, reference)
+    job.info = info = check_openvino_bf16(job, reference, batches)
     commit(folder.staged_onnx, folder.onnx)
     stale = folder.remove_derived()
     if stale:
@@ -121,8 +123,8 @@ def parity_gate(job: ExportJob) -> None:
         f"{threshold}{unknown}")
 
 
-def check_openvino_bf16(job: ExportJob, reference: TorchBackend) -> ModelInfo:
-    """``job.info`` with the OpenVINO bf16 agreement measured on the parity images, where it can run.
+def check_openvino_bf16(job: ExportJob, reference: TorchBackend, batches: dict[str, np.ndarray]) -> ModelInfo:
+    """``job.info`` with the OpenVINO bf16 agreement measured on the parity gate's ``batches``, where it can run.
 
     ``embed``, ``score`` and ``index build`` run an fp32 ONNX model on OpenVINO bf16 by default on CPUs
     with native bf16 (the fastest exported path in ``benchmarks/inference.py``), but bf16's 8-bit
@@ -137,7 +139,7 @@ def check_openvino_bf16(job: ExportJob, reference: TorchBackend) -> ModelInfo:
     from exporters.runtime import OpenVinoBackend
 
     candidate = OpenVinoBackend(job.folder.staged_onnx, threads=job.opts.threads, precision="bf16", info=job.info)
-    cases = parity.check_parity(reference, candidate, parity.parity_batches(job.info, job.opts.data))
+    cases = parity.check_parity(reference, candidate, batches)
     cosine = min(c.min_cosine for c in cases)
     info = replace(job.info, openvino_bf16_min_cosine=cosine)
     rewrite_props(job.folder.staged_onnx, info)  # the file's metadata and encoder.json stay one description

@@ -66,8 +66,8 @@ class ModelInfo:
         openvino_bf16_min_cosine: the smallest row-wise cosine of the ONNX graph on OpenVINO in bf16 to
             PyTorch fp32 on the export's parity images; None where export did not measure it (no
             ``openvino`` or no native bf16). The default backend takes OpenVINO bf16 only where it is
-            recorded at >= ``exporters.parity.BF16_MIN_COSINE``. Only ``encoder.json`` holds it (the
-            ONNX file is written before it is measured).
+            recorded at >= ``exporters.parity.BF16_MIN_COSINE``. Measured on the staged graph, then
+            written into its ``metadata_props`` as into ``encoder.json`` (``onnx_export.rewrite_props``).
 
     On disk (``to_dict``) the fields are flat, ``threshold`` and ``unknown_threshold`` for the thresholds.
     """

@@ -99,9 +99,7 @@ def export_onnx(encoder: nn.Module, info: ModelInfo, path: str | Path, *, opset:
         if written != opset:
             raise ToolkitError(f"--opset {opset}: the exporter wrote an opset {written} graph instead; "
                                f"export with --opset {written}")
-        for key, value in metadata.to_props(info).items():
-            entry = model.metadata_props.add()
-            entry.key, entry.value = key, value
+        set_props(model, info)
         model.producer_name = "toolkit"
         validate(model, info, source=str(path))
         with atomic_path(path) as tmp:
@@ -114,14 +112,19 @@ def export_onnx(encoder: nn.Module, info: ModelInfo, path: str | Path, *, opset:
     return info
 
 
-def rewrite_props(path: str | Path, info: ModelInfo) -> None:
-    """Replaces the ``metadata_props`` of the ONNX file at ``path`` with ``info``'s (the graph is untouched),
-    so that a figure measured after export (the OpenVINO bf16 agreement) is in the file as in ``encoder.json``."""
-    model = onnx.load(str(path))
+def set_props(model: onnx.ModelProto, info: ModelInfo) -> None:
+    """Makes ``model``'s ``metadata_props`` exactly ``info``'s (``metadata.to_props``)."""
     del model.metadata_props[:]
     for key, value in metadata.to_props(info).items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
+
+
+def rewrite_props(path: str | Path, info: ModelInfo) -> None:
+    """Replaces the ``metadata_props`` of the ONNX file at ``path`` with ``info``'s (the graph is untouched),
+    so that a figure measured after export (the OpenVINO bf16 agreement) is in the file as in ``encoder.json``."""
+    model = onnx.load(str(path))
+    set_props(model, info)
     with atomic_path(path) as tmp:
         onnx.save_model(model, str(tmp))
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from toolkit.config import Recipe, replace
+from toolkit.config import FinetuneConfig, Recipe, replace
 from toolkit.console import info, warn
 from toolkit.data.augment import view_transform
 from toolkit.data.episodic import EpisodeBatchSampler
@@ -198,6 +198,12 @@ def resolve_way(recipe: Recipe, store: ImageStore) -> Recipe:
     return replace(recipe, **{"finetune.way": way})
 
 
+def sampler_text(ft: FinetuneConfig) -> str:
+    """How batches are drawn, for the run's log line: "sampler balanced (8 classes x 8)" or "sampler random"."""
+    balanced = f" ({ft.batch_size // ft.m_per_class} classes x {ft.m_per_class})" if ft.sampler == "balanced" else ""
+    return f"sampler {ft.sampler}{balanced}"
+
+
 def check_batches(recipe: Recipe, store: ImageStore, env: DistEnv) -> None:
     """One-line errors for batch settings the sampler or the loss cannot serve."""
     ft = recipe.finetune
@@ -269,12 +275,11 @@ def finetune(recipe: Recipe, run_dir: Path, resume: Checkpoint | None = None,
             info(f"loss: proto ({ft.proto_distance}); {ft.way}-way {ft.shot}-shot episodes with {ft.query} queries per class")
         elif ft.loss == "normsoftmax":
             info(f"loss: normsoftmax (cosine to {len(data.train.class_names)} learned class proxies / "
-                 f"T = {ft.softmax_temperature:g}); sampler {ft.sampler}"
-                 + (f" ({ft.batch_size // ft.m_per_class} classes x {ft.m_per_class})" if ft.sampler == "balanced" else ""))
+                 f"T = {ft.softmax_temperature:g}); {sampler_text(ft)}")
         else:
             info(f"loss: {ft.loss}" + (f" (mining {ft.mining}, {ft.distance}, margin {ft.triplet_margin:g})" if ft.loss == "triplet"
                                        else f" (pairs {ft.pairs}, {ft.distance}, margin {ft.contrastive_margin:g})")
-                 + f"; sampler {ft.sampler}" + (f" ({ft.batch_size // ft.m_per_class} classes x {ft.m_per_class})" if ft.sampler == "balanced" else "")
+                 + f"; {sampler_text(ft)}"
                  + ("; inverse-frequency class weights" if ft.class_weights else ""))
         # The monitor, early stopping and the kept checkpoint read the validation split only: the
         # test split stays unseen until toolkit evaluate reports on it.
