@@ -136,6 +136,9 @@ def evaluate(
     episodes: Annotated[int, typer.Option("--episodes", help="Episodes (the mean and its 95% CI are reported).")] = 600,
     within_group: Annotated[bool, typer.Option("--within-group", help="Also report episodes whose classes share one group "
                                                "(first folder of the class, or a CSV 'group' column), as in Lake et al.")] = False,
+    support_tta: Annotated[Optional[int], typer.Option("--support-tta", help="Episodes: each support image stands for the mean "
+                                                       "of itself and N augmented views (finetune.augment); 0 = off; default: "
+                                                       "the recipe's finetune.support_tta.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of episodes, pairs and t-SNE.")] = 0,
     out: Annotated[Optional[Path], typer.Option("--out", help="Folder for eval.json and the figures (default: the checkpoint's).")] = None,
     far: Annotated[float, typer.Option("--far", help="Target false-accept rate of the calibrated pair threshold (TAR@FAR).")] = 0.001,
@@ -148,7 +151,7 @@ def evaluate(
     from toolkit.out_paths import removed_if_failed
 
     with removed_if_failed(out):  # a failed evaluation leaves no empty --out folder
-        run_evaluate(checkpoint, data=data, spec=EpisodeSpec(way, shot, query, episodes, within_group), out=out,
+        run_evaluate(checkpoint, data=data, spec=EpisodeSpec(way, shot, query, episodes, within_group, support_tta), out=out,
                      sets=set_ or [], device=device, seed=seed, far=far)
 
 

@@ -67,12 +67,15 @@ def timed_stage(name: str, run_dir: Path, epochs: int, train: Any, timings: dict
     timings[name] = time.perf_counter() - tic
 
 
-def fewshot_numbers(ckpt_path: Path, data_path: str) -> dict[str, Any]:
-    """Embed the held-out test split once with ``toolkit evaluate``'s code; score every setting."""
+def fewshot_numbers(ckpt_path: Path, data_path: str, support_tta: int | None = None) -> dict[str, Any]:
+    """Embed the held-out test split once with ``toolkit evaluate``'s code; score every setting.
+
+    Supports stand for the mean of themselves and ``support_tta`` augmented views (default: the
+    checkpoint's ``finetune.support_tta``, as ``toolkit evaluate``), recorded in each setting."""
     from toolkit.engine.checkpoint import Checkpoint
     from toolkit.data.groups import class_groups
     from toolkit.evaluate.episodes import run_episodes
-    from toolkit.evaluate.job import embed, evaluation_recipe
+    from toolkit.evaluate.job import embed, evaluation_recipe, support_embeddings
     from toolkit.evaluate.within_group import run_within_group_episodes
     from toolkit.data.store import load_data
 
@@ -81,12 +84,16 @@ def fewshot_numbers(ckpt_path: Path, data_path: str) -> dict[str, Any]:
     test = load_data(recipe.data).test
     assert test is not None and test.labels is not None
     (emb,) = embed(ckpt, recipe, test)
+    views = recipe.finetune.support_tta if support_tta is None else support_tta
+    support = support_embeddings(ckpt, recipe, test, emb, views, seed=0)
     groups, names = class_groups(test.class_names, data_path)
     out = {}
     for w, s in SETTINGS:
-        out[f"{w}-way {s}-shot"] = run_episodes(emb, test.labels, w, s, QUERY, EPISODES, seed=0)
+        out[f"{w}-way {s}-shot"] = run_episodes(emb, test.labels, w, s, QUERY, EPISODES, seed=0, support_embeddings=support)
         out[f"{w}-way {s}-shot"]["within_group"] = run_within_group_episodes(emb, test.labels, groups, names, w, s,
-                                                                              QUERY, EPISODES, seed=0)
+                                                                              QUERY, EPISODES, seed=0,
+                                                                              support_embeddings=support)
+        out[f"{w}-way {s}-shot"]["support_tta"] = views
     return out
 
 

@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from exporters.eval_link import checkpoint_thresholds, read_eval_report, stored_thresholds, warn_uncalibrated
 from toolkit.data.preprocess import Preprocessing
+from toolkit.data.support_views import MAX_SUPPORT_VIEWS
 from toolkit.engine.checkpoint import TOOLKIT_VERSION, Checkpoint
 from toolkit.engine.run_folder import RunFolder
 from toolkit.io import write_json_atomic
@@ -68,6 +69,10 @@ class ModelInfo:
             ``openvino`` or no native bf16). The default backend takes OpenVINO bf16 only where it is
             recorded at >= ``exporters.parity.BF16_MIN_COSINE``. Measured on the staged graph, then
             written into its ``metadata_props`` as into ``encoder.json`` (``onnx_export.rewrite_props``).
+        support_tta: augmented views per support image that ``toolkit score --support`` averages by
+            default (the recipe's ``finetune.support_tta``; ``toolkit.data.support_views``).
+        support_augment: the views' distribution, the checkpoint's ``finetune.augment`` as a dict of
+            ``toolkit.config.AugmentConfig`` fields; None in models exported before it was recorded.
 
     On disk (``to_dict``) the fields are flat, ``threshold`` and ``unknown_threshold`` for the thresholds.
     """
@@ -81,6 +86,8 @@ class ModelInfo:
     checkpoint: str = ""
     features: str = "backbone"
     openvino_bf16_min_cosine: float | None = None
+    support_tta: int = 0
+    support_augment: dict[str, float] | None = None
 
     @property
     def input_chw(self) -> tuple[int, int, int]:
@@ -96,6 +103,8 @@ class ModelInfo:
                 "toolkit_version": self.toolkit_version, "opset": self.opset, "checkpoint": self.checkpoint,
                 "unknown_threshold": self.thresholds.unknown, "features": self.features,
                 "input_shape": ["batch", *self.input_chw],
+                **({"support_tta": self.support_tta} if self.support_tta else {}),
+                **({} if self.support_augment is None else {"support_augment": dict(self.support_augment)}),
                 **({} if self.openvino_bf16_min_cosine is None
                    else {"openvino_bf16_min_cosine": self.openvino_bf16_min_cosine})}
 
@@ -123,6 +132,8 @@ class ModelInfo:
                 checkpoint=str(data.get("checkpoint", "")),
                 features=str(data.get("features", "embedding" if data.get("kind") == "finetune" else "backbone")),
                 openvino_bf16_min_cosine=_optional_float(data.get("openvino_bf16_min_cosine")),
+                support_tta=_count(data.get("support_tta", 0)),
+                support_augment=_augment_dict(data.get("support_augment")),
             )
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ToolkitError(f"{source}: broken toolkit metadata ({type(exc).__name__}: {exc})") from None
@@ -135,6 +146,41 @@ class ModelInfo:
 
 def _optional_float(value: Any) -> float | None:
     return None if value is None else float(value)
+
+
+def _count(value: Any) -> int:
+    """A JSON integer (not a bool, not 2.5); anything else is a TypeError (broken metadata)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected an integer, got {value!r}")
+    return value
+
+
+def _augment_dict(value: Any) -> dict[str, float] | None:
+    """``support_augment`` as {field: number}; a non-object or a non-number value is a TypeError (broken metadata)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()):
+        raise TypeError(f"support_augment must be an object of numbers, got {value!r}")
+    return {str(k): float(v) for k, v in value.items()}
+
+
+def _check_augment(augment: dict[str, float], source: str) -> None:
+    """Every ``support_augment`` key is an ``AugmentConfig`` field with a value in its recipe range
+    (``toolkit.config_ranges``), and the affine scales are ordered."""
+    from toolkit.config import AugmentConfig
+    from toolkit.config_ranges import range_of
+
+    known = {f.name for f in fields(AugmentConfig)}
+    for key, value in augment.items():
+        allowed = range_of(f"augment.{key}")
+        if key not in known or (allowed is not None and not allowed.contains(value)):
+            valid = f"must be {allowed.describe()}" if key in known and allowed else "is not an augmentation setting"
+            raise ToolkitError(f"{source}: metadata key support_augment.{key} is {value}; {valid}")
+    scale = augment.get("affine_scale_min", 1.0), augment.get("affine_scale_max", 1.0)
+    crop = augment.get("crop_min_scale", 0.2), augment.get("crop_max_scale", 1.0)
+    if scale[0] > scale[1] or crop[0] > crop[1]:
+        raise ToolkitError(f"{source}: metadata key support_augment has a minimum scale above its maximum "
+                           f"(crop {crop[0]}-{crop[1]}, affine {scale[0]}-{scale[1]})")
 
 
 def _check_ranges(info: ModelInfo, source: str) -> None:
@@ -156,6 +202,11 @@ def _check_ranges(info: ModelInfo, source: str) -> None:
     if not all(math.isfinite(s) and s > 0 for s in pre.std):
         raise ToolkitError(f"{source}: metadata key std {list(pre.std)} must hold finite numbers above 0 "
                            "(the input is divided by it)")
+    if info.support_augment is not None:
+        _check_augment(info.support_augment, source)
+    if not 0 <= info.support_tta <= MAX_SUPPORT_VIEWS:
+        raise ToolkitError(f"{source}: metadata key support_tta is {info.support_tta}; must be an integer from 0 to "
+                           f"{MAX_SUPPORT_VIEWS}")
     for key, value in (("threshold", info.thresholds.pair), ("unknown_threshold", info.thresholds.unknown)):
         if value is not None and not (math.isfinite(value) and -1.0 <= value <= 1.0):
             raise ToolkitError(f"{source}: metadata key {key} is {value}; a cosine threshold must be a finite "
@@ -196,8 +247,10 @@ def info_from_checkpoint(ckpt: Checkpoint, thresholds: Thresholds | None = None)
     if pre is None:
         raise ToolkitError(f"{ckpt.path}: the checkpoint records no preprocessing; it cannot be exported")
     path = Path(ckpt.path or RunFolder.CHECKPOINT)
+    tuning = ckpt.recipe.finetune
     info = ModelInfo(pre, ckpt.embedding_dim, checkpoint_thresholds(ckpt) if thresholds is None else thresholds,
-                     kind=ckpt.kind, checkpoint=str(path), features=ckpt.features)
+                     kind=ckpt.kind, checkpoint=str(path), features=ckpt.features, support_tta=tuning.support_tta,
+                     support_augment={k: float(v) for k, v in asdict(tuning.augment).items()})
     _check_ranges(info, f"{path.parent} (checkpoint and eval.json)")
     return info
 
@@ -241,4 +294,4 @@ def from_props(props: dict[str, str], source: str) -> ModelInfo:
 
 _PROP_KEYS = {"format", "input_name", "output_name", "image_size", "resize_size", "channels", "mean", "std",
               "embedding_dim", "threshold", "kind", "toolkit_version", "opset", "checkpoint", "unknown_threshold",
-              "features", "input_shape", "openvino_bf16_min_cosine"}  # every key ``ModelInfo.to_dict`` writes
+              "features", "input_shape", "openvino_bf16_min_cosine", "support_tta", "support_augment"}  # every key ``ModelInfo.to_dict`` writes

@@ -103,6 +103,8 @@ def score(
     threshold: Annotated[Optional[float], typer.Option("--threshold", help="Cosine for same / unknown (default: the model's).")] = None,
     device: SearchDeviceOpt = "cpu",
     html: Annotated[Optional[Path], typer.Option("--html", help="Also write a self-contained HTML report (gallery, index, support).")] = None,
+    support_tta: Annotated[Optional[int], typer.Option("--support-tta", help="With --support: each support image is the mean "
+                                                       "of itself and N augmented views; 0 = off; default: the model's.")] = None,
     force: ForceOpt = False,
     *,
     settings: Settings,  # the engine options, by engine_options
@@ -111,7 +113,8 @@ def score(
     from scoring.jobs import score_images
 
     score_images(model, pairs=pairs, query=query, gallery=gallery, support=support, top_k=top_k, out=out,
-                 threshold=threshold, settings=settings, index=index, device=device, html=html, force=force)
+                 threshold=threshold, settings=settings, index=index, device=device, html=html, force=force,
+                 support_tta=support_tta)
 
 
 @engine_options(without=("strict",))

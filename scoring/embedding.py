@@ -78,14 +78,14 @@ def default_backend(model: str | Path) -> tuple[str, str]:
 
 
 def recorded_openvino_bf16_cosine(onnx_path: Path) -> float | None:
-    """The OpenVINO bf16 agreement ``toolkit export`` recorded in the ``encoder.json`` beside the model, if any."""
+    """The OpenVINO bf16 agreement ``toolkit export`` recorded: in the ``encoder.json`` beside the model (cheap
+    to read), else in the ONNX file's own metadata (a model copied or renamed out of its export folder)."""
     from exporters.export_folder import ExportFolder
     from exporters.metadata import read_json
+    from exporters.onnx_export import read_info
 
     beside = ExportFolder.of(onnx_path).json
-    if not beside.is_file():
-        return None
     try:
-        return read_json(beside).openvino_bf16_min_cosine
+        return (read_json(beside) if beside.is_file() else read_info(onnx_path)).openvino_bf16_min_cosine
     except ToolkitError:
         return None

@@ -24,11 +24,13 @@ from torch.utils.data import DataLoader, Dataset
 from exporters.metadata import ModelInfo
 from exporters.runtime import Backend
 from scoring.image_lists import EmbedPaths
+from toolkit.config import AugmentConfig
 from toolkit.console import console
 from toolkit.data.image_files import is_uri
 from toolkit.data.image_files import load_image as _load_image
 from toolkit.data.preprocess import Normalizer
 from toolkit.data.remote import read_uri
+from toolkit.data.support_views import support_view_embeddings
 from toolkit.data.workers import worker_init_fn  # ignore Ctrl-C/SIGTERM, die with this process
 
 
@@ -155,5 +157,38 @@ def embedder(backend: Backend, *, batch_size: int = 64, workers: int = 0, progre
 
     def embed_paths(paths: list[str]) -> tuple[np.ndarray, list[str], dict[str, str]]:
         return embed_files(backend, paths, batch_size=batch_size, workers=workers, progress=progress)
+
+    return embed_paths
+
+
+def support_view_embedder(backend: Backend, views: int, augment: AugmentConfig, *, batch_size: int = 64,
+                          workers: int = 0, progress: bool = True) -> EmbedPaths:
+    """``embed_files`` for support images with test-time augmentation: each image's embedding is the unit
+    mean of its own and ``views`` augmented views' (``toolkit.data.support_views``; an image's views
+    are seeded by its pixels)."""
+    pre = backend.info.preprocessing
+    normalizer = Normalizer(pre.mean, pre.std, torch.device("cpu"))
+
+    def embed_pixels(pixels: torch.Tensor) -> np.ndarray:
+        return backend.embed(normalizer(pixels).numpy())
+
+    def embed_paths(paths: list[str]) -> tuple[np.ndarray, list[str], dict[str, str]]:
+        chunks: list[np.ndarray] = []
+        ok_paths: list[str] = []
+        errors: dict[str, str] = {}
+        with progress_bar(progress) as bar:
+            task = bar.add_task("embed", total=len(paths), rate="-")
+            for batch in decoded_batches(paths, backend.info, batch_size, workers):
+                for index, reason in batch.errors.items():
+                    errors[paths[index]] = reason
+                if batch.indices:
+                    images = torch.from_numpy(batch.images)
+                    own = embed_pixels(images)
+                    chunks.append(support_view_embeddings(embed_pixels, images, own, augment, pre.image_size, pre.channels,
+                                                          views, batch_size=batch_size))
+                    ok_paths += [paths[i] for i in batch.indices]
+                bar.update(task, advance=len(batch.indices) + len(batch.errors))
+        embeddings = np.concatenate(chunks) if chunks else np.zeros((0, backend.info.embedding_dim), dtype=np.float32)
+        return embeddings, ok_paths, errors
 
     return embed_paths

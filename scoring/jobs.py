@@ -24,6 +24,7 @@ from scoring.report_html import write_report
 from scoring.session import open_session
 from toolkit.console import info as say
 from toolkit.data.image_files import read_image_list
+from toolkit.data.support_views import check_support_views
 from toolkit.errors import ToolkitError
 from toolkit.io import atomic_write
 from toolkit.out_paths import check_out_file, write_error
@@ -84,7 +85,7 @@ def score_images(model: str | Path, *, pairs: Path | None = None, query: Path | 
                  gallery: Path | None = None, support: Path | None = None, top_k: int = 5,
                  out: Path | None = None, threshold: float | None = None, settings: Settings = Settings(),
                  index: Path | None = None, device: str = "cpu", html: Path | None = None,
-                 force: bool = False) -> ScoreRun:
+                 force: bool = False, support_tta: int | None = None) -> ScoreRun:
     """``toolkit score`` in one of its four modes (``scoring.modes``); every option is checked here, before any work.
 
     Raises:
@@ -98,6 +99,10 @@ def score_images(model: str | Path, *, pairs: Path | None = None, query: Path | 
         raise ToolkitError("--html reports the gallery, index and support modes, not --pairs")
     if top_k < 1:
         raise ToolkitError(f"--top-k {top_k}: must be 1 or more")
+    if support_tta is not None:
+        if mode != "support":
+            raise ToolkitError(f"--support-tta {support_tta}: augments support images; it applies with --support only")
+        check_support_views(support_tta)
     if threshold is not None and not (math.isfinite(threshold) and -1.0 <= threshold <= 1.0):
         raise ToolkitError(f"--threshold {threshold}: must be a cosine between -1 and 1")
     out = check_out_file(out or DEFAULT_OUT[mode], example=DEFAULT_OUT[mode])  # before any work: a bad --out costs nothing
@@ -117,7 +122,7 @@ def score_images(model: str | Path, *, pairs: Path | None = None, query: Path | 
     if index is not None:
         run = index_mode(session, index, queries, out, top_k, device)
     elif support_set is not None:
-        run = support_mode(session, queries, support_set, out, threshold)
+        run = support_mode(session, queries, support_set, out, threshold, support_tta)
     else:
         run = gallery_mode(session, queries, gallery_paths, out, top_k)
     if html is not None:

@@ -4,7 +4,8 @@
   (``scoring.pairs``); with labels, ROC AUC and EER;
 * ``gallery_mode``: the K nearest gallery images of every query (``scoring.top_k``);
 * ``index_mode``: the K nearest images of a faiss index (``scoring.index.search``), the same CSV;
-* ``support_mode``: each query's nearest class prototype (``scoring.support``).
+* ``support_mode``: each query's nearest class prototype (``scoring.support``), optionally with
+  support-set test-time augmentation (``--support-tta``, ``toolkit.data.support_views``).
 
 Every mode embeds through ``session.embed_paths``, each distinct image once. A missing or
 unreadable image never loses other rows: its rows get an empty score and a non-empty ``error``,
@@ -20,19 +21,25 @@ whose metadata predates it.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from exporters.metadata import DEFAULT_THRESHOLD, ModelInfo
 from scoring.image_lists import SupportSet
+from scoring.images import support_view_embedder
 from scoring.index.search import search
 from scoring.pairs import PairScoreResult, score_pairs
 from scoring.session import Session
 from scoring.support import score_support
 from scoring.top_k import score_top_k
+from toolkit.config import AugmentConfig
 from toolkit.console import info as say
 from toolkit.console import warn
+from toolkit.data.support_views import check_support_views
 from toolkit.errors import ToolkitError
 
 
@@ -157,12 +164,49 @@ def index_mode(session: Session, index: Path, queries: list[str], out: Path, top
     return run
 
 
+def support_augment(info: ModelInfo, views: int) -> AugmentConfig | None:
+    """The model's recorded fine-tuning augmentation for ``views`` support views, None when ``views`` is 0.
+
+    Raises:
+        ToolkitError: views > 0 and the model records no augmentation (exported before it was recorded).
+    """
+    if views == 0:
+        return None
+    if info.support_augment is None:
+        raise ToolkitError(f"--support-tta {views}: the model records no augmentation (exported before support_augment "
+                           "was recorded); export it again, or pass --support-tta 0")
+    known = {f.name for f in dataclasses.fields(AugmentConfig)}
+    values = {k: v for k, v in info.support_augment.items() if k in known}
+    return AugmentConfig(**{k: (int(v) if k == "affine_fill" else v) for k, v in values.items()})  # type: ignore[arg-type]
+
+
 def support_mode(session: Session, queries: list[str], support: SupportSet, out: Path,
-                 threshold: float | None) -> ScoreRun:
-    """Classifies every query by the ``support`` set's nearest class prototype into ``out``."""
+                 threshold: float | None, support_tta: int | None = None) -> ScoreRun:
+    """Classifies every query by the ``support`` set's nearest class prototype into ``out``.
+
+    With ``support_tta`` views (default: the model's ``support_tta``) each support image stands for the
+    mean of itself and that many views of the model's fine-tuning augmentation, embedded on this machine
+    (``scoring.images.support_view_embedder``; with ``--engine ray`` the queries still go to the cluster).
+    """
     cut = resolve_threshold(threshold, session.info, support=True)
+    views = check_support_views(session.info.support_tta if support_tta is None else support_tta)
+    augment = support_augment(session.info, views)
     start, before = time.perf_counter(), session.embed_paths.seconds
-    res = score_support(queries, support, out, session.embed_paths, threshold=cut)
+    support_embed = None
+    if augment is not None:
+        say(f"support-set test-time augmentation: each support image is the mean of itself and {views} augmented "
+            "views (the model's fine-tuning augmentation)")
+        settings = session.settings
+        views_embed = support_view_embedder(session.local, views, augment, batch_size=settings.batch_size,
+                                            workers=0, progress=settings.progress)
+
+        def support_embed(paths: list[str]) -> tuple[np.ndarray, list[str], dict[str, str]]:
+            tic = time.perf_counter()
+            result = views_embed(paths)
+            session.embed_paths.seconds += time.perf_counter() - tic  # an embedding stage, as the queries'
+            return result
+
+    res = score_support(queries, support, out, session.embed_paths, threshold=cut, support_embed_paths=support_embed)
     run = _run(session, "support", out, res.rows_written, res.failed_rows, start, before)
     say(f"classified {res.rows_written} queries over {len(support.class_names)} classes -> {out} "
         f"({res.unknown_rows} unknown below {cut:.4f}; {run.stages()})")

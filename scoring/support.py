@@ -53,19 +53,28 @@ def score_support(
     embed_paths: EmbedPaths,
     *,
     threshold: float | None = None,
+    support_embed_paths: EmbedPaths | None = None,
 ) -> SupportScoreResult:
     """Classifies each query by its nearest class prototype; rows ``query,predicted_class,score,error``.
 
     ``predicted_class`` is ``unknown`` when the best cosine is below ``threshold``. A query
-    whose image fails gets a row with only ``query`` and ``error``.
+    whose image fails gets a row with only ``query`` and ``error``. ``support_embed_paths``
+    embeds the support images instead of ``embed_paths`` (support-set test-time augmentation,
+    ``scoring.images.support_view_embedder``); queries always go through ``embed_paths``.
 
     Raises:
         ToolkitError: an empty query list, or no support image could be embedded.
     """
     if not query_paths:
         raise ToolkitError("need at least one query image, got none")
-    embeddings, row_of, failed = embed_unique([*support.paths, *query_paths], embed_paths)
-    ok = [i for i, p in enumerate(support.paths) if p in row_of]
+    if support_embed_paths is None:
+        embeddings, row_of, failed = embed_unique([*support.paths, *query_paths], embed_paths)
+        support_emb, support_row = embeddings, row_of
+    else:
+        support_emb, support_row, support_failed = embed_unique(support.paths, support_embed_paths)
+        embeddings, row_of, failed = embed_unique(query_paths, embed_paths)
+        failed = {**support_failed, **failed}
+    ok = [i for i, p in enumerate(support.paths) if p in support_row]
     if not ok:
         first = first_failure(support.paths, failed)
         raise ToolkitError(f"none of the {len(support.paths)} support images could be read; first: {first}")
@@ -77,7 +86,7 @@ def score_support(
     if query_rows:
         names, scores = classify_by_prototype(
             embeddings[query_rows],
-            embeddings[[row_of[support.paths[i]] for i in ok]],
+            support_emb[[support_row[support.paths[i]] for i in ok]],
             labels,
             support.class_names,
             threshold=threshold,

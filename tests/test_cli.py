@@ -95,7 +95,8 @@ def test_existing_run_folder_and_bad_resume(tmp_path: Path) -> None:
 
 def test_scoring_commands_keep_their_options() -> None:
     """The engine options are declared once (``scoring.commands.ENGINE_OPTIONS``); each command still has
-    exactly the options it had when they were written out one by one, with the same defaults."""
+    exactly the options it had when they were written out one by one, with the same defaults (plus score's
+    --support-tta, added since)."""
     import typer.main
 
     group = typer.main.get_command(app)
@@ -109,7 +110,7 @@ def test_scoring_commands_keep_their_options() -> None:
     assert options["embed"] == {**engine, "--strict": False, "--out": Path("embeddings.npz"), "--force": False}
     assert options["score"] == {**engine, "--strict": False, "--pairs": None, "--query": None, "--gallery": None,
                                 "--support": None, "--index": None, "--top-k": 5, "--out": None, "--threshold": None,
-                                "--device": "cpu", "--html": None, "--force": False}
+                                "--device": "cpu", "--html": None, "--force": False, "--support-tta": None}
     assert options["index build"] == {**engine, "--out": None, "--kind": "flat", "--nprobe": None,
                                       "--shard-size": 50_000, "--device": "cpu"}
     assert options["index add"] == {"--batch-size": 64, "--workers": None, "--threads": None}

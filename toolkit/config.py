@@ -185,6 +185,10 @@ class FinetuneConfig:
     # After training, train again on train + validation for the chosen number of epochs (the best
     # epoch with early stopping, else finetune.epochs), as scikit-learn's refit=True.
     refit: bool = False
+    # Support-set test-time augmentation (toolkit.data.support_views): a support image stands for the
+    # mean of its own embedding and this many augmented views' (the augmentation below); 0 = off.
+    # toolkit evaluate's episodes and toolkit score --support use it (--support-tta overrides).
+    support_tta: int = 0
     augment: AugmentConfig = field(default_factory=_finetune_augment)
 
 

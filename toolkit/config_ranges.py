@@ -139,6 +139,7 @@ RANGES: dict[str, Range] = {
     "finetune.shot": at_least(1),
     "finetune.query": at_least(1),
     "finetune.early_stop_patience": at_least(0, "0 = off"),
+    "finetune.support_tta": Range(0, 64, why="augmented views per support image; 0 = off"),
     # [study]
     "study.seeds": at_least(1),
 }

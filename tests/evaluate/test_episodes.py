@@ -36,7 +36,7 @@ def test_run_episodes_reports_injected_accuracies(monkeypatch):
     emb, labels = _clusters(5, 20, 0.1)
     proto = np.array([1.0, 0.5, 0.5, 0.0])
     nearest = np.array([0.75, 0.75, 0.75, 0.75])
-    monkeypatch.setattr(ep, "episode_accuracies", lambda embeddings, drawn: (proto, nearest))
+    monkeypatch.setattr(ep, "episode_accuracies", lambda embeddings, drawn, support_embeddings=None: (proto, nearest))
     out = ep.run_episodes(emb, labels, way=5, shot=1, query=3, episodes=4)
     assert out == {
         "way": 5,
@@ -61,13 +61,14 @@ def _dot(a, b) -> float:
     return sum(float(x) * float(y) for x, y in zip(a, b))
 
 
-def _brute_force(emb: np.ndarray, episode: ep.Episode) -> tuple[list[int], list[int]]:
-    """One query at a time, one class at a time, plain Python arithmetic."""
+def _brute_force(emb: np.ndarray, episode: ep.Episode, support_emb: np.ndarray | None = None) -> tuple[list[int], list[int]]:
+    """One query at a time, one class at a time, plain Python arithmetic; supports from ``support_emb`` when given."""
+    sup = emb if support_emb is None else support_emb
     way, shot = episode.support.shape
     prototypes = []
     for i in range(way):
         mean = [
-            sum(float(emb[j][d]) for j in episode.support[i]) / shot for d in range(emb.shape[1])
+            sum(float(sup[j][d]) for j in episode.support[i]) / shot for d in range(emb.shape[1])
         ]
         norm = math.sqrt(sum(v * v for v in mean))
         prototypes.append([v / norm for v in mean])
@@ -78,7 +79,7 @@ def _brute_force(emb: np.ndarray, episode: ep.Episode) -> tuple[list[int], list[
         best, best_class = -2.0, -1
         for i in range(way):
             for j in episode.support[i]:
-                sim = _dot(emb[q], emb[j])
+                sim = _dot(emb[q], sup[j])
                 if sim > best:
                     best, best_class = sim, i
         nearest_pred.append(best_class)
@@ -106,6 +107,24 @@ def test_matches_brute_force_loop_on_the_same_episodes():
     for key, acc in (("prototype", proto_acc), ("nearest", nearest_acc)):
         assert out[key]["mean"] == pytest.approx(statistics.mean(acc))
         assert out[key]["ci95"] == pytest.approx(1.96 * statistics.pstdev(acc) / math.sqrt(20))
+
+
+def test_supports_stand_for_their_support_embeddings_and_queries_do_not():
+    emb, labels = _clusters(6, 10, 1.0, dim=8, seed=2)
+    other = _unit(emb + np.random.default_rng(7).normal(scale=0.8, size=emb.shape))  # e.g. augmented-view means
+    drawn = ep.sample_episodes(labels, way=3, shot=2, query=3, episodes=15, seed=1)
+    changed, proto_acc = 0, []
+    for episode in drawn:
+        want_proto, want_nearest = _brute_force(emb, episode, other)
+        got_proto, got_nearest = ep.classify_episode(emb, episode, other)
+        assert got_proto.tolist() == want_proto and got_nearest.tolist() == want_nearest
+        changed += want_proto != _brute_force(emb, episode)[0]
+        proto_acc.append(sum(p == t for p, t in zip(want_proto, [i for i in range(3) for _ in range(3)])) / 9)
+    assert changed > 0, "the support embeddings should change some prediction, or this test checks little"
+    out = ep.run_episodes(emb, labels, way=3, shot=2, query=3, episodes=15, seed=1, support_embeddings=other)
+    assert out["prototype"]["mean"] == pytest.approx(statistics.mean(proto_acc))
+    with pytest.raises(ToolkitError, match="support embeddings"):
+        ep.run_episodes(emb, labels, way=3, shot=2, query=3, episodes=15, support_embeddings=other[:5])
 
 
 def test_prototype_compares_directions_not_squared_euclidean():

@@ -12,7 +12,7 @@ from tests.test_cli import invoke
 from tests.tiny_runs import pretrain_at_init
 from toolkit.engine.checkpoint import Checkpoint, build_training_model
 
-FEWSHOT_KEYS = {"way", "shot", "query", "episodes", "skipped_classes", "prototype", "nearest"}
+FEWSHOT_KEYS = {"way", "shot", "query", "episodes", "skipped_classes", "prototype", "nearest", "support_tta"}
 METRIC_KEYS = {"accuracy", "balanced_accuracy", "macro_f1", "per_class_recall"}
 
 
@@ -102,6 +102,7 @@ def test_data_without_a_test_split_is_evaluated_on_its_train_split(pretrain_run:
     (["--way", "20"], "way=20 is larger than the 10 classes present; use way <= 10"),
     (["--shot", "5", "--query", "40"], "have shot+query = 5+40 = 45 images"),
     (["--set", "data.channels=3"], "takes 1-channel 16 px images"),
+    (["--support-tta", "-1"], "--support-tta -1: the number of augmented views per support image must be an integer"),
 ])
 def test_user_mistakes_give_one_line_and_exit_2(pretrain_run: Path, tmp_path: Path, args: list[str], message: str) -> None:
     result = invoke("evaluate", str(pretrain_run), "--out", str(tmp_path), *args)
@@ -155,3 +156,23 @@ def test_within_group_without_a_large_enough_group_is_one_line(pretrain_run: Pat
     assert result.exit_code == 2, result.output
     assert "error: --within-group: no group has 5 classes (the largest has 1)" in result.output
     assert not (tmp_path / "eval.json").exists()
+
+
+def test_support_tta_changes_only_the_supports_of_the_episodes(pretrain_run: Path, tmp_path: Path) -> None:
+    from toolkit.evaluate.job import EpisodeSpec, evaluate
+
+    def run(name: str, views: int | None, sets: tuple[str, ...] = ()):
+        spec = EpisodeSpec(way=5, shot=1, query=5, episodes=100, within_group=False, support_tta=views)
+        return evaluate(pretrain_run, spec=spec, out=tmp_path / name, sets=list(sets), plots=False)
+
+    plain, default, views, from_recipe = (run("plain", 0), run("default", None), run("views", 4),
+                                          run("recipe", None, ("finetune.support_tta=4",)))
+    assert plain.fewshot["support_tta"] == default.fewshot["support_tta"] == 0
+    assert plain.fewshot == default.fewshot  # the checkpoint's recipe leaves it off
+    assert views.fewshot["support_tta"] == from_recipe.fewshot["support_tta"] == 4
+    assert views.fewshot == from_recipe.fewshot  # --support-tta N is finetune.support_tta = N
+    assert views.fewshot["prototype"] != plain.fewshot["prototype"]  # the supports moved
+    # queries, classifiers and pairs do not use the views; the unknown threshold is calibrated on prototypes as scored
+    assert views.classification == plain.classification and views.verification == plain.verification
+    assert views.calibration.threshold_eer == plain.calibration.threshold_eer
+    assert views.calibration.unknown_threshold != plain.calibration.unknown_threshold

@@ -36,6 +36,9 @@ FUZZ = settings(max_examples=150, derandomize=True, deadline=None, database=None
     ("std", [0.25, 0.0, 0.3]), ("std", [0.25, -0.2, 0.3]), ("std", [0.25, math.nan, 0.3]),
     ("std", [math.inf, 0.2, 0.3]), ("mean", [0.5, math.nan, 0.3]),
     ("image_size", 0), ("embedding_dim", -3), ("resize_size", 8), ("image_size", 10**9),
+    ("support_tta", 65), ("support_tta", -1), ("support_augment", {"crop_min_scale": 0.0}),
+    ("support_augment", {"hflip": 1.5}), ("support_augment", {"crop_min_scale": 0.9, "crop_max_scale": 0.5}),
+    ("support_augment", {"warp": 1.0}),
 ])
 def test_out_of_range_metadata_is_refused_naming_the_key(key: str, value: object, tmp_path: Path) -> None:
     path = tmp_path / "encoder.json"
@@ -81,6 +84,8 @@ def _check_valid(info: metadata.ModelInfo) -> None:
     assert all(math.isfinite(s) and s > 0 for s in pre.std) and all(math.isfinite(m) for m in pre.mean)
     assert 1 <= pre.image_size <= pre.resize_size <= metadata.MAX_SIZE
     assert 1 <= info.embedding_dim <= metadata.MAX_SIZE
+    assert 0 <= info.support_tta <= 64
+    assert info.support_augment is None or all(math.isfinite(v) for v in info.support_augment.values())
     for value in (info.thresholds.pair, info.thresholds.unknown):
         assert value is None or (math.isfinite(value) and -1 <= value <= 1)
 
@@ -89,7 +94,8 @@ JSON_LEAVES = (st.none() | st.booleans() | st.integers(-10, 40) | st.integers() 
                | st.text(max_size=5) | st.sampled_from(["16", "3", "0.5", "NaN", metadata.FORMAT]))
 JSON_VALUES = st.recursive(JSON_LEAVES, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
     st.text(max_size=3), inner, max_size=3), max_leaves=8)
-KEYS = st.sampled_from(sorted(GOOD) + ["opset", "kind", "checkpoint", "toolkit_version", "extra"])
+KEYS = st.sampled_from(sorted(GOOD) + ["opset", "kind", "checkpoint", "toolkit_version", "extra", "support_tta",
+                                       "support_augment"])
 
 
 @FUZZ
@@ -138,6 +144,26 @@ def test_read_info_refuses_a_tampered_onnx(exported_run: Path, tmp_path: Path) -
     _set_prop(model, "threshold", "NaN")
     with pytest.raises(ToolkitError, match="metadata key threshold is nan"):
         read_info(model)
+
+
+def test_support_views_settings_round_trip_and_stay_out_of_older_layouts(exported_run: Path) -> None:
+    from toolkit.engine.checkpoint import Checkpoint
+
+    info = metadata.ModelInfo.from_dict({**GOOD, "support_tta": 8, "support_augment": {"crop_min_scale": 0.7, "hflip": 0}},
+                                        "x")
+    assert info.support_tta == 8 and info.support_augment == {"crop_min_scale": 0.7, "hflip": 0.0}
+    assert metadata.from_props(metadata.to_props(info), "x") == info
+    plain = metadata.ModelInfo.from_dict(GOOD, "x")
+    assert plain.support_tta == 0 and plain.support_augment is None
+    assert "support_tta" not in plain.to_dict() and "support_augment" not in plain.to_dict()
+    for bad in (2.5, True, "3", None):
+        with pytest.raises(ToolkitError, match="broken toolkit metadata"):
+            metadata.ModelInfo.from_dict({**GOOD, "support_tta": bad}, "x")
+    # export records the checkpoint's fine-tuning augmentation, field by field
+    recorded = json.loads((exported_run / "export" / "encoder.json").read_text())["support_augment"]
+    augment = Checkpoint.load(exported_run).recipe.finetune.augment
+    assert recorded == {name: float(getattr(augment, name)) for name in recorded}
+    assert set(recorded) == set(augment.__dataclass_fields__)
 
 
 def test_encoder_json_is_byte_identical_to_the_flat_layout() -> None:

@@ -122,6 +122,22 @@ def test_default_backend_rule(exported_run: Path, tmp_path: Path, machine) -> No
     assert kind == "onnx" and "pip install -e '.[openvino]'" in why
 
 
+def test_default_backend_of_a_model_moved_out_of_its_export_folder_reads_its_own_metadata(
+        exported_run: Path, tmp_path: Path, machine) -> None:
+    from dataclasses import replace
+
+    from exporters.onnx_export import read_info, rewrite_props
+
+    machine(bf16=True, cuda=False, openvino=True)
+    for name, cosine, kind in (("good", 0.9996, "openvino"), ("lossy", 0.9946, "onnx")):
+        moved = tmp_path / name / "renamed.onnx"  # no encoder.json beside it
+        moved.parent.mkdir()
+        moved.write_bytes((exported_run / "export" / "encoder.onnx").read_bytes())
+        rewrite_props(moved, replace(read_info(moved), openvino_bf16_min_cosine=cosine))
+        assert not (moved.parent / "encoder.json").exists()
+        assert default_backend(moved)[0] == kind
+
+
 @pytest.mark.parametrize("bf16", [True, False])
 def test_export_records_the_openvino_bf16_agreement_where_it_can_run(tmp_path: Path, bf16: bool,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:

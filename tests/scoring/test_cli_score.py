@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from tests.scoring.test_score import read_csv, write_csv
 from tests.tiny_models import calibrated, make_checkpoint, reference_embeddings
@@ -156,6 +158,99 @@ def test_support_classification_is_the_nearest_prototype(exported_run: Path, ima
         sims = protos @ emb[q]
         assert r["query"] == q and r["predicted_class"] == classes[int(np.argmax(sims))]
         assert float(r["score"]) == pytest.approx(float(sims.max()), abs=1e-5)
+
+
+def _support_folder(images: Path, root: Path) -> tuple[list[str], list[str]]:
+    """Copies 3 images of each class to root/support/<class>/; returns (support copies, the other images)."""
+    paths = sorted(str(p) for p in images.rglob("*.png"))
+    support = [p for p in paths if Path(p).stem in ("00", "01", "02")]
+    for p in support:
+        target = root / "support" / Path(p).parent.name / Path(p).name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(Path(p).read_bytes())
+    return sorted(str(p) for p in (root / "support").rglob("*.png")), [p for p in paths if p not in support]
+
+
+def test_support_tta_prototypes_average_each_support_and_its_augmented_views(exported_run: Path, images: Path,
+                                                                            tmp_path: Path) -> None:
+    from scoring.image_lists import read_support_folder
+    from toolkit.data.batch_augment import BatchViews
+    from toolkit.data.store import decode_image
+    from toolkit.engine.checkpoint import Checkpoint
+    from tests.tiny_models import MEAN, STD
+
+    _, queries = _support_folder(images, tmp_path)
+    (tmp_path / "q.txt").write_text("\n".join(queries))
+    encoder_json = json.loads((exported_run / "export" / "encoder.json").read_text())
+    ckpt = Checkpoint.load(exported_run)
+    assert encoder_json["support_augment"]["crop_min_scale"] == ckpt.recipe.finetune.augment.crop_min_scale
+    assert encoder_json.get("support_tta", 0) == 0  # the recipe's default: off unless asked
+
+    result = invoke("score", str(exported_run / "export" / "encoder.onnx"), "--support", str(tmp_path / "support"),
+                    "--query", str(tmp_path / "q.txt"), "--out", str(tmp_path / "p.csv"), "--threshold", "-1",
+                    "--support-tta", "3", *ONNX_FP32, *FAST)
+
+    assert result.exit_code == 0, result.output
+    assert "mean of itself and 3 augmented views" in result.output
+    support = read_support_folder(tmp_path / "support")
+    maker = BatchViews(ckpt.recipe.finetune.augment, 16, 3)
+    encoder = ckpt.encoder()
+
+    def embed(pixels: np.ndarray) -> np.ndarray:  # float [0, 255] -> unit vectors, normalised in numpy
+        x = (pixels / 255.0 - np.array(MEAN)[None, :, None, None]) / np.array(STD)[None, :, None, None]
+        with torch.no_grad():
+            out = encoder(torch.from_numpy(x.astype(np.float32))).double().numpy()
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+    means = []
+    for path in support.paths:
+        image = torch.from_numpy(decode_image(path, 16, 3))[None]
+        total = embed(image.double().numpy())[0]
+        for view in range(3):
+            seed = int.from_bytes(hashlib.blake2b(image[0].numpy().tobytes(), digest_size=8,
+                                                  salt=bytes(8)).digest(), "little") >> 1  # the pixels' hash
+            total = total + embed(maker.apply(image, maker.params(np.array([seed]), view, 16)).double().numpy())[0]
+        means.append(total / np.linalg.norm(total))
+    means = np.stack(means)
+    protos = np.stack([means[support.labels == c].mean(axis=0) for c in range(len(support.class_names))])
+    protos /= np.linalg.norm(protos, axis=1, keepdims=True)
+    plain = np.stack([embed(torch.from_numpy(decode_image(p, 16, 3))[None].double().numpy())[0] for p in support.paths])
+    plain_protos = np.stack([plain[support.labels == c].mean(axis=0) for c in range(len(support.class_names))])
+    plain_protos /= np.linalg.norm(plain_protos, axis=1, keepdims=True)
+    query_emb = embed(np.stack([decode_image(q, 16, 3) for q in queries]).astype(np.float64))
+    got = read_rows(tmp_path / "p.csv")
+    for q, r in zip(query_emb, got):
+        sims = protos @ q
+        assert r["predicted_class"] == support.class_names[int(np.argmax(sims))]
+        assert float(r["score"]) == pytest.approx(float(sims.max()), abs=1e-4)
+    assert max(abs(float(r["score"]) - float((plain_protos @ q).max())) for q, r in zip(query_emb, got)) > 1e-3
+
+
+def test_support_tta_errors_name_the_option(exported_run: Path, images: Path, tmp_path: Path) -> None:
+    _, queries = _support_folder(images, tmp_path)
+    (tmp_path / "q.txt").write_text("\n".join(queries))
+    model = str(exported_run / "export" / "encoder.onnx")
+    bad = invoke("score", model, "--support", str(tmp_path / "support"), "--query", str(tmp_path / "q.txt"),
+                 "--out", str(tmp_path / "p.csv"), "--support-tta", "65", *FAST)
+    assert bad.exit_code != 0 and errors_in(bad.output) == [
+        "error: --support-tta 65: the number of augmented views per support image must be an integer from 0 (off) to 64"]
+    wrong_mode = invoke("score", model, "--query", str(tmp_path / "q.txt"), "--gallery", str(tmp_path / "q.txt"),
+                        "--out", str(tmp_path / "m.csv"), "--support-tta", "2", *FAST)
+    assert wrong_mode.exit_code != 0 and "it applies with --support only" in wrong_mode.output
+    old = tmp_path / "old"  # a model exported before the augmentation was recorded
+    old.mkdir()
+    (old / "encoder.onnx").write_bytes((exported_run / "export" / "encoder.onnx").read_bytes())
+    meta = json.loads((exported_run / "export" / "encoder.json").read_text())
+    meta.pop("support_augment")
+    (old / "encoder.json").write_text(json.dumps(meta))
+    from exporters.onnx_export import rewrite_props
+    from exporters.metadata import read_json
+
+    rewrite_props(old / "encoder.onnx", read_json(old / "encoder.json"))
+    stale = invoke("score", str(old / "encoder.onnx"), "--support", str(tmp_path / "support"), "--query",
+                   str(tmp_path / "q.txt"), "--out", str(tmp_path / "p2.csv"), "--support-tta", "2", *ONNX_FP32, *FAST)
+    assert stale.exit_code != 0 and "the model records no augmentation" in stale.output
+    assert not (tmp_path / "p2.csv").exists()
 
 
 def test_embed_writes_embeddings_paths_and_failures(exported_run: Path, images: Path, tmp_path: Path) -> None:

@@ -42,3 +42,17 @@ def embed_checkpoint(ckpt: Checkpoint, device: torch.device, *stores: ImageStore
     normalizer = Normalizer(pre.mean, pre.std, device)
     with torch.inference_mode():
         return [embed_store(encoder, store, normalizer, pre.image_size) for store in stores]
+
+
+def checkpoint_embedder(ckpt: Checkpoint, device: torch.device) -> Callable[[torch.Tensor], np.ndarray]:
+    """float pixels in [0, 255] (N, C, S, S) -> fp32 unit embeddings (N x D) by a checkpoint's encoder on ``device``."""
+    encoder = ckpt.encoder().to(device)
+    pre = ckpt.preprocessing
+    assert pre is not None, "a trained checkpoint always records its preprocessing"
+    normalizer = Normalizer(pre.mean, pre.std, device)
+
+    def embed(pixels: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode():
+            return F.normalize(encoder(normalizer(pixels)).float(), dim=1).cpu().numpy()
+
+    return embed

@@ -156,9 +156,10 @@ def threshold_intervals(scores: np.ndarray, same: np.ndarray, far: float, seed: 
     return _interval(eer), None if far_refusal(far, len(impostor)) else _interval(at_far)
 
 
-def open_set_scores(embeddings: np.ndarray, labels: np.ndarray, spec: OpenSetSpec,
-                    seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Best prototype cosine of every query of seeded open-set episodes.
+def open_set_scores(embeddings: np.ndarray, labels: np.ndarray, spec: OpenSetSpec, seed: int,
+                    support_embeddings: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Best prototype cosine of every query of seeded open-set episodes (prototypes from
+    ``support_embeddings`` when given: support-set test-time augmentation, ``toolkit.data.support_views``).
 
     Returns:
         ``(best, known, right_class, episode)``, one entry per query: the best cosine to the
@@ -166,9 +167,10 @@ def open_set_scores(embeddings: np.ndarray, labels: np.ndarray, spec: OpenSetSpe
         prototype is its class (False for unknown queries), and the episode index.
     """
     drawn = sample_episodes(labels, spec.known + spec.unknown, spec.shot, spec.query, spec.episodes, seed)
+    support = embeddings if support_embeddings is None else support_embeddings
     best, known, right, episode = [], [], [], []
     for e, ep in enumerate(drawn):  # the classes are drawn in random order: the first ``known`` form the support set
-        prototypes = l2_normalise(embeddings[ep.support[:spec.known]].mean(axis=1))  # known x D
+        prototypes = l2_normalise(support[ep.support[:spec.known]].mean(axis=1))  # known x D
         queries = embeddings[ep.query.reshape(-1)]  # ((known + unknown) * query) x D
         sims = queries @ prototypes.T
         position = np.repeat(np.arange(spec.known + spec.unknown), spec.query)
@@ -181,8 +183,9 @@ def open_set_scores(embeddings: np.ndarray, labels: np.ndarray, spec: OpenSetSpe
 
 def calibrate(embeddings: np.ndarray, labels: np.ndarray, split: str, way: int, shot: int, query: int,
               episodes: int, pairs: int, seed: int, far: float = DEFAULT_FAR,
-              shape: tuple[int, int] | None = None) -> Calibration:
-    """The thresholds (``Calibration``: EER, FAR and unknown) chosen on one split's embeddings.
+              shape: tuple[int, int] | None = None, support_embeddings: np.ndarray | None = None) -> Calibration:
+    """The thresholds (``Calibration``: EER, FAR and unknown) chosen on one split's embeddings
+    (the unknown one on prototypes of ``support_embeddings`` when given, as ``open_set_scores``).
 
     ``unknown_threshold`` is None when the split cannot form open-set episodes; ``shape`` is the
     ``(known, unknown)`` of the reported episodes (``open_set_spec``), and ``open_set_shape`` the
@@ -193,7 +196,7 @@ def calibrate(embeddings: np.ndarray, labels: np.ndarray, split: str, way: int, 
     unknown = None
     spec = open_set_spec(labels, way, shot, query, episodes, shape)
     if spec is not None:
-        best, known, _, _ = open_set_scores(embeddings, labels, spec, seed)
+        best, known, _, _ = open_set_scores(embeddings, labels, spec, seed, support_embeddings)
         unknown = verification_metrics(best, known)["threshold"]
     refused = far_refusal(far, int((~same).sum()))
     eer_ci, far_ci = threshold_intervals(scores, same, far, seed)
@@ -239,12 +242,12 @@ def pair_operating_points(embeddings: np.ndarray, labels: np.ndarray, calibratio
 
 
 def open_set_report(embeddings: np.ndarray, labels: np.ndarray, threshold: float, way: int, shot: int, query: int,
-                    episodes: int, seed: int) -> dict[str, Any] | None:
+                    episodes: int, seed: int, support_embeddings: np.ndarray | None = None) -> dict[str, Any] | None:
     """Open-set accuracy, unknown-rejection rate and known accuracy at ``threshold`` (see the module docstring)."""
     spec = open_set_spec(labels, way, shot, query, episodes)
     if spec is None:
         return None
-    best, known, right, episode = open_set_scores(embeddings, labels, spec, seed)
+    best, known, right, episode = open_set_scores(embeddings, labels, spec, seed, support_embeddings)
     accepted = best >= threshold
     correct = np.where(known, accepted & right, ~accepted)
     per_episode = {name: np.array([values[(episode == e) & mask].mean() for e in range(spec.episodes)])

@@ -103,7 +103,8 @@ def sample_episodes(
     return drawn
 
 
-def classify_episode(embeddings: np.ndarray, episode: Episode) -> tuple[np.ndarray, np.ndarray]:
+def classify_episode(embeddings: np.ndarray, episode: Episode,
+                     support_embeddings: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Classifies every query of one episode by nearest prototype and by 1-NN, vectorised.
 
     Prototype: the mean of a class's ``shot`` support embeddings, re-normalised to unit length;
@@ -120,13 +121,15 @@ def classify_episode(embeddings: np.ndarray, episode: Episode) -> tuple[np.ndarr
     Args:
         embeddings: ``N x D`` unit vectors.
         episode: the episode's indices.
+        support_embeddings: ``N x D`` unit vectors that stand for an image when it is a support
+            (support-set test-time augmentation, ``toolkit.data.support_views``); None = ``embeddings``.
 
     Returns:
         ``(prototype_pred, nearest_pred)``, each ``way * query`` positions in ``0..way-1``, in
         the order of ``episode.query.reshape(-1)``. Ties go to the lower position.
     """
     way, shot = episode.support.shape
-    support = embeddings[episode.support]  # way x shot x D
+    support = (embeddings if support_embeddings is None else support_embeddings)[episode.support]  # way x shot x D
     queries = embeddings[episode.query.reshape(-1)]  # (way * query) x D
     prototypes = l2_normalise(support.mean(axis=1))  # way x D
     prototype_pred = (queries @ prototypes.T).argmax(axis=1)  # (way * query,)
@@ -135,9 +138,9 @@ def classify_episode(embeddings: np.ndarray, episode: Episode) -> tuple[np.ndarr
 
 
 def episode_accuracies(
-    embeddings: np.ndarray, episodes: Sequence[Episode]
+    embeddings: np.ndarray, episodes: Sequence[Episode], support_embeddings: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-episode accuracy of both classifiers.
+    """Per-episode accuracy of both classifiers (``support_embeddings`` as in ``classify_episode``).
 
     Returns:
         ``(prototype_acc, nearest_acc)``, each ``len(episodes)`` fractions in [0, 1].
@@ -145,7 +148,7 @@ def episode_accuracies(
     proto_acc, nearest_acc = [], []
     for episode in episodes:
         truth = np.repeat(np.arange(len(episode.classes)), episode.query.shape[1])
-        proto_pred, nearest_pred = classify_episode(embeddings, episode)
+        proto_pred, nearest_pred = classify_episode(embeddings, episode, support_embeddings)
         proto_acc.append(np.mean(proto_pred == truth))
         nearest_acc.append(np.mean(nearest_pred == truth))
     return np.asarray(proto_acc, dtype=np.float64), np.asarray(nearest_acc, dtype=np.float64)
@@ -177,6 +180,7 @@ def run_episodes(
     episodes: int = 600,
     seed: int = 0,
     class_names: Sequence[str] | None = None,
+    support_embeddings: np.ndarray | None = None,
 ) -> dict:
     """Episodic N-way K-shot accuracy of nearest prototype and 1-NN, with 95% CIs.
 
@@ -189,6 +193,7 @@ def run_episodes(
         episodes: number of episodes (600 or more is the convention).
         seed: same seed, same episodes.
         class_names: optional names indexable by label, used in error messages.
+        support_embeddings: what an image stands for when it is a support (``classify_episode``).
 
     Returns:
         ``{"way": int, "shot": int, "query": int, "episodes": int, "skipped_classes": int,
@@ -213,7 +218,9 @@ def run_episodes(
         warn(f"episodes: {len(skipped)} of {len(np.unique(labels))} classes have fewer than shot+query = "
              f"{shot}+{query} images and are skipped")
     drawn = sample_episodes(labels, way, shot, query, episodes, seed)
-    proto_acc, nearest_acc = episode_accuracies(embeddings, drawn)
+    if support_embeddings is not None and support_embeddings.shape != embeddings.shape:
+        raise ToolkitError(f"support embeddings {support_embeddings.shape} do not match the embeddings {embeddings.shape}")
+    proto_acc, nearest_acc = episode_accuracies(embeddings, drawn, support_embeddings)
     return {
         "way": int(way),
         "shot": int(shot),

@@ -13,7 +13,12 @@ Protocol:
   ``data.*`` (``--set data.split_seed=1``) that would break this is one line naming the key.
   ``protocol`` records the check and ``allow_seen_pretraining`` of a fine-tuned checkpoint.
 - Episodes are drawn from the evaluated split (the test split; the train split when the data
-  has none), seeded, so two checkpoints evaluated on the same data see the same episodes.
+  has none), seeded, so two checkpoints evaluated on the same data see the same episodes. With
+  support-set test-time augmentation (``finetune.support_tta`` or ``--support-tta N``) a support
+  image stands for the mean of its embedding and N views of ``finetune.augment``
+  (``toolkit.data.support_views``), in the few-shot and open-set episodes and in the calibration of
+  the unknown threshold (as ``toolkit score --support`` uses the model); queries, classification and
+  pairs are unaffected.
 - Classification: kNN (``train.knn_k``, ``train.knn_t``), class-balanced kNN (votes divided by
   each class's share of the memory bank) and nearest prototype built from the train split and
   scored on the test split; ``classification.rule`` names the one reported at the top level,
@@ -73,6 +78,7 @@ class EpisodeSpec:
     query: int = 15
     episodes: int = 600
     within_group: bool = False  # also draw episodes whose classes share one group (Lake et al. 2015)
+    support_tta: int | None = None  # augmented views per support image; None = the checkpoint's finetune.support_tta
 
 
 def evaluation_recipe(ckpt: Checkpoint, data: str | None = None, sets: list[str] | tuple[str, ...] = (),
@@ -170,6 +176,10 @@ def evaluate(checkpoint_path: str | Path, data: str | None = None, spec: Episode
 
     if not 0 < far < 1:
         raise ToolkitError(f"--far {far}: the target false-accept rate must be between 0 and 1, e.g. 0.001")
+    if spec.support_tta is not None:
+        from toolkit.data.support_views import check_support_views
+
+        check_support_views(spec.support_tta)
     ckpt = Checkpoint.load(checkpoint_path)
     recipe = evaluation_recipe(ckpt, data, sets, device)
     out_dir = ensure_out_dir(Path(out) if out is not None else Path(ckpt.path).parent)  # before the work
@@ -208,15 +218,23 @@ def evaluate(checkpoint_path: str | Path, data: str | None = None, spec: Episode
         why = "the data has no test split" if loaded.test is None else "the test classes are not all in the train split"
         info(f"classification: {why}, so kNN and prototypes are built from the first half of each "
              f"{split_name} class and score the other half")
+    views = recipe.finetune.support_tta if spec.support_tta is None else spec.support_tta
+    support_emb = support_embeddings(ckpt, recipe, evaluated, test_emb, views, seed)
+    if views:
+        info(f"support-set test-time augmentation: each support image is the mean of itself and {views} augmented "
+             "views (finetune.augment), in the episodes and the unknown threshold's calibration")
     fewshot = run_episodes(test_emb, test_labels, spec.way, spec.shot, spec.query, spec.episodes, seed=seed,
-                           class_names=class_names)
+                           class_names=class_names, support_embeddings=support_emb)
+    fewshot["support_tta"] = views
     if spec.within_group:
         fewshot["within_group"] = within_group_fewshot(test_emb, test_labels, class_names, recipe.data.path, spec.way,
-                                                       spec.shot, spec.query, spec.episodes, seed)
+                                                       spec.shot, spec.query, spec.episodes, seed, support_emb)
     validation = embed_validation(ckpt, recipe, loaded.val)
     classification, protocol, truth_pred = classify(reference, test_emb, test_labels, class_names,
                                                     recipe.train.knn_k, recipe.train.knn_t, seed, validation)
-    calibration = _calibration(validation, test_emb, test_labels, split_name, spec, seed, far)
+    val_support = None if validation is None or loaded.val is None else support_embeddings(
+        ckpt, recipe, loaded.val, validation[0], views, seed)
+    calibration = _calibration(validation, test_emb, test_labels, split_name, spec, seed, far, (val_support, support_emb))
     unknown = calibration.unknown_threshold
     report = EvalReport(
         fewshot=fewshot, classification=classification,
@@ -225,7 +243,7 @@ def evaluate(checkpoint_path: str | Path, data: str | None = None, spec: Episode
         calibration=calibration,
         operating_points=pair_operating_points(test_emb, test_labels, calibration, VERIFICATION_PAIRS, seed, far),
         open_set=None if unknown is None else open_set_report(test_emb, test_labels, unknown, spec.way, spec.shot,
-                                                              spec.query, spec.episodes, seed),
+                                                              spec.query, spec.episodes, seed, support_emb),
         checkpoint=EvaluatedCheckpoint(str(ckpt.path), ckpt.kind, ckpt.epoch, int(test_emb.shape[1]),
                                        weights_sha256(ckpt.weights)),
         data={"source": loaded.source, "evaluated_split": split_name, "train_images": len(loaded.train),
@@ -243,6 +261,22 @@ def evaluate(checkpoint_path: str | Path, data: str | None = None, spec: Episode
     print_tables(report)
     info(f"wrote {out_dir / RunFolder.EVAL}" + (f", {out_dir / 'confusion.png'}, {out_dir / 'embeddings.png'}" if plots else ""))
     return report
+
+
+def support_embeddings(ckpt: Checkpoint, recipe: Recipe, store: ImageStore, own: np.ndarray, views: int,
+                       seed: int) -> np.ndarray | None:
+    """What each image of ``store`` stands for as an episode's support: the mean of its own embedding and
+    ``views`` views of the recipe's fine-tuning augmentation (``toolkit.data.support_views``); None when off."""
+    from toolkit.data.support_views import check_support_views, content_seeds, support_view_embeddings
+    from toolkit.engine.embed import checkpoint_embedder
+
+    if check_support_views(views) == 0:
+        return None
+    pre = ckpt.preprocessing
+    assert pre is not None, "evaluation_recipe checked it"
+    return support_view_embeddings(checkpoint_embedder(ckpt, resolve_device(recipe.train.device)), store.images, own,
+                                   recipe.finetune.augment, pre.image_size, pre.channels, views,
+                                   content_seeds(store.images, seed))
 
 
 def embed_validation(ckpt: Checkpoint, recipe: Recipe, val: ImageStore | None) -> tuple[np.ndarray, np.ndarray] | None:
@@ -273,8 +307,10 @@ def _can_calibrate(labels: np.ndarray) -> bool:
 
 
 def _calibration(validation: tuple[np.ndarray, np.ndarray] | None, test_emb: np.ndarray, test_labels: np.ndarray,
-                 split_name: str, spec: EpisodeSpec, seed: int, far: float) -> Calibration:
-    """Thresholds chosen on the validation split (or, failing that, on the evaluated split, with a warning)."""
+                 split_name: str, spec: EpisodeSpec, seed: int, far: float,
+                 supports: tuple[np.ndarray | None, np.ndarray | None] = (None, None)) -> Calibration:
+    """Thresholds chosen on the validation split (or, failing that, on the evaluated split, with a warning);
+    ``supports`` = the validation and evaluated splits' support embeddings (``support_embeddings``), or None."""
     from toolkit.evaluate.calibration import open_set_spec
 
     reported = open_set_spec(test_labels, spec.way, spec.shot, spec.query, spec.episodes)  # open_set_report's episodes
@@ -282,14 +318,14 @@ def _calibration(validation: tuple[np.ndarray, np.ndarray] | None, test_emb: np.
     if validation is not None and _can_calibrate(validation[1]):
         val_emb, val_labels = validation
         calibration = calibrate(val_emb, val_labels, "val", spec.way, spec.shot, spec.query, spec.episodes,
-                                VERIFICATION_PAIRS, seed, far, shape)
+                                VERIFICATION_PAIRS, seed, far, shape, supports[0])
         _check_open_set_shape(calibration, shape)
         info(f"thresholds calibrated on the validation split ({len(val_emb)} images), reported on the {split_name} split")
     else:
         warn(f"no validation split with two classes and a class of two images (data.val_fraction = 0, or too few "
              f"images): thresholds are calibrated on the {split_name} split they are reported on, so they are optimistic")
         calibration = calibrate(test_emb, test_labels, split_name, spec.way, spec.shot, spec.query, spec.episodes,
-                                VERIFICATION_PAIRS, seed, far, shape)
+                                VERIFICATION_PAIRS, seed, far, shape, supports[1])
     if calibration.unknown_threshold is None:
         warn("the calibration split cannot form open-set episodes (two classes with shot + 1 images): no unknown threshold")
     return calibration

@@ -27,7 +27,8 @@ def _pct_interval(interval: list[float] | None) -> str:
 def fewshot_table(fewshot: dict[str, Any]) -> Table:
     """Mean episode accuracy +- the 95% confidence half-width, per classifier."""
     title = (f"few-shot: {fewshot['way']}-way {fewshot['shot']}-shot, {fewshot['query']} queries/class, "
-             f"{fewshot['episodes']} episodes")
+             f"{fewshot['episodes']} episodes"
+             + (f", support + {fewshot['support_tta']} augmented views" if fewshot.get("support_tta") else ""))
     table = Table(title=title, header_style="bold")
     table.add_column("classifier")
     table.add_column("accuracy", justify="right")

@@ -77,10 +77,11 @@ def sample_within_group_episodes(labels: np.ndarray, groups_of_class: np.ndarray
 
 def run_within_group_episodes(embeddings: np.ndarray, labels: np.ndarray, groups_of_class: np.ndarray,
                               group_names: Sequence[str], way: int, shot: int, query: int, episodes: int,
-                              seed: int = 0) -> dict:
+                              seed: int = 0, support_embeddings: np.ndarray | None = None) -> dict:
     """Within-group N-way K-shot accuracy of nearest prototype and 1-NN, with 95% CIs.
 
-    Inputs are assumed checked by ``check_episodes`` (class sizes, way, shot, query).
+    Inputs are assumed checked by ``check_episodes`` (class sizes, way, shot, query);
+    ``support_embeddings`` as in ``toolkit.evaluate.episodes.classify_episode``.
 
     Returns:
         ``{"prototype": {"mean", "ci95"}, "nearest": {"mean", "ci95"}, "groups": [names used],
@@ -88,18 +89,19 @@ def run_within_group_episodes(embeddings: np.ndarray, labels: np.ndarray, groups
     """
     eligible, skipped = eligible_groups(np.asarray(labels), groups_of_class, way, shot + query)
     drawn = sample_within_group_episodes(labels, groups_of_class, way, shot, query, episodes, seed)
-    proto_acc, nearest_acc = episode_accuracies(embeddings, drawn)
+    proto_acc, nearest_acc = episode_accuracies(embeddings, drawn, support_embeddings)
     return {"prototype": summarize(proto_acc), "nearest": summarize(nearest_acc),
             "groups": [group_names[int(g)] for g in eligible],
             "skipped_groups": [group_names[int(g)] for g in skipped]}
 
 
 def within_group_fewshot(embeddings: np.ndarray, labels: np.ndarray, class_names: list[str], data_path: str,
-                         way: int, shot: int, query: int, episodes: int, seed: int) -> dict[str, Any]:
+                         way: int, shot: int, query: int, episodes: int, seed: int,
+                         support_embeddings: np.ndarray | None = None) -> dict[str, Any]:
     """``fewshot.within_group`` of ``eval.json``: the reported episodes' shape, each episode's classes from one group."""
     groups_of_class, group_names = class_groups(class_names, data_path)
     result = run_within_group_episodes(embeddings, labels, groups_of_class, group_names, way, shot, query, episodes,
-                                       seed=seed)
+                                       seed=seed, support_embeddings=support_embeddings)
     info(f"within-group episodes: {len(result['groups'])} groups with >= {way} classes"
          + (f", {len(result['skipped_groups'])} skipped" if result["skipped_groups"] else ""))
     return result
