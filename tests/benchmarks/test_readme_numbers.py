@@ -157,6 +157,30 @@ def fewshot_fullscale_rows(data: dict) -> Rows:
     return rows
 
 
+SUPPORT_TTA_LABELS = {"simsiam_proto": "SimSiam + proto", "scratch_proto": "proto from random init (same recipe)",
+                      "simsiam_proto_labelled_0.25": "label-scarce: SimSiam (all images) + proto on 1/4 of the characters",
+                      "scratch_proto_labelled_0.25": "label-scarce: proto on the same 1/4 from random init (same recipe)",
+                      "simsiam_proto_e120": "SimSiam + proto, 120 epochs (not chosen: no gain on validation)",
+                      "simsiam_triplet": "SimSiam + triplet (its recipe does not set views; for comparison)"}
+
+
+def fewshot_support_tta_rows(data: dict) -> Rows:
+    """The same checkpoints scored with 8 support views: 20-way 1-shot within one alphabet and mixed."""
+    models = data["omniglot"]["extra_support_tta_8"]["models"]
+    rows: Rows = {}
+    for name, label in SUPPORT_TTA_LABELS.items():
+        cell = models[name]["20-way 1-shot"]
+        assert cell["support_tta"] == 8
+        within, mixed = cell["within_group"]["prototype"], cell["prototype"]
+        rows[label] = [[100 * within["mean"], 100 * within["ci95"]], [100 * mixed["mean"], 100 * mixed["ci95"]]]
+    return rows
+
+
+def support_tta_validation_rows(data: dict) -> Rows:
+    views = data["support_tta"]["models"]["A60"]
+    return {"A60 (the shipped recipe's training)": [[100 * views[n]["within_group"]["mean"]] for n in ("0", "2", "4", "8", "16")]}
+
+
 def finetune_validation_rows(data: dict) -> Rows:
     return {f"{k}: {v['description']}": [[100 * v["within_group"]["mean"], 100 * v["within_group"]["ci95"]],
                                          [v["wall_s"]], [v["process_cpu_s"]]] for k, v in data["candidates"].items()}
@@ -207,6 +231,10 @@ SOURCES: list[TableSource] = [
                 key=_first_word),
     TableSource("| Omniglot test alphabets, 20-way 1-shot, prototype rule | within one alphabet |", "fewshot_fullscale.json", fewshot_fullscale_rows),
     TableSource("| candidate (validation alphabet Early_Aramaic", "finetune_validation.json", finetune_validation_rows),
+    TableSource("| Omniglot test alphabets, 20-way 1-shot, 8 support views |", "fewshot_fullscale.json",
+                fewshot_support_tta_rows),
+    TableSource("| support views averaged into each support image", "finetune_validation.json",
+                support_tta_validation_rows),
     TableSource("| long-tailed set (ratio 100), balanced accuracy", "longtail_digits.json longtail_cifar10.json",
                 lambda files: longtail_rows(files)),
     TableSource("| digits development pool, variant |", "longtail_digits_selection.json", longtail_selection_rows),
