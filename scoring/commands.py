@@ -81,13 +81,15 @@ def embed(
     images: Annotated[Path, typer.Argument(help="Image folder, CSV with a path column, or .txt list.")],
     out: Annotated[Path, typer.Option("--out", help="Output .npz (arrays embeddings, paths).")] = Path("embeddings.npz"),
     force: ForceOpt = False,
+    tta: Annotated[int, typer.Option("--tta", help="Each embedding is the mean of the image and N augmented views "
+                                     "(the model's fine-tuning augmentation; N+1 forward passes per image); 0 = off.")] = 0,
     *,
     settings: Settings,  # the engine options, by engine_options
 ) -> None:
     """Embed images with a checkpoint, an ONNX model or a TensorRT engine."""
     from scoring.jobs import embed_images
 
-    embed_images(model, images, out, settings, force=force)
+    embed_images(model, images, out, settings, force=force, tta=tta)
 
 
 @engine_options()

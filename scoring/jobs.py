@@ -10,6 +10,7 @@ rows carry an ``error``, their number is printed, and the exit code is 0 unless 
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,8 @@ import numpy as np
 from scoring.embedding import Settings
 from scoring.image_lists import drop_non_finite, read_support_folder
 from scoring.index.store import EmbeddingStore
-from scoring.modes import ScoreRun, gallery_mode, index_mode, pairs_mode, report_failures, support_mode
+from scoring.images import support_view_embedder
+from scoring.modes import ScoreRun, gallery_mode, index_mode, pairs_mode, report_failures, support_augment, support_mode
 from scoring.output_checks import check_files
 from scoring.pairs_csv import read_pairs_header
 from scoring.report_html import write_report
@@ -31,21 +33,33 @@ from toolkit.out_paths import check_out_file, write_error
 
 
 def embed_images(model: str | Path, images: str | Path, out: str | Path = "embeddings.npz",
-                 settings: Settings = Settings(), force: bool = False) -> Path:
+                 settings: Settings = Settings(), force: bool = False, tta: int = 0) -> Path:
     """``toolkit embed``: every image of a folder, CSV (``path`` column) or .txt list -> ``.npz``.
 
     The archive holds ``embeddings`` [N, D] float32 and ``paths`` [N] of the images that
-    embedded, in input order, plus ``failed_paths`` and ``errors`` for those that did not.
+    embedded, in input order, plus ``failed_paths`` and ``errors`` for those that did not. With
+    ``tta`` views each embedding is the unit mean of the image's own and ``tta`` augmented views'
+    (the model's fine-tuning augmentation, ``toolkit.data.support_views``), on this machine.
 
     Raises:
         ToolkitError: a bad model or image list, ``out`` exists without ``force``; ``FailedImages`` with
             ``strict`` and failures.
     """
     out = check_out_file(out, example="embeddings.npz")  # before any work: a bad --out costs nothing
+    check_support_views(tta, "--tta", "image")
     check_files({"--out": out}, {"IMAGES": Path(images)}, force)
     paths = read_image_list(images)
-    timed = open_session(model, settings).embed_paths
-    embeddings, ok_paths, errors = drop_non_finite(*timed(paths))
+    session = open_session(model, settings)
+    augment = support_augment(session.info, tta, "--tta")
+    embed_paths = session.embed_paths
+    if augment is not None:
+        say(f"test-time augmentation: each embedding is the mean of the image and {tta} augmented views "
+            f"(the model's fine-tuning augmentation; {tta + 1} forward passes per image, on this machine)")
+        embed_paths = support_view_embedder(session.local, tta, augment, batch_size=settings.batch_size, workers=0,
+                                            progress=settings.progress)
+    start = time.perf_counter()
+    embeddings, ok_paths, errors = drop_non_finite(*embed_paths(paths))
+    seconds = time.perf_counter() - start
     out = Path(out)
     try:
         with atomic_write(out, "wb") as handle:  # a handle, so numpy does not append another .npz
@@ -53,9 +67,9 @@ def embed_images(model: str | Path, images: str | Path, out: str | Path = "embed
                      failed_paths=np.array(list(errors), dtype=str), errors=np.array(list(errors.values()), dtype=str))
     except OSError as exc:
         raise write_error(out, exc) from None
-    rate = len(paths) / max(timed.seconds, 1e-9)
+    rate = len(paths) / max(seconds, 1e-9)
     say(f"embedded {len(ok_paths)} of {len(paths)} images -> {out} ([{len(ok_paths)}, {embeddings.shape[1]}] "
-        f"float32; {timed.seconds:.2f} s, {rate:,.0f} img/s)")
+        f"float32; {seconds:.2f} s, {rate:,.0f} img/s)")
     report_failures(errors, len(errors), len(paths), "images", settings.strict, out)
     return out
 

@@ -164,8 +164,8 @@ def index_mode(session: Session, index: Path, queries: list[str], out: Path, top
     return run
 
 
-def support_augment(info: ModelInfo, views: int) -> AugmentConfig | None:
-    """The model's recorded fine-tuning augmentation for ``views`` support views, None when ``views`` is 0.
+def support_augment(info: ModelInfo, views: int, option: str = "--support-tta") -> AugmentConfig | None:
+    """The model's recorded fine-tuning augmentation for ``views`` augmented views, None when ``views`` is 0.
 
     Raises:
         ToolkitError: views > 0 and the model records no augmentation (exported before it was recorded).
@@ -173,8 +173,8 @@ def support_augment(info: ModelInfo, views: int) -> AugmentConfig | None:
     if views == 0:
         return None
     if info.support_augment is None:
-        raise ToolkitError(f"--support-tta {views}: the model records no augmentation (exported before support_augment "
-                           "was recorded); export it again, or pass --support-tta 0")
+        raise ToolkitError(f"{option} {views}: the model records no augmentation (exported before support_augment "
+                           f"was recorded); export it again, or pass {option} 0")
     known = {f.name for f in dataclasses.fields(AugmentConfig)}
     values = {k: v for k, v in info.support_augment.items() if k in known}
     return AugmentConfig(**{k: (int(v) if k == "affine_fill" else v) for k, v in values.items()})  # type: ignore[arg-type]

@@ -96,7 +96,7 @@ def test_existing_run_folder_and_bad_resume(tmp_path: Path) -> None:
 def test_scoring_commands_keep_their_options() -> None:
     """The engine options are declared once (``scoring.commands.ENGINE_OPTIONS``); each command still has
     exactly the options it had when they were written out one by one, with the same defaults (plus score's
-    --support-tta, added since)."""
+    --support-tta and embed's --tta, added since)."""
     import typer.main
 
     group = typer.main.get_command(app)
@@ -107,7 +107,8 @@ def test_scoring_commands_keep_their_options() -> None:
                for name, command in commands.items()}
     engine = {"--backend": None, "--batch-size": 64, "--workers": None, "--threads": None, "--engine": "local",
               "--address": "auto", "--replicas": None, "--gpus-per-replica": 0.0}
-    assert options["embed"] == {**engine, "--strict": False, "--out": Path("embeddings.npz"), "--force": False}
+    assert options["embed"] == {**engine, "--strict": False, "--out": Path("embeddings.npz"), "--force": False,
+                                "--tta": 0}
     assert options["score"] == {**engine, "--strict": False, "--pairs": None, "--query": None, "--gallery": None,
                                 "--support": None, "--index": None, "--top-k": 5, "--out": None, "--threshold": None,
                                 "--device": "cpu", "--html": None, "--force": False, "--support-tta": None}

@@ -161,7 +161,8 @@ SUPPORT_TTA_LABELS = {"simsiam_proto": "SimSiam + proto", "scratch_proto": "prot
                       "simsiam_proto_labelled_0.25": "label-scarce: SimSiam (all images) + proto on 1/4 of the characters",
                       "scratch_proto_labelled_0.25": "label-scarce: proto on the same 1/4 from random init (same recipe)",
                       "simsiam_proto_e120": "SimSiam + proto, 120 epochs (not chosen: no gain on validation)",
-                      "simsiam_triplet": "SimSiam + triplet (its recipe does not set views; for comparison)"}
+                      "simsiam_triplet": "SimSiam + triplet (its recipe does not set views; for comparison)",
+                      "simsiam_proto_every_image": "SimSiam + proto, 8 views on every image, queries too (embed --tta 8)"}
 
 
 def fewshot_support_tta_rows(data: dict) -> Rows:

@@ -171,13 +171,40 @@ def _support_folder(images: Path, root: Path) -> tuple[list[str], list[str]]:
     return sorted(str(p) for p in (root / "support").rglob("*.png")), [p for p in paths if p not in support]
 
 
-def test_support_tta_prototypes_average_each_support_and_its_augmented_views(exported_run: Path, images: Path,
-                                                                            tmp_path: Path) -> None:
-    from scoring.image_lists import read_support_folder
+def _view_means(run: Path, paths: list[str], views: int) -> tuple[np.ndarray, np.ndarray]:
+    """Reference embeddings, computed here: (each image's own, the unit mean of its own and ``views`` views),
+    pixels normalised in numpy, the torch encoder in fp32, each view seeded by a BLAKE2b hash of the pixels."""
     from toolkit.data.batch_augment import BatchViews
     from toolkit.data.store import decode_image
     from toolkit.engine.checkpoint import Checkpoint
     from tests.tiny_models import MEAN, STD
+
+    ckpt = Checkpoint.load(run)
+    maker, encoder = BatchViews(ckpt.recipe.finetune.augment, 16, 3), ckpt.encoder()
+
+    def embed(pixels: np.ndarray) -> np.ndarray:  # float [0, 255] -> unit vectors
+        x = (pixels / 255.0 - np.array(MEAN)[None, :, None, None]) / np.array(STD)[None, :, None, None]
+        with torch.no_grad():
+            out = encoder(torch.from_numpy(x.astype(np.float32))).double().numpy()
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+    own, means = [], []
+    for path in paths:
+        image = torch.from_numpy(decode_image(path, 16, 3))[None]
+        own.append(embed(image.double().numpy())[0])
+        total = own[-1].copy()
+        seed = int.from_bytes(hashlib.blake2b(image[0].numpy().tobytes(), digest_size=8,
+                                              salt=bytes(8)).digest(), "little") >> 1  # the pixels' hash
+        for view in range(views):
+            total = total + embed(maker.apply(image, maker.params(np.array([seed]), view, 16)).double().numpy())[0]
+        means.append(total / np.linalg.norm(total))
+    return np.stack(own), np.stack(means)
+
+
+def test_support_tta_prototypes_average_each_support_and_its_augmented_views(exported_run: Path, images: Path,
+                                                                            tmp_path: Path) -> None:
+    from scoring.image_lists import read_support_folder
+    from toolkit.engine.checkpoint import Checkpoint
 
     _, queries = _support_folder(images, tmp_path)
     (tmp_path / "q.txt").write_text("\n".join(queries))
@@ -193,37 +220,38 @@ def test_support_tta_prototypes_average_each_support_and_its_augmented_views(exp
     assert result.exit_code == 0, result.output
     assert "mean of itself and 3 augmented views" in result.output
     support = read_support_folder(tmp_path / "support")
-    maker = BatchViews(ckpt.recipe.finetune.augment, 16, 3)
-    encoder = ckpt.encoder()
+    plain, means = _view_means(exported_run, support.paths, 3)
+    query_emb, _ = _view_means(exported_run, queries, 0)
 
-    def embed(pixels: np.ndarray) -> np.ndarray:  # float [0, 255] -> unit vectors, normalised in numpy
-        x = (pixels / 255.0 - np.array(MEAN)[None, :, None, None]) / np.array(STD)[None, :, None, None]
-        with torch.no_grad():
-            out = encoder(torch.from_numpy(x.astype(np.float32))).double().numpy()
-        return out / np.linalg.norm(out, axis=1, keepdims=True)
+    def prototypes(rows: np.ndarray) -> np.ndarray:
+        protos = np.stack([rows[support.labels == c].mean(axis=0) for c in range(len(support.class_names))])
+        return protos / np.linalg.norm(protos, axis=1, keepdims=True)
 
-    means = []
-    for path in support.paths:
-        image = torch.from_numpy(decode_image(path, 16, 3))[None]
-        total = embed(image.double().numpy())[0]
-        for view in range(3):
-            seed = int.from_bytes(hashlib.blake2b(image[0].numpy().tobytes(), digest_size=8,
-                                                  salt=bytes(8)).digest(), "little") >> 1  # the pixels' hash
-            total = total + embed(maker.apply(image, maker.params(np.array([seed]), view, 16)).double().numpy())[0]
-        means.append(total / np.linalg.norm(total))
-    means = np.stack(means)
-    protos = np.stack([means[support.labels == c].mean(axis=0) for c in range(len(support.class_names))])
-    protos /= np.linalg.norm(protos, axis=1, keepdims=True)
-    plain = np.stack([embed(torch.from_numpy(decode_image(p, 16, 3))[None].double().numpy())[0] for p in support.paths])
-    plain_protos = np.stack([plain[support.labels == c].mean(axis=0) for c in range(len(support.class_names))])
-    plain_protos /= np.linalg.norm(plain_protos, axis=1, keepdims=True)
-    query_emb = embed(np.stack([decode_image(q, 16, 3) for q in queries]).astype(np.float64))
     got = read_rows(tmp_path / "p.csv")
     for q, r in zip(query_emb, got):
-        sims = protos @ q
+        sims = prototypes(means) @ q
         assert r["predicted_class"] == support.class_names[int(np.argmax(sims))]
         assert float(r["score"]) == pytest.approx(float(sims.max()), abs=1e-4)
-    assert max(abs(float(r["score"]) - float((plain_protos @ q).max())) for q, r in zip(query_emb, got)) > 1e-3
+    assert max(abs(float(r["score"]) - float((prototypes(plain) @ q).max())) for q, r in zip(query_emb, got)) > 1e-3
+
+
+def test_embed_tta_is_the_mean_of_each_image_and_its_views(exported_run: Path, images: Path, tmp_path: Path) -> None:
+    paths = sorted(str(p) for p in images.rglob("*.png"))[:8]
+    (tmp_path / "list.txt").write_text("\n".join(paths))
+    model = str(exported_run / "export" / "encoder.onnx")
+    result = invoke("embed", model, str(tmp_path / "list.txt"), "--out", str(tmp_path / "e.npz"), "--tta", "2",
+                    "--batch-size", "3", *FAST, *ONNX_FP32)
+    assert result.exit_code == 0, result.output
+    assert "mean of the image and 2 augmented views" in result.output
+    data = np.load(tmp_path / "e.npz")
+    plain, means = _view_means(exported_run, paths, 2)
+    assert data["paths"].tolist() == paths
+    np.testing.assert_allclose(data["embeddings"], means, atol=1e-4)
+    assert np.abs(data["embeddings"] - plain).max() > 1e-3  # the views moved every image
+    bad = invoke("embed", model, str(tmp_path / "list.txt"), "--out", str(tmp_path / "b.npz"), "--tta", "-1", *FAST)
+    assert bad.exit_code != 0 and errors_in(bad.output) == [
+        "error: --tta -1: the number of augmented views per image must be an integer from 0 (off) to 64"]
+    assert not (tmp_path / "b.npz").exists()
 
 
 def test_support_tta_errors_name_the_option(exported_run: Path, images: Path, tmp_path: Path) -> None:
@@ -251,6 +279,10 @@ def test_support_tta_errors_name_the_option(exported_run: Path, images: Path, tm
                    str(tmp_path / "q.txt"), "--out", str(tmp_path / "p2.csv"), "--support-tta", "2", *ONNX_FP32, *FAST)
     assert stale.exit_code != 0 and "the model records no augmentation" in stale.output
     assert not (tmp_path / "p2.csv").exists()
+    stale_embed = invoke("embed", str(old / "encoder.onnx"), str(tmp_path / "q.txt"), "--out", str(tmp_path / "e.npz"),
+                         "--tta", "2", *ONNX_FP32, *FAST)
+    assert stale_embed.exit_code != 0 and "--tta 2: the model records no augmentation" in stale_embed.output
+    assert not (tmp_path / "e.npz").exists()
 
 
 def test_embed_writes_embeddings_paths_and_failures(exported_run: Path, images: Path, tmp_path: Path) -> None:

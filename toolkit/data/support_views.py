@@ -1,5 +1,5 @@
 """Support-set test-time augmentation: a support image is represented by its own embedding and those of
-a few augmented views of it.
+a few augmented views of it (``toolkit embed --tta`` applies the same to every image it embeds).
 
 With one labelled image per class, the class prototype of a Prototypical Network (Snell et al.
 2017, Eq. 1) is that one image's embedding, and whatever the crop or stroke happened to be is
@@ -30,10 +30,10 @@ from toolkit.errors import ToolkitError
 MAX_SUPPORT_VIEWS = 64  # more views cost time and stop changing the mean
 
 
-def check_support_views(views: int, where: str = "--support-tta") -> int:
+def check_support_views(views: int, where: str = "--support-tta", what: str = "support image") -> int:
     """``views`` as an int in [0, MAX_SUPPORT_VIEWS], else a one-line error naming ``where``."""
     if isinstance(views, bool) or not isinstance(views, (int, np.integer)) or not 0 <= views <= MAX_SUPPORT_VIEWS:
-        raise ToolkitError(f"{where} {views!r}: the number of augmented views per support image must be an "
+        raise ToolkitError(f"{where} {views!r}: the number of augmented views per {what} must be an "
                            f"integer from 0 (off) to {MAX_SUPPORT_VIEWS}")
     return int(views)
 
