@@ -116,7 +116,8 @@ def progress_bar(enabled: bool) -> Progress:
 
 
 def embed_files(backend: Backend, paths: list[str], *, batch_size: int = 64, workers: int = 0,
-                progress: bool = True) -> tuple[np.ndarray, list[str], dict[str, str]]:
+                progress: bool = True, views: int = 0,
+                augment: AugmentConfig | None = None) -> tuple[np.ndarray, list[str], dict[str, str]]:
     """Embeds image files with ``backend``; the ``embed_paths`` contract of ``scoring.image_lists.EmbedPaths``.
 
     Args:
@@ -125,11 +126,18 @@ def embed_files(backend: Backend, paths: list[str], *, batch_size: int = 64, wor
         batch_size: images per model call.
         workers: DataLoader decoding processes (0 = decode here).
         progress: show a progress bar on stderr.
+        views, augment: with ``views`` > 0, each embedding is the unit mean of the image's own and ``views``
+            views of ``augment`` (test-time augmentation, ``toolkit.data.support_views``; seeded by the pixels).
 
     Returns:
         [len(ok_paths), D] float32 embeddings, ok_paths in input order, {path: reason} for the rest.
     """
-    normalizer = Normalizer(backend.info.preprocessing.mean, backend.info.preprocessing.std, torch.device("cpu"))
+    pre = backend.info.preprocessing
+    normalizer = Normalizer(pre.mean, pre.std, torch.device("cpu"))
+
+    def embed_pixels(pixels: torch.Tensor) -> np.ndarray:
+        return backend.embed(normalizer(pixels).numpy())
+
     chunks: list[np.ndarray] = []
     ok_paths: list[str] = []
     errors: dict[str, str] = {}
@@ -141,8 +149,13 @@ def embed_files(backend: Backend, paths: list[str], *, batch_size: int = 64, wor
             for index, reason in batch.errors.items():
                 errors[paths[index]] = reason
             if batch.indices:
-                x = normalizer(torch.from_numpy(batch.images)).numpy()
-                chunks.append(backend.embed(x))
+                images = torch.from_numpy(batch.images)
+                own = embed_pixels(images)
+                if views:
+                    assert augment is not None, "views need the augmentation to draw them from"
+                    own = support_view_embeddings(embed_pixels, images, own, augment, pre.image_size, pre.channels,
+                                                  views, batch_size=batch_size)
+                chunks.append(own)
                 ok_paths += [paths[i] for i in batch.indices]
             done += len(batch.indices) + len(batch.errors)
             rate = done / max(time.perf_counter() - start, 1e-9)
@@ -152,43 +165,12 @@ def embed_files(backend: Backend, paths: list[str], *, batch_size: int = 64, wor
     return embeddings, ok_paths, errors
 
 
-def embedder(backend: Backend, *, batch_size: int = 64, workers: int = 0, progress: bool = True) -> EmbedPaths:
+def embedder(backend: Backend, *, batch_size: int = 64, workers: int = 0, progress: bool = True, views: int = 0,
+             augment: AugmentConfig | None = None) -> EmbedPaths:
     """``embed_files`` with its settings bound: the ``embed_paths`` callable the scoring modes take."""
 
     def embed_paths(paths: list[str]) -> tuple[np.ndarray, list[str], dict[str, str]]:
-        return embed_files(backend, paths, batch_size=batch_size, workers=workers, progress=progress)
-
-    return embed_paths
-
-
-def support_view_embedder(backend: Backend, views: int, augment: AugmentConfig, *, batch_size: int = 64,
-                          workers: int = 0, progress: bool = True) -> EmbedPaths:
-    """``embed_files`` for support images with test-time augmentation: each image's embedding is the unit
-    mean of its own and ``views`` augmented views' (``toolkit.data.support_views``; an image's views
-    are seeded by its pixels)."""
-    pre = backend.info.preprocessing
-    normalizer = Normalizer(pre.mean, pre.std, torch.device("cpu"))
-
-    def embed_pixels(pixels: torch.Tensor) -> np.ndarray:
-        return backend.embed(normalizer(pixels).numpy())
-
-    def embed_paths(paths: list[str]) -> tuple[np.ndarray, list[str], dict[str, str]]:
-        chunks: list[np.ndarray] = []
-        ok_paths: list[str] = []
-        errors: dict[str, str] = {}
-        with progress_bar(progress) as bar:
-            task = bar.add_task("embed", total=len(paths), rate="-")
-            for batch in decoded_batches(paths, backend.info, batch_size, workers):
-                for index, reason in batch.errors.items():
-                    errors[paths[index]] = reason
-                if batch.indices:
-                    images = torch.from_numpy(batch.images)
-                    own = embed_pixels(images)
-                    chunks.append(support_view_embeddings(embed_pixels, images, own, augment, pre.image_size, pre.channels,
-                                                          views, batch_size=batch_size))
-                    ok_paths += [paths[i] for i in batch.indices]
-                bar.update(task, advance=len(batch.indices) + len(batch.errors))
-        embeddings = np.concatenate(chunks) if chunks else np.zeros((0, backend.info.embedding_dim), dtype=np.float32)
-        return embeddings, ok_paths, errors
+        return embed_files(backend, paths, batch_size=batch_size, workers=workers, progress=progress, views=views,
+                           augment=augment)
 
     return embed_paths

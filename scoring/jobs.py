@@ -10,7 +10,6 @@ rows carry an ``error``, their number is printed, and the exit code is 0 unless 
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ import numpy as np
 from scoring.embedding import Settings
 from scoring.image_lists import drop_non_finite, read_support_folder
 from scoring.index.store import EmbeddingStore
-from scoring.images import support_view_embedder
+from scoring.images import embedder
 from scoring.modes import ScoreRun, gallery_mode, index_mode, pairs_mode, report_failures, support_augment, support_mode
 from scoring.output_checks import check_files
 from scoring.pairs_csv import read_pairs_header
@@ -50,16 +49,15 @@ def embed_images(model: str | Path, images: str | Path, out: str | Path = "embed
     check_files({"--out": out}, {"IMAGES": Path(images)}, force)
     paths = read_image_list(images)
     session = open_session(model, settings)
+    timed = session.embed_paths
     augment = support_augment(session.info, tta, "--tta")
-    embed_paths = session.embed_paths
+    embed_paths = timed
     if augment is not None:
         say(f"test-time augmentation: each embedding is the mean of the image and {tta} augmented views "
             f"(the model's fine-tuning augmentation; {tta + 1} forward passes per image, on this machine)")
-        embed_paths = support_view_embedder(session.local, tta, augment, batch_size=settings.batch_size, workers=0,
-                                            progress=settings.progress)
-    start = time.perf_counter()
+        embed_paths = timed.timing(embedder(session.local, batch_size=settings.batch_size, workers=0,
+                                            progress=settings.progress, views=tta, augment=augment))
     embeddings, ok_paths, errors = drop_non_finite(*embed_paths(paths))
-    seconds = time.perf_counter() - start
     out = Path(out)
     try:
         with atomic_write(out, "wb") as handle:  # a handle, so numpy does not append another .npz
@@ -67,9 +65,9 @@ def embed_images(model: str | Path, images: str | Path, out: str | Path = "embed
                      failed_paths=np.array(list(errors), dtype=str), errors=np.array(list(errors.values()), dtype=str))
     except OSError as exc:
         raise write_error(out, exc) from None
-    rate = len(paths) / max(seconds, 1e-9)
+    rate = len(paths) / max(timed.seconds, 1e-9)
     say(f"embedded {len(ok_paths)} of {len(paths)} images -> {out} ([{len(ok_paths)}, {embeddings.shape[1]}] "
-        f"float32; {seconds:.2f} s, {rate:,.0f} img/s)")
+        f"float32; {timed.seconds:.2f} s, {rate:,.0f} img/s)")
     report_failures(errors, len(errors), len(paths), "images", settings.strict, out)
     return out
 

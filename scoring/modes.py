@@ -26,11 +26,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from exporters.metadata import DEFAULT_THRESHOLD, ModelInfo
 from scoring.image_lists import SupportSet
-from scoring.images import support_view_embedder
+from scoring.images import embedder
 from scoring.index.search import search
 from scoring.pairs import PairScoreResult, score_pairs
 from scoring.session import Session
@@ -186,7 +184,7 @@ def support_mode(session: Session, queries: list[str], support: SupportSet, out:
 
     With ``support_tta`` views (default: the model's ``support_tta``) each support image stands for the
     mean of itself and that many views of the model's fine-tuning augmentation, embedded on this machine
-    (``scoring.images.support_view_embedder``; with ``--engine ray`` the queries still go to the cluster).
+    (``scoring.images.embed_files`` with views; with ``--engine ray`` the queries still go to the cluster).
     """
     cut = resolve_threshold(threshold, session.info, support=True)
     views = check_support_views(session.info.support_tta if support_tta is None else support_tta)
@@ -197,15 +195,8 @@ def support_mode(session: Session, queries: list[str], support: SupportSet, out:
         say(f"support-set test-time augmentation: each support image is the mean of itself and {views} augmented "
             "views (the model's fine-tuning augmentation)")
         settings = session.settings
-        views_embed = support_view_embedder(session.local, views, augment, batch_size=settings.batch_size,
-                                            workers=0, progress=settings.progress)
-
-        def support_embed(paths: list[str]) -> tuple[np.ndarray, list[str], dict[str, str]]:
-            tic = time.perf_counter()
-            result = views_embed(paths)
-            session.embed_paths.seconds += time.perf_counter() - tic  # an embedding stage, as the queries'
-            return result
-
+        support_embed = session.embed_paths.timing(embedder(session.local, batch_size=settings.batch_size, workers=0,
+                                                            progress=settings.progress, views=views, augment=augment))
     res = score_support(queries, support, out, session.embed_paths, threshold=cut, support_embed_paths=support_embed)
     run = _run(session, "support", out, res.rows_written, res.failed_rows, start, before)
     say(f"classified {res.rows_written} queries over {len(support.class_names)} classes -> {out} "

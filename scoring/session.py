@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,10 +42,20 @@ class TimedEmbedder:
         self.seconds = 0.0
 
     def __call__(self, paths: list[str]) -> tuple[np.ndarray, list[str], dict[str, str]]:
-        start = time.perf_counter()
-        result = self.embed(paths)
-        self.seconds += time.perf_counter() - start
-        return result
+        return self.timing(self.embed)(paths)
+
+    def timing(self, embed_paths: Callable[[list[str]], tuple[np.ndarray, list[str], dict[str, str]]]
+               ) -> Callable[[list[str]], tuple[np.ndarray, list[str], dict[str, str]]]:
+        """``embed_paths`` with its time added to this embedding stage's (e.g. support images embedded with views)."""
+
+        def timed(paths: list[str]) -> tuple[np.ndarray, list[str], dict[str, str]]:
+            start = time.perf_counter()
+            try:
+                return embed_paths(paths)
+            finally:
+                self.seconds += time.perf_counter() - start
+
+        return timed
 
 
 @dataclass

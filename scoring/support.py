@@ -60,7 +60,7 @@ def score_support(
     ``predicted_class`` is ``unknown`` when the best cosine is below ``threshold``. A query
     whose image fails gets a row with only ``query`` and ``error``. ``support_embed_paths``
     embeds the support images instead of ``embed_paths`` (support-set test-time augmentation,
-    ``scoring.images.support_view_embedder``); queries always go through ``embed_paths``.
+    ``scoring.images.embed_files`` with views); queries always go through ``embed_paths``.
 
     Raises:
         ToolkitError: an empty query list, or no support image could be embedded.

@@ -36,20 +36,21 @@ def embed_store(fn: Callable[[torch.Tensor], torch.Tensor], store: ImageStore, n
 
 def embed_checkpoint(ckpt: Checkpoint, device: torch.device, *stores: ImageStore) -> list[np.ndarray]:
     """fp32 embeddings (N x D, unit length) of every store by a checkpoint's encoder, as the exported fp32 model computes them."""
-    encoder = ckpt.encoder().to(device)
+    encoder, normalizer, image_size = _deployed(ckpt, device)
+    with torch.inference_mode():
+        return [embed_store(encoder, store, normalizer, image_size) for store in stores]
+
+
+def _deployed(ckpt: Checkpoint, device: torch.device) -> tuple[torch.nn.Module, Normalizer, int]:
+    """A checkpoint's deployed encoder on ``device``, its input normaliser and input side."""
     pre = ckpt.preprocessing
     assert pre is not None, "a trained checkpoint always records its preprocessing"
-    normalizer = Normalizer(pre.mean, pre.std, device)
-    with torch.inference_mode():
-        return [embed_store(encoder, store, normalizer, pre.image_size) for store in stores]
+    return ckpt.encoder().to(device), Normalizer(pre.mean, pre.std, device), pre.image_size
 
 
 def checkpoint_embedder(ckpt: Checkpoint, device: torch.device) -> Callable[[torch.Tensor], np.ndarray]:
     """float pixels in [0, 255] (N, C, S, S) -> fp32 unit embeddings (N x D) by a checkpoint's encoder on ``device``."""
-    encoder = ckpt.encoder().to(device)
-    pre = ckpt.preprocessing
-    assert pre is not None, "a trained checkpoint always records its preprocessing"
-    normalizer = Normalizer(pre.mean, pre.std, device)
+    encoder, normalizer, _ = _deployed(ckpt, device)
 
     def embed(pixels: torch.Tensor) -> np.ndarray:
         with torch.inference_mode():
