@@ -56,7 +56,8 @@ def run_cli(args: list[str], log: Path) -> float:
 
 
 def pipeline(args: argparse.Namespace, seed: int, work: Path) -> dict[str, Any]:
-    """Stages 1-3 for one split seed; run folders under ``work`` are reused when their eval.json exists."""
+    """Stages 1-3 for one split seed; run folders under ``work`` are reused when their eval.json exists,
+    and a finished pretraining run alone (its CPU seconds recorded) when only fine-tuning is to be run again."""
     common = ["--data", args.data, "--set", f"data.imbalance_ratio={args.imbalance}",
               "--set", f"data.split_seed={seed}", "--set", "train.workers=0"]
     pre, fine, log = work / f"seed{seed}" / "pretrain", work / f"seed{seed}" / "finetune", work / f"seed{seed}" / "log.txt"
@@ -66,11 +67,16 @@ def pipeline(args: argparse.Namespace, seed: int, work: Path) -> dict[str, Any]:
         cpu = json.loads(times_file.read_text())
     else:
         log.parent.mkdir(parents=True, exist_ok=True)
+        recorded = json.loads(times_file.read_text()) if times_file.exists() else {}
         cpu = {"pretrain": 0.0}
-        if args.pretrain_epochs != 0:
+        if args.pretrain_epochs != 0 and "pretrain" in recorded and (pre / "checkpoint.pt").exists():
+            print(f"[seed {seed}] reusing {pre} ({recorded['pretrain']:.0f} CPU s recorded)", file=sys.stderr)
+            cpu["pretrain"] = recorded["pretrain"]
+        elif args.pretrain_epochs != 0:
             cpu["pretrain"] = run_cli(["pretrain", args.pretrain, *common, "--out", str(pre),
                                        *(["--epochs", str(args.pretrain_epochs)] if args.pretrain_epochs else []),
                                        *sum((["--set", s] for s in args.pretrain_set), [])], log)
+            times_file.write_text(json.dumps(cpu))
         init = ["--init", str(pre)] if args.pretrain_epochs != 0 else ["--set", "finetune.init=none"]
         cpu["finetune"] = run_cli(["finetune", args.finetune, *init, *common, "--out", str(fine),
                                    *(["--refit"] if args.refit else []),
