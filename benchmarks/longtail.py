@@ -69,7 +69,9 @@ def pipeline(args: argparse.Namespace, seed: int, work: Path) -> dict[str, Any]:
         log.parent.mkdir(parents=True, exist_ok=True)
         recorded = json.loads(times_file.read_text()) if times_file.exists() else {}
         cpu = {"pretrain": 0.0}
-        if args.pretrain_epochs != 0 and "pretrain" in recorded and (pre / "checkpoint.pt").exists():
+        from toolkit.engine.run_folder import RunFolder
+
+        if args.pretrain_epochs != 0 and "pretrain" in recorded and (pre / RunFolder.CHECKPOINT).exists():
             print(f"[seed {seed}] reusing {pre} ({recorded['pretrain']:.0f} CPU s recorded)", file=sys.stderr)
             cpu["pretrain"] = recorded["pretrain"]
         elif args.pretrain_epochs != 0:

@@ -298,6 +298,6 @@ def finetune(recipe: Recipe, run_dir: Path, resume: Checkpoint | None = None,
     if result.records and env.is_main:
         finish_run(f"metric fine-tuning ({ft.loss}): {run_dir}", result.records, [
             ("init", ft.init), ("skipped images", len(data.skipped)), ("checkpoint", str(folder.checkpoint))],
-            features=" of the embedding on the validation split")
+            features=f" of the {'backbone features' if objective.features == 'backbone' else 'embedding'} on the validation split")
         info(f"next: toolkit evaluate {run_dir}")
     return result

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
+from pathlib import Path
 
 import pytest
 
 from benchmarks.longtail import summarise
+from toolkit.engine.run_folder import RunFolder
 
 
 def _row(seed: int, pipeline: float, supervised: float) -> dict:
@@ -35,3 +39,54 @@ def test_the_target_needs_one_point_on_average() -> None:
     assert s["target_met"] is False
     single = summarise([_row(0, 0.95, 0.90)])
     assert math.isnan(single["supervised"]["standard_error"])  # one seed: no interval, not a zero one
+
+
+def _fake_stages(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """``run_cli`` recorded instead of run (1 CPU second each) and a fixed classification read back."""
+    import types
+
+    import benchmarks.longtail as longtail
+    from toolkit.evaluate import report
+
+    commands: list[str] = []
+
+    def fake_run_cli(args: list[str], log: Path) -> float:
+        commands.append(args[0])
+        return 1.0
+
+    classification = {"rule": "knn_balanced", "balanced_accuracy": 0.9,
+                      **{rule: {"balanced_accuracy": 0.9} for rule in longtail.RULES}}
+    monkeypatch.setattr(longtail, "run_cli", fake_run_cli)
+    monkeypatch.setattr(report.EvalReport, "read", staticmethod(lambda path: types.SimpleNamespace(classification=classification)))
+    return commands
+
+
+def _args(**overrides: object) -> argparse.Namespace:
+    base = {"data": "digits", "imbalance": 100.0, "pretrain": "digits", "finetune": "digits_lt", "pretrain_epochs": None,
+            "pretrain_set": [], "finetune_set": [], "refit": False}
+    return argparse.Namespace(**{**base, **overrides})
+
+
+def test_a_finished_pretraining_run_is_reused_with_its_recorded_cpu_seconds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks.longtail import pipeline
+
+    commands = _fake_stages(monkeypatch)
+    (tmp_path / "seed0" / "pretrain").mkdir(parents=True)
+    (tmp_path / "seed0" / "pretrain" / RunFolder.CHECKPOINT).write_bytes(b"")
+    (tmp_path / "seed0" / "cpu_seconds.json").write_text(json.dumps({"pretrain": 875.5}))
+    result = pipeline(_args(), 0, tmp_path)
+    assert commands == ["finetune", "evaluate"]
+    assert result["cpu_seconds"] == {"pretrain": 875.5, "finetune": 1.0, "evaluate": 1.0}
+
+
+def test_a_pretraining_run_without_recorded_seconds_runs_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkpoint alone may be a killed run's: only the recorded seconds (written when it finished) mark it done."""
+    from benchmarks.longtail import pipeline
+
+    commands = _fake_stages(monkeypatch)
+    (tmp_path / "seed0" / "pretrain").mkdir(parents=True)
+    (tmp_path / "seed0" / "pretrain" / RunFolder.CHECKPOINT).write_bytes(b"")
+    result = pipeline(_args(), 0, tmp_path)
+    assert commands == ["pretrain", "finetune", "evaluate"]
+    assert result["cpu_seconds"]["pretrain"] == 1.0
+    assert json.loads((tmp_path / "seed0" / "cpu_seconds.json").read_text())["pretrain"] == 1.0

@@ -48,10 +48,12 @@ def test_encoder_raw_and_auxiliary_outputs_follow_their_definitions() -> None:
     assert torch.allclose(embeddings, model(x1))
 
 
-def test_backbone_features_are_what_the_checkpoint_deploys(tmp_path: Path) -> None:
+def test_backbone_features_are_what_the_checkpoint_deploys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """finetune.features=backbone: the trained head is dropped, the model embeds l2-normalised backbone features."""
     run = tmp_path / "ft"
     finetune(_recipe(tmp_path, **{"finetune.features": "backbone", "finetune.embedding_dim": 16}), run)
+    said = capsys.readouterr()
+    assert "kNN top-1 of the backbone features on the validation split" in said.out + said.err  # what the monitor read
     ckpt = Checkpoint.load(run)
     assert ckpt.features == "backbone"
     encoder = ckpt.encoder()
