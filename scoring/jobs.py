@@ -17,7 +17,6 @@ import numpy as np
 from scoring.embedding import Settings
 from scoring.image_lists import drop_non_finite, read_support_folder
 from scoring.index.store import EmbeddingStore
-from scoring.images import embedder
 from scoring.modes import ScoreRun, gallery_mode, index_mode, pairs_mode, report_failures, support_augment, support_mode
 from scoring.output_checks import check_files
 from scoring.pairs_csv import read_pairs_header
@@ -55,8 +54,7 @@ def embed_images(model: str | Path, images: str | Path, out: str | Path = "embed
     if augment is not None:
         say(f"test-time augmentation: each embedding is the mean of the image and {tta} augmented views "
             f"(the model's fine-tuning augmentation; {tta + 1} forward passes per image, on this machine)")
-        embed_paths = timed.timing(embedder(session.local, batch_size=settings.batch_size, workers=0,
-                                            progress=settings.progress, views=tta, augment=augment))
+        embed_paths = session.view_embedder(tta, augment)
     embeddings, ok_paths, errors = drop_non_finite(*embed_paths(paths))
     out = Path(out)
     try:

@@ -28,7 +28,6 @@ from pathlib import Path
 
 from exporters.metadata import DEFAULT_THRESHOLD, ModelInfo
 from scoring.image_lists import SupportSet
-from scoring.images import embedder
 from scoring.index.search import search
 from scoring.pairs import PairScoreResult, score_pairs
 from scoring.session import Session
@@ -194,9 +193,7 @@ def support_mode(session: Session, queries: list[str], support: SupportSet, out:
     if augment is not None:
         say(f"support-set test-time augmentation: each support image is the mean of itself and {views} augmented "
             "views (the model's fine-tuning augmentation)")
-        settings = session.settings
-        support_embed = session.embed_paths.timing(embedder(session.local, batch_size=settings.batch_size, workers=0,
-                                                            progress=settings.progress, views=views, augment=augment))
+        support_embed = session.view_embedder(views, augment)
     res = score_support(queries, support, out, session.embed_paths, threshold=cut, support_embed_paths=support_embed)
     run = _run(session, "support", out, res.rows_written, res.failed_rows, start, before)
     say(f"classified {res.rows_written} queries over {len(support.class_names)} classes -> {out} "

@@ -22,6 +22,7 @@ from exporters.runtime import Backend, open_backend
 from scoring.embedding import Settings, default_backend
 from scoring.images import default_workers, embedder
 from scoring.index.fingerprint import model_fingerprint
+from toolkit.config import AugmentConfig
 from toolkit.console import console
 from toolkit.console import info as say
 
@@ -92,6 +93,12 @@ class Session:
         """``scoring.index.fingerprint.model_fingerprint`` plus the backend kind (so ``index add`` reopens the
         same model), computed once."""
         return {**model_fingerprint(self.local), "backend": self.local.name}
+
+    def view_embedder(self, views: int, augment: AugmentConfig) -> Callable[[list[str]], tuple[np.ndarray, list[str], dict[str, str]]]:
+        """``embed_paths`` on this machine whose every embedding is the unit mean of the image and ``views``
+        views of ``augment`` (``scoring.images.embed_files`` with views), timed as this job's embedding stage."""
+        return self.embed_paths.timing(embedder(self.local, batch_size=self.settings.batch_size, workers=0,
+                                                progress=self.settings.progress, views=views, augment=augment))
 
     @property
     def model_file(self) -> str:
